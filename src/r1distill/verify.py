@@ -1,0 +1,273 @@
+"""The one answer verifier shared by curation, evaluation and (later) RL rewards.
+
+Pipeline: ``extract_answer`` pulls a final answer out of a model completion with cheap linear scans,
+``normalize_answer`` removes presentation noise, and ``is_equivalent`` compares two answers with a
+fast string/number path before falling back to Math-Verify's symbolic comparison.
+
+Model output is data: nothing here evals or execs it. Math-Verify's ``ExprExtractionConfig`` does call
+sympy's ``parse_expr`` (which uses ``eval``), but only on regex matches made of digits, dots, spaces and
+arithmetic operators, so no identifiers or attribute access can reach it.
+
+Percent policy: ``normalize_answer`` keeps "%" (canonicalising "\\%" to "%") and leaves the decision to
+Math-Verify, which accepts "50%" as equal to both "50" and "0.5". Graders differ on this; we follow
+Math-Verify so that curation, evaluation and rewards agree with the library everyone else reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+
+from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+from math_verify.errors import TimeoutException
+
+MAX_TEXT_CHARS = 100_000  # answers sit at the end of a completion; older text is never read
+MAX_ANSWER_CHARS = 1_000
+# Math-Verify logs every timeout/parse failure; model output is noisy, so keep those logs quiet.
+logging.getLogger("math_verify").setLevel(logging.ERROR)
+
+
+@dataclass(frozen=True)
+class Extraction:
+    answer: str | None  # the extracted answer text, None if nothing found
+    rule: str | None  # "boxed" | "gsm8k" | "answer_is" | "last_number" | None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    pred_answer: str | None
+    rule: str | None
+    correct: bool
+    gold_ok: bool  # False when the gold cannot be parsed at all: flag the row, do not count it wrong
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Extraction
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_BOX_BARE_RE = re.compile(r"\\boxed ([^\s{]\S*)")  # "\boxed 5" (no braces) is valid LaTeX and models emit it
+_GSM8K_RE = re.compile(r"####\s*([^\n]+)")
+_ANSWER_IS_RE = re.compile(
+    # one \s* per gap: two adjacent \s* around an optional group would backtrack quadratically
+    r"\bthe\s+(?:final\s+)?answer\s+is\b[\s*_]*:?|\bfinal\s+answer\b\s*(?:(?:\*\*|__)\s*)?:",
+    re.IGNORECASE,
+)
+_SENTENCE_END_RE = re.compile(r"\.(?=\s|$)|\n")
+_NUMBER_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+
+
+def _matching_braces(text: str) -> dict[int, int]:
+    """Map each '{' index to its matching '}' index in one linear pass (escaped \\{ \\} are literals)."""
+    pairs: dict[int, int] = {}
+    stack: list[int] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "{":
+            stack.append(i)
+        elif c == "}" and stack:
+            pairs[stack.pop()] = i
+        i += 1
+    return pairs
+
+
+def _last_boxed(text: str) -> str | None:
+    """Content of the last closed, non-empty \\boxed{...}/\\fbox{...} (or bare "\\boxed 5")."""
+    starts = [m.end() - 1 for m in _BOX_RE.finditer(text)]
+    bare = list(_BOX_BARE_RE.finditer(text))
+    if not starts and not bare:
+        return None
+    pairs = _matching_braces(text) if starts else {}
+    best_pos, best = -1, None
+    for open_idx in reversed(starts):  # a truncated final box is unclosed: fall back to the previous one
+        close = pairs.get(open_idx)
+        if close is not None and text[open_idx + 1 : close].strip():
+            best_pos, best = open_idx, text[open_idx + 1 : close]
+            break
+    if bare and bare[-1].start() > best_pos:
+        best = bare[-1].group(1).rstrip(".,;$")
+    return best
+
+
+def _answer_is(text: str) -> str | None:
+    """X from the last "the (final) answer is X" / "final answer: X" with non-empty X."""
+    for m in reversed(list(_ANSWER_IS_RE.finditer(text))):
+        rest = text[m.end() : m.end() + 2 * MAX_ANSWER_CHARS].lstrip(" \t*_:")
+        end = _SENTENCE_END_RE.search(rest)
+        # markdown bold may be cut unevenly by the match ("is **9**." -> "9**"), so strip it one-sided
+        ans = _strip_markup((rest[: end.start()] if end else rest).strip(" \t*_"))
+        if ans:
+            return ans
+    return None
+
+
+def _last_number(text: str) -> str | None:
+    last = None
+    for last in _NUMBER_RE.finditer(text):  # noqa: B007 - keep only the last match
+        pass
+    if last is None:
+        return None
+    num, before = last.group(0), text[last.start() - 1 : last.start()]
+    if num.startswith("-") and (before.isalnum() or before in (")", "}")):
+        num = num[1:]  # "5-3" is a subtraction, not the number -3
+    return num
+
+
+def extract_answer(text: str, last_number: bool = True) -> Extraction:
+    """Extract the final answer: boxed > "#### N" > "the answer is X" > last number (optional).
+
+    Only the text after the last "</think>" is read, since the answer follows the reasoning.
+    """
+    text = text[-MAX_TEXT_CHARS:]
+    think_end = text.rfind("</think>")
+    if think_end >= 0:
+        text = text[think_end + len("</think>") :]
+    found: tuple[str, str] | None = None
+    if (boxed := _last_boxed(text)) is not None:
+        found = (boxed, "boxed")
+    elif gsm := list(_GSM8K_RE.finditer(text)):
+        found = (gsm[-1].group(1), "gsm8k")
+    elif (said := _answer_is(text)) is not None:
+        found = (said, "answer_is")
+    elif last_number and (num := _last_number(text)) is not None:
+        found = (num, "last_number")
+    if found is None or not (answer := found[0].strip()[:MAX_ANSWER_CHARS]):
+        return Extraction(None, None)
+    return Extraction(answer, found[1])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Normalization
+
+_WRAPPERS = (("\\(", "\\)"), ("\\[", "\\]"))
+_NUM = r"-?(?:\d+(?:\.\d*)?|\.\d+)"
+_THOUSANDS_RE = re.compile(r"-?\d{1,3}(?:(?:,|\{,\}|\\,)\d{3})+(?:\.\d+)?")
+_TEXT_UNIT_RE = re.compile(rf"^({_NUM})\s*(?:\\(?:text|mbox|mathrm)\{{[^{{}}]*\}}\s*)+$")
+_WORD_UNIT_RE = re.compile(rf"^({_NUM})\s+[a-zA-Z]{{2,}}(?:\s+[a-zA-Z]{{2,}}){{0,2}}$")
+_ASSIGN_RE = re.compile(r"^\\?[a-zA-Z]+(?:_\{?\w+\}?)?\s*=\s*")
+_TEXT_WRAP_RE = re.compile(r"^\\(?:text|textbf|mbox|mathrm)\{([^{}]*)\}$")
+_LEFT_RIGHT_RE = re.compile(r"\\(?:left|right)(?![a-zA-Z])")
+_SPACE_RE = re.compile(r"(?<![a-zA-Z])\s+|\s+(?![a-zA-Z])")  # keep only spaces between letters ("\pi r")
+
+
+def _strip_markup(s: str) -> str:
+    """Strip surrounding $...$, \\(...\\), **...** and trailing punctuation, repeatedly."""
+    prev = None
+    while s != prev:
+        prev = s
+        s = s.strip().rstrip(".,;")
+        for ch in "$*_":  # balanced runs ($$, **, __) go in one step, so long runs stay linear
+            k = min(len(s) - len(s.lstrip(ch)), len(s) - len(s.rstrip(ch)))
+            s = s[k : len(s) - k] if k else s
+        for left, right in _WRAPPERS:
+            if len(s) >= len(left) + len(right) and s.startswith(left) and s.endswith(right):
+                s = s[len(left) : len(s) - len(right)]
+    return s
+
+
+def normalize_answer(s: str) -> str:
+    """Light, meaning-preserving normalization applied to both sides before comparison."""
+    s = s[:MAX_ANSWER_CHARS]
+    if "\\boxed" in s or "\\fbox" in s:
+        s = _last_boxed(s) or s
+    s = _strip_markup(s)
+    s = re.sub(r"\\!\s*", "", s).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\%", "%")
+    s = _LEFT_RIGHT_RE.sub("", s).replace("\\$", "$")
+    s = re.sub(r"^\$\s*(?=[-\d.])", "", s)  # currency "$18" (surrounding $...$ is gone by now)
+    if s.count("=") == 1:
+        s = _ASSIGN_RE.sub("", s)  # "x = 3" -> "3", but "x = 1, y = 2" keeps both parts
+    if m := _TEXT_WRAP_RE.match(s):
+        s = m.group(1)
+    if _THOUSANDS_RE.fullmatch(s.strip()):
+        s = re.sub(r"\{,\}|\\,|,", "", s)
+    for unit_re in (_TEXT_UNIT_RE, _WORD_UNIT_RE):  # "10\text{ cm}" / "18 dollars" -> the number
+        if m := unit_re.match(s.strip()):
+            s = m.group(1)
+    s = _SPACE_RE.sub("", re.sub(r"\s+", " ", s.strip()))
+    return _strip_markup(s)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Equivalence
+
+_DECIMAL_RE = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
+_WORDS_RE = re.compile(r"[A-Za-z ]+")
+_RATIO_RE = re.compile(r"(-?\d+)/(\d+)|(-?)\\frac\{(\d+)\}\{(\d+)\}")
+
+
+def _as_number(s: str) -> Fraction | None:
+    """Exact value of a plain decimal, "a/b" or "\\frac{a}{b}" string, else None."""
+    if _DECIMAL_RE.fullmatch(s):
+        return Fraction(s)
+    if m := _RATIO_RE.fullmatch(s):
+        num, den = (m.group(1), m.group(2)) if m.group(2) else (m.group(3) + m.group(4), m.group(5))
+        return Fraction(int(num), int(den)) if int(den) else None
+    return None
+
+
+def _mv_timeout(timeout: float) -> int | None:
+    # Math-Verify times out with signal.alarm, which only works in the main thread and only takes whole
+    # seconds. Off the main thread run without it; a process-based hard limit will wrap this later
+    # (signals also cannot interrupt a long C-level sympy call, so that limit is needed anyway).
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return max(1, math.ceil(timeout))
+
+
+@lru_cache(maxsize=4096)  # golds repeat across every sample of a problem
+def _mv_parse(s: str, timeout: int | None) -> tuple:
+    """Math-Verify parse of a bare answer; wrapped in \\boxed{} so the LaTeX extractor finds it whole."""
+    cfg = [LatexExtractionConfig(), ExprExtractionConfig()]
+    try:
+        return tuple(parse("\\boxed{" + s + "}", cfg, parsing_timeout=timeout))
+    except (Exception, TimeoutException):  # noqa: BLE001 - a grader must never crash on model output
+        return ()
+
+
+def _mv_equal(pred: str, gold: str, timeout: int | None) -> bool:
+    gold_parsed, pred_parsed = _mv_parse(gold, timeout), _mv_parse(pred, timeout)
+    if not gold_parsed or not pred_parsed:
+        return False
+    try:
+        return bool(verify(list(gold_parsed), list(pred_parsed), timeout_seconds=timeout))  # order matters
+    except (Exception, TimeoutException):  # noqa: BLE001 - a grader must never crash on model output
+        return False
+
+
+def _fast_equal(pred: str, gold: str) -> bool:
+    if pred == gold or (_WORDS_RE.fullmatch(pred) and pred.casefold() == gold.casefold()):
+        return True  # word answers ("Evelyn", "east") are case-insensitive; Math-Verify reads them as symbols
+    p, g = _as_number(pred), _as_number(gold)
+    return p is not None and p == g
+
+
+def is_equivalent(pred: str, gold: str, timeout: float = 5.0) -> bool:
+    """True if ``pred`` is mathematically the same answer as ``gold``. Never raises."""
+    try:
+        p, g = normalize_answer(pred), normalize_answer(gold)
+        if not p or not g:
+            return False
+        return _fast_equal(p, g) or _mv_equal(p, g, _mv_timeout(timeout))
+    except (Exception, TimeoutException):  # noqa: BLE001 - a grader must never crash on model output
+        return False
+
+
+def verify_answer(text: str, gold: str, last_number: bool = True, timeout: float = 5.0) -> Verdict:
+    """Extract the answer from a completion and grade it against ``gold``.
+
+    Rows with ``gold_ok=False`` have a gold that neither normalizes to a number nor parses with
+    Math-Verify; callers should report them separately rather than count them as wrong.
+    """
+    ext = extract_answer(text, last_number=last_number)
+    g = normalize_answer(gold)
+    gold_ok = bool(g) and (_as_number(g) is not None or bool(_mv_parse(g, _mv_timeout(timeout))))
+    correct = ext.answer is not None and is_equivalent(ext.answer, gold, timeout)
+    return Verdict(pred_answer=ext.answer, rule=ext.rule, correct=correct, gold_ok=gold_ok)

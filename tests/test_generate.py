@@ -1,0 +1,77 @@
+"""The generate stage with the real built-in teacher: schema, exact top-k, resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from r1distill import generate
+from r1distill.config import UserError
+from r1distill.data.problems import SourceConfig
+from r1distill.data.traces import TRACE_SCHEMA, check_schema, read_table, shard_paths
+from r1distill.models import load_model, load_tokenizer
+from r1distill.prompts import render_prompt
+
+
+def _cfg(tmp_path, **kw) -> generate.GenerateConfig:
+    base = dict(output_dir=str(tmp_path / "traces"), source=SourceConfig(name="synthetic", num_problems=3),
+                num_samples=2, max_new_tokens=20, temperature=0.8, topk_logprobs=5, batch_size=6, shard_size=2)
+    base.update(kw)
+    return generate.GenerateConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def traces(tmp_path_factory, teacher_dir):
+    cfg = _cfg(tmp_path_factory.mktemp("gen"))
+    generate.run(cfg)
+    return cfg
+
+
+def test_traces_follow_the_schema(traces):
+    t = read_table(traces.out)
+    check_schema(t, TRACE_SCHEMA, str(traces.out))
+    assert t.num_rows == 6 and len(shard_paths(traces.out)) == 3  # one problem (2 samples) per shard
+    rows = t.to_pylist()
+    assert len({(r["prompt_id"], r["sample_idx"]) for r in rows}) == 6
+    for r in rows:
+        assert r["num_tokens"] == len(r["completion_ids"]) == len(r["topk_ids"]) == len(r["topk_logprobs"])
+        assert all(len(x) == 5 for x in r["topk_ids"])
+        assert r["finish_reason"] in ("stop", "length")
+        assert r["finish_reason"] == "stop" or r["num_tokens"] == 20
+        assert "Please reason step by step" in r["prompt"][-1]["content"]
+    assert t.schema.field("topk_logprobs").type.value_type.value_type == "halffloat"
+
+
+def test_stored_topk_equals_a_full_forward_pass(traces, teacher_dir):
+    model = load_model(str(teacher_dir), dtype="float32", device="cpu")
+    tok = load_tokenizer(str(teacher_dir))
+    for r in read_table(traces.out).to_pylist()[:3]:
+        prompt = render_prompt(tok, r["prompt"])
+        ids = torch.tensor([prompt + r["completion_ids"]])
+        with torch.no_grad():
+            lp = torch.log_softmax(model(ids).logits[0].float(), -1)  # (L, V)
+        P, T = len(prompt), r["num_tokens"]
+        full = lp[P - 1:P - 1 + T]  # the distributions the T completion tokens were drawn from
+        stored_ids = torch.tensor(r["topk_ids"]).long()
+        stored = torch.tensor(r["topk_logprobs"], dtype=torch.float32)
+        # float16 storage: about 3 significant digits.
+        torch.testing.assert_close(full.gather(-1, stored_ids), stored, atol=1e-3, rtol=1e-3)
+        kth = full.topk(5, -1).values[:, -1]
+        assert bool((stored.min(-1).values >= kth - 1e-2).all()), "stored ids must be the top-k"
+
+
+def test_resume_skips_finished_and_redoes_missing(traces):
+    before = read_table(traces.out).to_pylist()
+    generate.run(traces)  # nothing left to do
+    assert read_table(traces.out).num_rows == 6
+    shard_paths(traces.out)[1].unlink()  # as if the run died before this shard was renamed into place
+    generate.run(traces)
+    after = read_table(traces.out).to_pylist()
+    assert len(after) == 6
+    assert {(r["prompt_id"], r["sample_idx"]) for r in after} == {(r["prompt_id"], r["sample_idx"]) for r in before}
+
+
+def test_a_different_config_refuses_to_resume(traces):
+    changed = _cfg(traces.out.parent, temperature=0.3)
+    with pytest.raises(UserError, match="different config"):
+        generate.run(changed)

@@ -1,0 +1,50 @@
+"""The built-in teacher's conversion and derived students."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from r1distill.models import builtin_gguf_path, derive_student, load_model, load_tokenizer, pick_layers
+
+
+def test_pick_layers_evenly_spaced():
+    assert pick_layers(30, 8) == [0, 4, 8, 12, 17, 21, 25, 29]
+    assert pick_layers(30, 2) == [0, 29]
+    assert pick_layers(4, 4) == [0, 1, 2, 3]
+    with pytest.raises(Exception, match="between 1 and 30"):
+        pick_layers(30, 31)
+
+
+def test_converted_teacher_matches_gguf_logits(teacher_dir):
+    from transformers import AutoModelForCausalLM, GgufConfig
+
+    gguf = builtin_gguf_path("smollm2-135m-instruct")
+    direct = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True)
+    ).eval()
+    converted = load_model(str(teacher_dir), dtype="float32", device="cpu")
+    assert list(teacher_dir.glob("*.safetensors")), "the converted teacher must be stored as safetensors"
+    tok = load_tokenizer(str(teacher_dir))
+    ids = tok("Tom has 7 apples and buys 5 more. How many apples does he have?", return_tensors="pt").input_ids
+    with torch.no_grad():
+        a, b = direct(ids).logits, converted(ids).logits
+    assert a.shape == (1, ids.shape[1], 49152)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+
+
+def test_derived_student_copies_chosen_layers(teacher_dir, tmp_path):
+    out = derive_student(str(teacher_dir), tmp_path / "s", layers=[0, 15, 29])
+    student = load_model(str(out), dtype="float32", device="cpu")
+    teacher = load_model(str(teacher_dir), dtype="float32", device="cpu")
+    assert student.config.num_hidden_layers == 3
+    assert json.loads((out / "r1distill_derived.json").read_text())["layers"] == [0, 15, 29]
+    t, s = teacher.state_dict(), student.state_dict()
+    for i, src in enumerate([0, 15, 29]):
+        torch.testing.assert_close(s[f"model.layers.{i}.mlp.down_proj.weight"], t[f"model.layers.{src}.mlp.down_proj.weight"])
+    for key in ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"):
+        torch.testing.assert_close(s[key], t[key])
+    assert load_tokenizer(str(out)).get_vocab() == load_tokenizer(str(teacher_dir)).get_vocab()
+    assert sum(p.numel() for p in student.parameters()) < 0.4 * sum(p.numel() for p in teacher.parameters())

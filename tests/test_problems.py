@@ -1,0 +1,234 @@
+"""Problem sources: synthetic generator, frozen test set, benchmark files and the file loader."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import types
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from r1distill.config import ConfigError, UserError, from_dict
+from r1distill.data import synthetic
+from r1distill.data.problems import SourceConfig, load_problems
+from r1distill.data.synthetic import LEVELS, generate_problems, is_test_text, load_test_set
+
+BENCH = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
+needs_bench = pytest.mark.skipif(not BENCH.is_dir(), reason=f"local benchmark files not present at {BENCH}")
+STEP = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)\.")
+
+
+def _check_solution(p: dict) -> None:
+    """Every `a op b = c` line is exact arithmetic and the last result is the answer."""
+    steps = STEP.findall(p["solution"])
+    assert steps, p
+    for a, op, b, c in steps:
+        a, b, c = int(a), int(b), int(c)
+        expected = {"+": a + b, "-": a - b, "*": a * b, "/": a / b}[op]
+        assert expected == c, p
+    assert p["solution"].endswith(f"#### {p['answer']}")
+    assert int(steps[-1][3]) == int(p["answer"]) >= 0
+
+
+# ---- synthetic --------------------------------------------------------------------------------
+def test_synthetic_deterministic_and_seed_dependent() -> None:
+    for level in (*LEVELS, "mixed"):
+        a = generate_problems(50, "train", level, seed=7)
+        assert a == generate_problems(50, "train", level, seed=7)
+        assert a != generate_problems(50, "train", level, seed=8)
+        assert [p["id"] for p in a] == [f"synthetic/train/{level}/{i}" for i in range(50)]
+
+
+def test_synthetic_records_and_arithmetic() -> None:
+    for level in LEVELS:
+        probs = generate_problems(300, "train", level, seed=3)
+        assert len({p["problem"] for p in probs}) == 300
+        assert {p["template"] for p in probs} == set(synthetic.TEMPLATES[level])
+        for p in probs:
+            assert set(p) == {"id", "problem", "answer", "solution", "source", "level", "template"}
+            assert p["level"] == level and p["source"] == "synthetic"
+            _check_solution(p)
+        n_steps = {len(STEP.findall(p["solution"])) for p in probs}
+        assert n_steps == ({1} if level != "hard" else {2, 3})
+
+
+def test_easy_is_small() -> None:
+    for p in generate_problems(500, "train", "easy", seed=0):
+        assert 0 <= int(p["answer"]) <= 100
+        assert all(int(n) <= 20 for n in re.findall(r"\d+", p["problem"])), p["problem"]
+
+
+def test_mixed_round_robin() -> None:
+    probs = generate_problems(9, "train", "mixed", seed=0)
+    assert [p["level"] for p in probs] == list(LEVELS) * 3
+
+
+def test_train_test_disjoint() -> None:
+    frozen = {p["problem"] for p in load_test_set()}
+    assert all(is_test_text(t) for t in frozen)
+    for level in LEVELS:
+        train = generate_problems(2000, "train", level, seed=0)
+        assert not frozen & {p["problem"] for p in train}
+        assert not any(is_test_text(p["problem"]) for p in train)
+
+
+def test_frozen_test_set() -> None:
+    rows = load_test_set()
+    assert len(rows) == 300
+    assert len({p["problem"] for p in rows}) == 300
+    assert [p["level"] for p in rows] == ["easy"] * 100 + ["medium"] * 100 + ["hard"] * 100
+    for level in LEVELS:
+        assert len(load_test_set(level)) == 100
+    for p in rows:
+        _check_solution(p)
+    assert rows == synthetic.build_test_set(), "data/synthetic_test.jsonl is stale: rerun write_test_set"
+
+
+def test_synthetic_source() -> None:
+    train = load_problems(SourceConfig(num_problems=20, level="medium", seed=1))
+    assert train == generate_problems(20, "train", "medium", seed=1)
+    assert len(load_problems(SourceConfig(split="test", level="hard"))) == 100
+    assert len(load_problems(SourceConfig(split="test", level="mixed"))) == 300
+    assert len(load_problems(SourceConfig(split="test", level="easy", num_problems=5))) == 5
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ConfigError, match="set name to synthetic, gsm8k"):
+        SourceConfig(name="gsm9k")
+    with pytest.raises(ConfigError, match="easy, medium, hard or mixed"):
+        SourceConfig(level="expert")
+    with pytest.raises(ConfigError, match="num_problems must be >= 1"):
+        SourceConfig(num_problems=0)
+    with pytest.raises(ConfigError, match="needs path="):
+        SourceConfig(name="file")
+    cfg = from_dict(SourceConfig, {"name": "file", "path": "x.jsonl", "columns": {"problem": "q"}})
+    assert cfg.columns == {"problem": "q"}
+
+
+# ---- benchmarks -------------------------------------------------------------------------------
+@needs_bench
+def test_benchmarks_from_path() -> None:
+    gsm = load_problems(SourceConfig(name="gsm8k", path=str(BENCH / "gsm8k_test.jsonl")))
+    assert len(gsm) == 1319 and gsm[0]["answer"] == "18" and gsm[0]["id"] == "gsm8k/test/0"
+    assert "solution" in gsm[0]
+    assert len(load_problems(SourceConfig(name="math500", path=str(BENCH)))) == 500
+    aime = load_problems(SourceConfig(name="aime24", path=str(BENCH)))
+    assert len(aime) == 30 and all(a["answer"].isdigit() for a in aime)
+
+
+@needs_bench
+def test_benchmarks_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("R1DISTILL_BENCHMARKS_DIR", str(BENCH))
+    got = load_problems(SourceConfig(name="math500", num_problems=10, shuffle=True, seed=0))
+    assert len(got) == 10 and len({p["id"] for p in got}) == 10
+
+
+def test_benchmark_missing_path(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="gsm8k_test.jsonl"):
+        load_problems(SourceConfig(name="gsm8k", path=str(tmp_path)))
+
+
+# ---- file loader ------------------------------------------------------------------------------
+ROWS = [{"question": "What is 2 + 3?", "final_answer": 5, "uid": "a"},
+        {"question": "What is 10 - 4?", "final_answer": "6", "note": "extra"}]
+MAPPING = {"problem": "question", "answer": "final_answer", "id": "uid"}
+OK = {"problem": "ok", "answer": "1"}
+
+
+def _jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_file_jsonl_with_mapping(tmp_path: Path) -> None:
+    path = _jsonl(tmp_path / "mine.jsonl", [ROWS[0], {**ROWS[1], "uid": None}])
+    got = load_problems(SourceConfig(name="file", path=str(path), columns=MAPPING))
+    assert got[0] == {"id": "a", "problem": "What is 2 + 3?", "answer": "5"}
+    assert got[1] == {"id": "mine/1", "problem": "What is 10 - 4?", "answer": "6", "note": "extra"}
+
+
+def test_file_parquet_and_json(tmp_path: Path) -> None:
+    pq.write_table(pa.Table.from_pylist([{"question": r["question"], "final_answer": str(r["final_answer"])}
+                                         for r in ROWS]), tmp_path / "p.parquet")
+    got = load_problems(SourceConfig(name="file", path=str(tmp_path / "p.parquet"),
+                                     columns={"problem": "question", "answer": "final_answer"}))
+    assert [(g["id"], g["answer"]) for g in got] == [("p/0", "5"), ("p/1", "6")]
+    (tmp_path / "j.json").write_text(json.dumps([{"problem": "1 + 1?", "answer": 2.0}]))
+    assert load_problems(SourceConfig(name="file", path=str(tmp_path / "j.json")))[0]["answer"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("rows", "pattern"),
+    [
+        ([OK, {"problem": "no answer"}], r"bad\.jsonl: line 2: field 'answer'.*missing"),
+        ([OK, {"problem": "  ", "answer": "1"}], r"line 2: field 'problem' is empty"),
+        ([{"problem": ["a list"], "answer": "1"}], r"line 1: field 'problem' must be a string or number"),
+        ([{"problem": "ok", "answer": True}], r"line 1: field 'answer' must be a string or number"),
+        ([["not", "an", "object"]], r"line 1: expected an object"),
+    ],
+)
+def test_file_bad_rows(tmp_path: Path, rows: list, pattern: str) -> None:
+    path = _jsonl(tmp_path / "bad.jsonl", rows)
+    with pytest.raises(UserError, match=pattern) as e:
+        load_problems(SourceConfig(name="file", path=str(path)))
+    assert str(path) in str(e.value)
+
+
+def test_file_bad_json_and_columns(tmp_path: Path) -> None:
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"problem": "a", "answer": "1"}\n\n{"problem": "b", \n')
+    with pytest.raises(UserError, match=r"broken\.jsonl: line 3: invalid JSON"):
+        load_problems(SourceConfig(name="file", path=str(path)))
+    path = _jsonl(tmp_path / "cols.jsonl", [{"q": "x", "a": "1"}])
+    with pytest.raises(UserError, match=r"cols\.jsonl: line 1: column 'question' \(mapped to 'problem'\)"):
+        load_problems(SourceConfig(name="file", path=str(path), columns={"problem": "question"}))
+    pq.write_table(pa.Table.from_pylist([{"problem": "x", "answer": ""}]), tmp_path / "e.parquet")
+    with pytest.raises(UserError, match=r"e\.parquet: row 1: field 'answer' is empty"):
+        load_problems(SourceConfig(name="file", path=str(tmp_path / "e.parquet")))
+    with pytest.raises(UserError, match="not found"):
+        load_problems(SourceConfig(name="file", path=str(tmp_path / "nope.jsonl")))
+
+
+# ---- hub (faked: the hub is never reached in tests) --------------------------------------------
+def _fake_datasets(monkeypatch: pytest.MonkeyPatch, tables: dict[str, list[dict]] | None) -> list[tuple]:
+    calls: list[tuple] = []
+
+    def load_dataset(path: str, *args: object, **kwargs: object) -> list[dict]:
+        calls.append((path, *args, kwargs))
+        if tables is None:
+            raise ConnectionError("offline")
+        return tables[path]
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    monkeypatch.delenv("R1DISTILL_BENCHMARKS_DIR", raising=False)
+    return calls
+
+
+def test_hub_benchmarks_conversion(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _fake_datasets(monkeypatch, {
+        "openai/gsm8k": [{"question": "Q?", "answer": "2 * 600 = 1200\n#### 1,200"}],
+        "HuggingFaceH4/aime_2024": [{"id": 60, "problem": "P", "solution": "S", "answer": "025",
+                                     "url": "https://x/wiki/index.php/2024_AIME_II_Problems/Problem_4"}],
+    })
+    gsm = load_problems(SourceConfig(name="gsm8k"))
+    assert gsm == [{"id": "gsm8k/test/0", "problem": "Q?", "answer": "1200",
+                    "solution": "2 * 600 = 1200\n#### 1,200"}]
+    aime = load_problems(SourceConfig(name="aime24"))[0]
+    assert (aime["id"], aime["answer"], aime["answer_original"]) == ("2024_AIME_II_4", "25", "025")
+    assert calls[0] == ("openai/gsm8k", "main", {"split": "test"})
+    assert calls[1] == ("HuggingFaceH4/aime_2024", {"split": "train"})
+
+
+def test_hf_source_and_unreachable_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _fake_datasets(monkeypatch, {"org/ds": [{"q": "1 + 1?", "a": 2}]})
+    got = load_problems(SourceConfig(name="hf", path="org/ds", subset="main", split="validation",
+                                     columns={"problem": "q", "answer": "a"}))
+    assert got == [{"id": "ds/0", "problem": "1 + 1?", "answer": "2"}]
+    assert calls == [("org/ds", "main", {"split": "validation"})]
+    _fake_datasets(monkeypatch, None)
+    with pytest.raises(UserError, match="unreachable.*R1DISTILL_BENCHMARKS_DIR"):
+        load_problems(SourceConfig(name="math500"))

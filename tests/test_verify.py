@@ -1,0 +1,207 @@
+"""Tests for r1distill.verify: extraction rules, normalization, equivalence and input bounds."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from r1distill.verify import Extraction, extract_answer, is_equivalent, normalize_answer, verify_answer
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
+MATH500 = BENCHMARKS / "math500_test.jsonl"
+
+
+# ---------------------------------------------------------------------------------------------- extraction
+
+
+@pytest.mark.parametrize(
+    ("text", "answer", "rule"),
+    [
+        ("so $\\boxed{5}$.", "5", "boxed"),
+        ("a \\boxed{\\frac{1}{\\sqrt{2}}} b", "\\frac{1}{\\sqrt{2}}", "boxed"),
+        ("first \\boxed{1}, then \\boxed{2}, finally \\boxed{3}.", "3", "boxed"),
+        ("the result is \\fbox{42}", "42", "boxed"),
+        ("\\boxed{\\{1,2\\}}", "\\{1,2\\}", "boxed"),  # escaped braces are literals, not grouping
+        ("\\boxed{3} and a truncated \\boxed{\\frac{1", "3", "boxed"),
+        ("hence \\boxed 7.", "7", "boxed"),
+        ("\\boxed{2} then \\boxed {\\frac{1", "2", "boxed"),
+        ("The final answer is $\\boxed{4}$.", "4", "boxed"),
+        ("Step 2 ... #### 1,234", "1,234", "gsm8k"),
+        ("#### 3\nlater #### 5", "5", "gsm8k"),
+        ("The final answer is 42.", "42", "answer_is"),
+        ("**Final Answer:** 7", "7", "answer_is"),
+        ("**Final Answer**: 7", "7", "answer_is"),
+        ("Final answer: $\\frac{1}{2}$", "\\frac{1}{2}", "answer_is"),
+        ("the answer is: 3.5. Done", "3.5", "answer_is"),
+        ("The answer is 1. Then the answer is **9**.", "9", "answer_is"),
+        ("Tom has 7 + 5 = 12 apples. The final answer is 12.", "12", "answer_is"),
+        ("I think it is 3, no, 4", "4", "last_number"),
+        ("it costs $1,500.", "1,500", "last_number"),
+        ("we get 5-3", "3", "last_number"),
+        ("x = -3", "-3", "last_number"),
+        ("<think>maybe \\boxed{3}</think>So the answer is \\boxed{5}.", "5", "boxed"),
+        ("<think>\\boxed{3} #### 9</think>It is 5", "5", "last_number"),
+    ],
+)
+def test_extract_rules(text: str, answer: str, rule: str) -> None:
+    assert extract_answer(text) == Extraction(answer, rule)
+
+
+def test_extract_nothing() -> None:
+    assert extract_answer("no digits here") == Extraction(None, None)
+    assert extract_answer("") == Extraction(None, None)
+    assert extract_answer("\\boxed{}") == Extraction(None, None)
+    assert extract_answer("<think>\\boxed{3}</think>") == Extraction(None, None)
+
+
+def test_last_number_switch() -> None:
+    assert extract_answer("Step 1: think harder") == Extraction("1", "last_number")
+    assert extract_answer("Step 1: think harder", last_number=False) == Extraction(None, None)
+    assert extract_answer("Step 1 \\boxed{2}", last_number=False) == Extraction("2", "boxed")
+
+
+def test_answer_is_bounded() -> None:
+    ans = extract_answer("The answer is " + "9" * 5000).answer
+    assert ans is not None and len(ans) == 1000
+
+
+# ----------------------------------------------------------------------------------------------- normalize
+
+
+@pytest.mark.parametrize(
+    ("raw", "norm"),
+    [
+        ("  $18$ ", "18"),
+        ("\\$18", "18"),
+        ("18.", "18"),
+        ("1,000", "1000"),
+        ("10,\\!080", "10080"),
+        ("\\dfrac{1}{2}", "\\frac{1}{2}"),
+        ("\\tfrac{1}{2}", "\\frac{1}{2}"),
+        ("x = 5", "5"),
+        ("x = 1, y = 2", "x=1,y=2"),
+        ("18 dollars", "18"),
+        ("5.4 \\text{ cents}", "5.4"),
+        ("\\text{Evelyn}", "Evelyn"),
+        ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})"),
+        ("\\pi  r^2", "\\pi r^2"),
+        ("50\\%", "50%"),
+        ("\\boxed{18}", "18"),
+        ("**7**", "7"),
+    ],
+)
+def test_normalize(raw: str, norm: str) -> None:
+    assert normalize_answer(raw) == norm
+
+
+# ---------------------------------------------------------------------------------------------- equivalence
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold"),
+    [
+        ("\\frac{1}{2}", "0.5"),
+        ("0.5", "\\frac{1}{2}"),
+        ("1/2", "0.5"),
+        ("$18", "18"),
+        ("18.00", "18"),
+        ("18 dollars", "18"),
+        ("\\boxed{18}", "18"),
+        ("18", "\\$18"),
+        ("1,000", "1000"),
+        ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})"),
+        ("(3,\\frac{\\pi}{2})", "\\left( 3, \\frac{\\pi}{2} \\right)"),
+        ("[1,2)", "[1, 2)"),
+        ("(-\\infty,2)\\cup(3,\\infty)", "(-\\infty, 2) \\cup (3, \\infty)"),
+        ("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}"),
+        ("x = 3", "3"),
+        ("evelyn", "\\text{Evelyn}"),
+        ("137.5", "137 \\frac{1}{2}"),
+        ("50", "50\\%"),  # Math-Verify's percent policy (see module docstring)
+    ],
+)
+def test_equivalent(pred: str, gold: str) -> None:
+    assert is_equivalent(pred, gold)
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold"),
+    [
+        ("1/2", "2"),
+        ("2", "1/2"),
+        ("0.333", "\\frac{1}{3}"),
+        ("19", "18"),
+        ("[1,2]", "[1,2)"),
+        ("(3,\\frac{\\pi}{3})", "(3,\\frac{\\pi}{2})"),
+        ("", "18"),
+        ("18", ""),
+    ],
+)
+def test_not_equivalent(pred: str, gold: str) -> None:
+    assert not is_equivalent(pred, gold)
+
+
+def test_never_raises_on_garbage() -> None:
+    for junk in ["\\frac{", "}}}{{{", "\\boxed{\\left(}", "1/0", "$$$", "\\sqrt[", "x=" * 50, "\x00\\\\"]:
+        assert is_equivalent(junk, "3") in (True, False)
+
+
+def test_off_main_thread() -> None:
+    """Math-Verify's signal-based timeout would raise off the main thread; we must not."""
+    results: list[bool] = []
+    worker = threading.Thread(target=lambda: results.append(is_equivalent("\\sqrt{4}", "2")))
+    worker.start()
+    worker.join(30)
+    assert results == [True]
+
+
+# -------------------------------------------------------------------------------------------------- verdict
+
+
+def test_verify_answer() -> None:
+    v = verify_answer("Tom has 7 + 5 = 12 apples. The final answer is 12.", "12")
+    assert (v.pred_answer, v.rule, v.correct, v.gold_ok) == ("12", "answer_is", True, True)
+    assert not verify_answer("The answer is \\boxed{11}.", "12").correct
+    assert not verify_answer("no answer", "12").correct
+    assert not verify_answer("\\boxed{3}", "").gold_ok
+
+
+# ---------------------------------------------------------------------------------------------------- bounds
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{" * 10_000 + "\\boxed{" + "{" * 10_000 + "1" + "}" * 10_000,
+        "\\boxed{" * 150_000,
+        "\\boxed{\\boxed{" * 50_000 + "}" * 1000,
+        "final answer" + " " * 1_000_000,
+        "The answer is " * 80_000,
+        "The final answer is " + "$" * 1_000_000,
+        "1," * 500_000,
+        "####" * 250_000,
+        "a" * 1_000_000,
+        "<think>" + "\\" * 1_000_000,
+    ],
+)
+def test_adversarial_inputs_are_fast(text: str) -> None:
+    start = time.perf_counter()
+    ext = extract_answer(text)
+    if ext.answer is not None:
+        is_equivalent(ext.answer, "1", timeout=1)
+        assert len(ext.answer) <= 1000
+    assert time.perf_counter() - start < 2.0
+
+
+# ------------------------------------------------------------------------------------------------- MATH-500
+
+
+@pytest.mark.skipif(not MATH500.exists(), reason="shared MATH-500 benchmark not present")
+def test_math500_reference_solutions() -> None:
+    rows = [json.loads(line) for line in MATH500.read_text().splitlines()[:100]]
+    correct = sum(verify_answer(r["solution"], r["answer"]).correct for r in rows)
+    assert correct >= 97
