@@ -10,9 +10,10 @@ from r1distill.train.collate import DistillCollator
 
 def test_topk_aligned_with_labels_and_padding_masked():
     feats = [
-        {"input_ids": [5, 6, 7, 8, 9], "prompt_len": 2,
-         "topk_ids": np.array([[7, 1], [8, 1], [9, 1]]), "topk_logprobs": np.array([[-0.1, -3], [-0.2, -3], [-0.3, -3]])},
-        {"input_ids": [5, 6, 7], "prompt_len": 2, "topk_ids": np.array([[7, 2]]), "topk_logprobs": np.array([[-0.4, -2]])},
+        {"input_ids": [5, 6, 7, 8, 9], "prompt_len": 2, "topk_ids": np.array([[7, 1], [8, 1], [9, 1]]),
+         "topk_logprobs": np.array([[-0.1, -3], [-0.2, -3], [-0.3, -3]])},
+        {"input_ids": [5, 6, 7], "prompt_len": 2, "topk_ids": np.array([[7, 2]]),
+         "topk_logprobs": np.array([[-0.4, -2]])},
     ]
     b = DistillCollator(pad_token_id=0)(feats)
     assert b["input_ids"].tolist() == [[5, 6, 7, 8, 9], [5, 6, 7, 0, 0]]

@@ -43,7 +43,8 @@ def test_derived_student_copies_chosen_layers(teacher_dir, tmp_path):
     assert json.loads((out / "r1distill_derived.json").read_text())["layers"] == [0, 15, 29]
     t, s = teacher.state_dict(), student.state_dict()
     for i, src in enumerate([0, 15, 29]):
-        torch.testing.assert_close(s[f"model.layers.{i}.mlp.down_proj.weight"], t[f"model.layers.{src}.mlp.down_proj.weight"])
+        key = "mlp.down_proj.weight"
+        torch.testing.assert_close(s[f"model.layers.{i}.{key}"], t[f"model.layers.{src}.{key}"])
     for key in ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"):
         torch.testing.assert_close(s[key], t[key])
     assert load_tokenizer(str(out)).get_vocab() == load_tokenizer(str(teacher_dir)).get_vocab()

@@ -104,6 +104,7 @@ def summarize(samples: list[dict]) -> dict:
         "k": max((len(v) for v in by_problem.values()), default=0),
         "pass@1": sum(pass1) / max(len(pass1), 1),
         "maj@k": sum(maj) / max(len(maj), 1),
+        "answered": sum(s["pred_answer"] is not None for s in samples) / n,  # outputs that state an answer
         "mean_tokens": sum(s["num_tokens"] for s in samples) / n,
         "truncated": sum(s["finish_reason"] == "length" for s in samples) / n,
     }

@@ -130,7 +130,8 @@ def run(cfg: GenerateConfig) -> Path:
         sampling = SamplingConfig(n=cfg.num_samples, max_new_tokens=cfg.max_new_tokens,
                                   temperature=cfg.temperature, top_p=cfg.top_p, logprobs=cfg.topk_logprobs)
         per_shard = max(1, cfg.shard_size // cfg.num_samples)
-        next_index = len(shard_paths(out))
+        # Never reuse a shard number: a gap left by a lost shard must not lead to overwriting a later one.
+        next_index = 1 + max((int(p.stem.rsplit("-", 1)[1]) for p in shard_paths(out)), default=-1)
         with progress() as bar:
             task = bar.add_task("generate", total=len(todo) * cfg.num_samples, info="")
             tokens = 0

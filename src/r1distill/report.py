@@ -19,17 +19,15 @@ def _load(path: Path) -> dict | None:
 
 def accuracy_table(summary: dict) -> str:
     benches = sorted({b for m in summary.values() for b in m if not b.startswith("_")})
-    lines = ["| model | " + " | ".join(f"{b} pass@1 | {b} maj@k" for b in benches) + " | mean tokens |",
-             "|---|" + "---:|" * (2 * len(benches) + 1)]
+    cols = ("pass@1", "maj@k", "answered", "mean_tokens")
+    lines = ["| model | " + " | ".join(f"{b} {c.replace('_', ' ')}" for b in benches for c in cols) + " |",
+             "|---|" + "---:|" * (len(cols) * len(benches))]
     for model, res in summary.items():
-        cells, toks = [], []
+        cells = []
         for b in benches:
             r = res.get(b)
-            cells += [f"{r['pass@1']:.3f}", f"{r['maj@k']:.3f}"] if r else ["", ""]
-            if r:
-                toks.append(r["mean_tokens"])
-        title = MODEL_TITLES.get(model, model)
-        lines.append(f"| {title} | " + " | ".join(cells) + f" | {sum(toks) / max(len(toks), 1):.0f} |")
+            cells += [f"{r[c]:.0f}" if c == "mean_tokens" else f"{r[c]:.3f}" for c in cols] if r else [""] * 4
+        lines.append(f"| {MODEL_TITLES.get(model, model)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -41,6 +39,8 @@ def write_report(run_dir: str | Path) -> Path:
         n = {b: r["problems"] for m in ev.values() for b, r in m.items() if not b.startswith("_")}
         k = {b: r["k"] for m in ev.values() for b, r in m.items() if not b.startswith("_")}
         parts += ["## Accuracy", "", accuracy_table(ev), "",
+                  "pass@1: mean correctness over the k samples per problem; maj@k: majority vote over the "
+                  "extracted answers; answered: share of outputs that state a final answer.", "",
                   "Problems per benchmark: " + ", ".join(f"{b} {n[b]} (k={k[b]})" for b in sorted(n)), ""]
     gen = _load(run / LAYOUT["traces"] / "summary.json")
     if gen:

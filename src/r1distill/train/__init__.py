@@ -16,7 +16,7 @@ from pathlib import Path
 
 from r1distill.config import LAYOUT, ConfigError, UserError, write_resolved
 from r1distill.console import console
-from r1distill.models import StudentConfig, derive_student, load_tokenizer, resolve_model
+from r1distill.models import StudentConfig, derive_student, load_tokenizer, pick_layers, resolve_model
 
 OBJECTIVES = ("sft", "kd")
 
@@ -63,21 +63,22 @@ class TrainConfig:
 
 
 def prepare_student(cfg: TrainConfig) -> str:
-    """The student's starting point: a named model, or a model derived from the teacher."""
+    """The student's starting point: a named model, or a model derived from the teacher (reused when
+    `{run_dir}/student_init` already holds the same derivation)."""
+    from transformers import AutoConfig
+
     s = cfg.student
     if s.name:
         return resolve_model(s.name)
     source = cfg.teacher if s.derive_from == "teacher" else s.derive_from
     out = Path(cfg.run_dir) / LAYOUT["student_init"]
+    total = AutoConfig.from_pretrained(resolve_model(source)).num_hidden_layers
+    layers = list(s.layers) or pick_layers(total, s.num_layers or total)
     marker = out / "r1distill_derived.json"
-    want_layers = s.layers or None
-    if marker.exists():
-        info = json.loads(marker.read_text())
-        same = info["source"] == source and (want_layers is None or info["layers"] == want_layers)
-        if same and (want_layers or len(info["layers"]) == s.num_layers):
-            return str(out)
-    console.print(f"deriving a student from {source}: {s.layers or s.num_layers} layers -> {out}")
-    return str(derive_student(source, out, num_layers=s.num_layers, layers=s.layers or None))
+    if marker.exists() and json.loads(marker.read_text()) == {"source": source, "layers": layers}:
+        return str(out)
+    console.print(f"deriving a student from {source}: layers {layers} -> {out}")
+    return str(derive_student(source, out, layers=layers))
 
 
 def run(cfg: TrainConfig) -> Path:
@@ -115,7 +116,7 @@ def run(cfg: TrainConfig) -> Path:
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
         logging_steps=cfg.logging_steps, save_strategy="no", report_to="none", seed=cfg.seed,
-        bf16=bf16, use_cpu=not on_gpu, gradient_checkpointing=cfg.gradient_checkpointing,
+        bf16=bf16, use_cpu=not on_gpu, activation_checkpointing=cfg.gradient_checkpointing,
         max_length=cfg.max_length, remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True},
         dataloader_num_workers=0,
     )
