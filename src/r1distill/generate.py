@@ -90,22 +90,22 @@ def _prepare_dir(cfg: GenerateConfig) -> None:
     cfg_path.write_text(yaml.safe_dump({"hash": cfg.hash(), **to_dict(cfg)}, sort_keys=False))
 
 
-def _done_pairs(out: Path) -> set[tuple[str, int]]:
-    if not shard_paths(out):
-        return set()
-    t = read_table(out, columns=["prompt_id", "sample_idx"])
-    return set(zip(t.column("prompt_id").to_pylist(), t.column("sample_idx").to_pylist()))
+def _scan_shards(out: Path) -> list[dict]:
+    """Manifest entries of the finished shards: file name and the (prompt_id, sample_idx) pairs it holds.
 
-
-def _write_manifest(out: Path) -> None:
-    shards = []
+    Read from the shards themselves, so a kill between a shard's rename and the manifest's rewrite
+    loses nothing."""
+    entries = []
     for p in shard_paths(out):
         t = pq.read_table(p, columns=["prompt_id", "sample_idx"])
-        shards.append({"file": p.name, "rows": t.num_rows,
-                       "pairs": [list(x) for x in zip(t.column("prompt_id").to_pylist(),
-                                                      t.column("sample_idx").to_pylist())]})
+        pairs = [[a, b] for a, b in zip(t.column("prompt_id").to_pylist(), t.column("sample_idx").to_pylist())]
+        entries.append({"file": p.name, "rows": len(pairs), "pairs": pairs})
+    return entries
+
+
+def _write_manifest(out: Path, entries: list[dict]) -> None:
     tmp = out / ".manifest.json.tmp"
-    tmp.write_text(json.dumps({"shards": shards}, indent=1))
+    tmp.write_text(json.dumps({"shards": entries}))
     os.replace(tmp, out / "manifest.json")
 
 
@@ -117,7 +117,9 @@ def run(cfg: GenerateConfig) -> Path:
     by_id: dict[str, dict] = {}
     for p in problems:  # duplicate problem texts share an id and are generated once
         by_id.setdefault(prompt_id(cfg.source.name, p["problem"]), p)
-    done = _done_pairs(out)
+    manifest = _scan_shards(out)
+    _write_manifest(out, manifest)
+    done = {(a, b) for e in manifest for a, b in e["pairs"]}
     todo = [(pid, p) for pid, p in by_id.items()
             if any((pid, s) not in done for s in range(cfg.num_samples))]
     console.print(f"[bold]generate[/] {len(by_id)} problems x {cfg.num_samples} samples with {cfg.teacher} "
@@ -147,9 +149,11 @@ def run(cfg: GenerateConfig) -> Path:
                 outs = backend.generate([r1_messages(p["problem"], cfg.system_prompt) for _, p in chunk],
                                         sampling, progress=tick)
                 rows = _rows(cfg, chunk, outs, stats)
-                write_table_atomic(rows_to_table(rows), out / f"shard-{next_index:05d}.parquet")
+                shard = write_table_atomic(rows_to_table(rows), out / f"shard-{next_index:05d}.parquet")
+                manifest.append({"file": shard.name, "rows": len(rows),
+                                 "pairs": [[r["prompt_id"], r["sample_idx"]] for r in rows]})
+                _write_manifest(out, manifest)
                 next_index += 1
-                _write_manifest(out)
     elapsed = time.time() - t0
     summary = _summarize(out, stats, elapsed)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -131,18 +131,18 @@ def run(cfg: TrainConfig) -> Path:
     result = trainer.train()
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
-    history = trainer.state.log_history
     with open(out / "train_log.jsonl", "w") as f:
-        for rec in history:
-            f.write(json.dumps(rec) + "\n")
+        f.writelines(json.dumps(rec) + "\n" for rec in trainer.state.log_history)
     shutil.rmtree(work, ignore_errors=True)
     n_tokens = sum(len(f["input_ids"]) - f["prompt_len"] for f in feats) * cfg.epochs
+    train_seconds = result.metrics.get("train_runtime", 0.0)
     summary = {"objective": cfg.objective, "rows": len(feats), "truncated": truncated,
                "steps": trainer.state.global_step, "train_loss": result.training_loss,
                "seconds": round(time.time() - t0, 2), "completion_tokens_seen": n_tokens,
+               "completion_tokens_per_s": n_tokens / train_seconds if train_seconds else 0.0,
                "student_init": student_path}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     write_resolved(cfg, out, "r1distill_train_config.yaml")
-    console.print(f"train: {summary['steps']} steps, final mean loss {result.training_loss:.3f}, "
+    console.print(f"train: {summary['steps']} steps, mean loss {result.training_loss:.3f}, "
                   f"{summary['seconds']:.0f}s -> {out}")
     return out
