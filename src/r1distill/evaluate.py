@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import random
+import statistics
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +51,8 @@ class EvalConfig:
     dtype: str = "auto"
     device: str = "auto"
     last_number: bool = True  # fall back to the last number in the output as the answer
+    pass_at_k: list[int] = field(default_factory=list)  # ks for pass@k; empty = powers of two up to num_samples
+    bootstrap: int = 1000  # resamples of problems for the pass@1 confidence interval
     seed: int = 0
     overwrite: bool = False
 
@@ -55,6 +61,10 @@ class EvalConfig:
             raise ConfigError("eval.models is empty: name at least one model")
         if self.num_samples < 1:
             raise ConfigError("eval.num_samples must be >= 1")
+        if any(k < 1 for k in self.pass_at_k):
+            raise ConfigError(f"eval.pass_at_k must hold ks >= 1, got {self.pass_at_k}")
+        if self.bootstrap < 1:
+            raise ConfigError("eval.bootstrap must be >= 1")
 
     @property
     def out(self) -> Path:
@@ -90,24 +100,112 @@ def majority_correct(answers: list[str | None], correct: list[bool], timeout: fl
     return bool(correct[best[0]])
 
 
-def summarize(samples: list[dict]) -> dict:
-    """Metrics for one model on one benchmark from its per-sample rows."""
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct (Chen et al. 2021): the chance that k samples
+    drawn without replacement include a correct one, 1 - C(n-c, k) / C(n, k)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0  # every k-subset holds a correct sample
+    # C(n-c, k) / C(n, k) = prod_{i=n-c+1}^{n} (1 - k/i): the Codex paper's form, free of huge binomials
+    all_wrong = 1.0
+    for i in range(n - c + 1, n + 1):
+        all_wrong *= 1.0 - k / i
+    return 1.0 - all_wrong
+
+
+def default_ks(max_k: int) -> list[int]:
+    """The ks reported when none are configured: powers of two up to ``max_k``, plus ``max_k`` itself."""
+    ks, k = [], 1
+    while k <= max_k:
+        ks.append(k)
+        k *= 2
+    if ks and ks[-1] != max_k:
+        ks.append(max_k)
+    return ks
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank q-th percentile (0 < q <= 100): the smallest value with at least q% of the values <= it."""
+    if not values:
+        raise ValueError("percentile of an empty list")
+    ranked = sorted(values)
+    # round off float noise first: 100 * (1 - 0.95) / 2 is 2.5000000000000022, whose rank of 1000 must stay 25
+    return ranked[max(1, math.ceil(round(q * len(ranked) / 100, 9))) - 1]
+
+
+def bootstrap_ci(values: Sequence[float], resamples: int = 1000, level: float = 0.95, seed: int = 0) -> list[float]:
+    """Percentile-bootstrap confidence interval [lo, hi] for the mean of ``values``: resample them with
+    replacement ``resamples`` times and take the nearest-rank (1 - level)/2 and (1 + level)/2 percentiles
+    of the resampled means. Seeded, so the same values always give the same interval."""
+    if not values:
+        raise ValueError("bootstrap of an empty list")
+    rng = random.Random(seed)
+    means = [sum(rng.choices(values, k=len(values))) / len(values) for _ in range(resamples)]
+    tail = 100 * (1 - level) / 2
+    return [percentile(means, tail), percentile(means, 100 - tail)]
+
+
+def standard_error(values: Sequence[float]) -> float:
+    """Standard error of the mean of ``values`` (sample standard deviation / sqrt(n)); 0.0 below two values,
+    where it is undefined (and JSON has no NaN)."""
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) >= 2 else 0.0
+
+
+def summarize(samples: list[dict], ks: Sequence[int] = (), bootstrap: int = 1000) -> dict:
+    """Metrics for one model on one benchmark from its per-sample rows.
+
+    pass@1 is the mean over problems of each problem's share of correct samples, with a bootstrap 95% CI
+    over problems and its standard error; pass@k (for ``ks``, default ``default_ks(k)``) is the unbiased
+    estimator averaged over problems; maj@k is majority voting over the extracted answers; tokens_p50/p90
+    are nearest-rank percentiles of the completion lengths.
+    """
     by_problem: dict[str, list[dict]] = defaultdict(list)
     for s in samples:
         by_problem[s["id"]].append(s)
-    pass1 = [sum(s["correct"] for s in v) / len(v) for v in by_problem.values()]
-    maj = [majority_correct([s["pred_answer"] for s in v], [s["correct"] for s in v]) for v in by_problem.values()]
+    groups = list(by_problem.values())
+    pass1 = [sum(s["correct"] for s in v) / len(v) for v in groups]
+    maj = [majority_correct([s["pred_answer"] for s in v], [s["correct"] for s in v]) for v in groups]
+    max_k = max((len(v) for v in groups), default=0)
+    min_k = min((len(v) for v in groups), default=0)
     n = max(len(samples), 1)
-    return {
-        "problems": len(by_problem),
+    tokens = [s["num_tokens"] for s in samples]
+    metrics = {
+        "problems": len(groups),
         "samples": len(samples),
-        "k": max((len(v) for v in by_problem.values()), default=0),
+        "k": max_k,
         "pass@1": sum(pass1) / max(len(pass1), 1),
+        "pass@1_ci95": bootstrap_ci(pass1, bootstrap) if pass1 else [0.0, 0.0],
+        "pass@1_stderr": standard_error(pass1),
+    }
+    # pass@1 above is already pass_at_k(n, c, 1) = c / n. A k above some problem's sample count is skipped for
+    # the whole benchmark: averaging it over only the problems with enough samples would change what it measures.
+    for k in sorted(set(ks or default_ks(max_k))):
+        if 1 < k <= min_k:
+            metrics[f"pass@{k}"] = sum(pass_at_k(len(v), sum(s["correct"] for s in v), k) for v in groups) / len(groups)
+    return metrics | {
         "maj@k": sum(maj) / max(len(maj), 1),
         "answered": sum(s["pred_answer"] is not None for s in samples) / n,  # outputs that state an answer
-        "mean_tokens": sum(s["num_tokens"] for s in samples) / n,
+        "mean_tokens": sum(tokens) / n,
+        "tokens_p50": percentile(tokens, 50) if tokens else 0,
+        "tokens_p90": percentile(tokens, 90) if tokens else 0,
         "truncated": sum(s["finish_reason"] == "length" for s in samples) / n,
     }
+
+
+def score_outputs(rows: list[dict], last_number: bool = True) -> list[dict]:
+    """Grade each row's ``output`` against its gold ``answer`` with the shared verifier.
+
+    Each row needs benchmark, id, sample_idx, output, answer, num_tokens and finish_reason; the result rows
+    hold those plus pred_answer and correct (recomputed), in the order the eval stage writes them.
+    """
+    scored = []
+    for r in rows:
+        v = verify_answer(r["output"], r["answer"], last_number=last_number)
+        scored.append({"benchmark": r["benchmark"], "id": r["id"], "sample_idx": r["sample_idx"],
+                       "output": r["output"], "answer": r["answer"], "pred_answer": v.pred_answer,
+                       "correct": v.correct, "num_tokens": r["num_tokens"], "finish_reason": r["finish_reason"]})
+    return scored
 
 
 def _read_samples(path: Path) -> list[dict]:
@@ -161,14 +259,12 @@ def _eval_one(cfg: EvalConfig, model: str, label: str, bench: SourceConfig, back
             batch = problems[start:start + chunk]
             outs = backend.generate([r1_messages(p["problem"], cfg.system_prompt) for p in batch], sampling,
                                     progress=lambda s, t: bar.update(task, advance=s))
-            for p, completions in zip(batch, outs):
-                for i, c in enumerate(completions):
-                    v = verify_answer(c.text, p["answer"], last_number=cfg.last_number)
-                    row = {"benchmark": bench.label, "id": p["id"], "sample_idx": i, "output": c.text,
-                           "answer": p["answer"], "pred_answer": v.pred_answer, "correct": v.correct,
-                           "num_tokens": len(c.token_ids), "finish_reason": c.finish_reason}
-                    samples.append(row)
-                    f.write(json.dumps(row) + "\n")
+            raw = [{"benchmark": bench.label, "id": p["id"], "sample_idx": i, "output": c.text, "answer": p["answer"],
+                    "num_tokens": len(c.token_ids), "finish_reason": c.finish_reason}
+                   for p, completions in zip(batch, outs) for i, c in enumerate(completions)]
+            scored = score_outputs(raw, last_number=cfg.last_number)
+            samples += scored
+            f.write("".join(json.dumps(row) + "\n" for row in scored))
             f.flush()
     return samples
 
@@ -184,7 +280,8 @@ def run(cfg: EvalConfig) -> Path:
         summary[model] = {}
         for bench in cfg.benchmarks:
             samples = _eval_one(cfg, name, model.replace("/", "_"), bench, box)
-            summary[model][bench.label] = {**summarize(samples), "model_path": name}
+            metrics = summarize(samples, ks=cfg.pass_at_k, bootstrap=cfg.bootstrap)
+            summary[model][bench.label] = {**metrics, "model_path": name}
         summary[model]["_seconds"] = round(time.time() - t0, 2)
         box.clear()
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

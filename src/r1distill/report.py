@@ -17,16 +17,28 @@ def _load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+_HEADS = {"pass@1": "pass@1 [95% CI]", "mean_tokens": "mean tokens"}
+
+
+def _cell(r: dict, col: str) -> str:
+    if col == "mean_tokens":
+        return f"{r[col]:.0f}"
+    if col == "pass@1" and "pass@1_ci95" in r:  # summaries written before the CI existed have none
+        lo, hi = r["pass@1_ci95"]
+        return f"{r[col]:.3f} [{lo:.3f}, {hi:.3f}]"
+    return f"{r[col]:.3f}"
+
+
 def accuracy_table(summary: dict) -> str:
     benches = sorted({b for m in summary.values() for b in m if not b.startswith("_")})
     cols = ("pass@1", "maj@k", "answered", "mean_tokens")
-    lines = ["| model | " + " | ".join(f"{b} {c.replace('_', ' ')}" for b in benches for c in cols) + " |",
+    lines = ["| model | " + " | ".join(f"{b} {_HEADS.get(c, c)}" for b in benches for c in cols) + " |",
              "|---|" + "---:|" * (len(cols) * len(benches))]
     for model, res in summary.items():
         cells = []
         for b in benches:
             r = res.get(b)
-            cells += [f"{r[c]:.0f}" if c == "mean_tokens" else f"{r[c]:.3f}" for c in cols] if r else [""] * 4
+            cells += [_cell(r, c) for c in cols] if r else [""] * 4
         lines.append(f"| {MODEL_TITLES.get(model, model)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -55,7 +67,8 @@ def write_report(run_dir: str | Path) -> Path:
     if tr:
         parts += ["## Train", "",
                   f"Objective `{tr['objective']}` on {tr['rows']} traces: {tr['steps']} steps, mean loss "
-                  f"{tr['train_loss']:.3f}, {tr['seconds']:.0f}s.", ""]
+                  f"{tr['train_loss']:.3f}, {tr['seconds']:.0f}s "
+                  f"({tr.get('completion_tokens_per_s', 0):.0f} completion tokens/s).", ""]
     out = run / "report.md"
     out.write_text("\n".join(parts))
     return out

@@ -1,0 +1,165 @@
+"""Evaluation metrics (pass@k, maj@k, bootstrap CI, percentiles) and scoring a fixed file of outputs (no model)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from r1distill.config import ConfigError
+from r1distill.evaluate import (
+    EvalConfig,
+    bootstrap_ci,
+    default_ks,
+    majority_correct,
+    pass_at_k,
+    percentile,
+    score_outputs,
+    standard_error,
+    summarize,
+)
+from r1distill.report import accuracy_table
+
+FIXED_OUTPUTS = Path(__file__).parent / "data" / "fixed_outputs.jsonl"
+
+
+def test_pass_at_k_matches_hand_computed_values():
+    # n=5, c=2: pass@k = 1 - C(3, k) / C(5, k)
+    #   k=1: 1 - 3/5 = 0.4;  k=2: 1 - 3/10 = 0.7;  k=3: 1 - 1/10 = 0.9
+    #   k=4, 5: C(3, k) = 0 (only 3 wrong samples, so any 4 include a correct one) -> 1.0
+    expected = {1: 0.4, 2: 0.7, 3: 0.9, 4: 1.0, 5: 1.0}
+    assert {k: pass_at_k(5, 2, k) for k in expected} == pytest.approx(expected)
+
+
+def test_pass_at_k_edge_cases():
+    assert all(pass_at_k(4, 4, k) == 1.0 for k in range(1, 5))  # n = c
+    assert all(pass_at_k(4, 0, k) == 0.0 for k in range(1, 5))  # c = 0
+    # the product form agrees with exact binomials where those are huge
+    assert pass_at_k(200, 10, 100) == pytest.approx(1 - math.comb(190, 100) / math.comb(200, 100))
+    for n, c, k in [(3, 1, 4), (3, 1, 0), (3, 4, 1)]:
+        with pytest.raises(ValueError):
+            pass_at_k(n, c, k)
+
+
+def test_default_ks_are_powers_of_two_plus_the_max():
+    assert [default_ks(m) for m in (0, 1, 4, 5, 64)] == [[], [1], [1, 2, 4], [1, 2, 4, 5], [1, 2, 4, 8, 16, 32, 64]]
+
+
+def test_majority_vote_ties_and_equivalent_forms():
+    # "0.5" and "\frac12" are one group of 2; "7" another of 2: the tie goes to the group seen first
+    assert majority_correct(["0.5", "\\frac12", "7", "7"], [True, True, False, False]) is True
+    assert majority_correct(["7", "0.5", "\\frac12", "7"], [False, True, True, False]) is False
+    # equivalent forms outvote a larger number of distinct wrong answers
+    assert majority_correct(["1", "0.5", "2", "\\frac12", "3"], [False, True, False, True, False]) is True
+
+
+def test_percentile_nearest_rank():
+    values = [35, 20, 15, 50, 40]  # sorted: 15 20 35 40 50; rank = ceil(q/100 * 5)
+    assert [percentile(values, q) for q in (5, 30, 40, 50, 90, 100)] == [15, 20, 20, 35, 50, 50]
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+def test_bootstrap_ci_constructed_cases():
+    assert bootstrap_ci([1.0] * 10) == [1.0, 1.0]
+    half = [1.0, 0.0] * 5
+    lo, hi = bootstrap_ci(half)
+    assert 0.1 <= lo <= 0.5 <= hi <= 0.9
+    assert bootstrap_ci(half) == [lo, hi]  # seeded: the same on every call
+    assert standard_error([1.0] * 10) == 0.0 and standard_error([0.3]) == 0.0
+    assert standard_error(half) == pytest.approx(math.sqrt(10 / 36) / math.sqrt(10))  # var = 10 * 0.25 / 9
+
+
+def _samples(plan: dict[str, list[tuple[bool, str | None]]]) -> list[dict]:
+    """Sample rows from {problem: [(correct, pred_answer), ...]}; token counts 10, 20, 30, ... in order."""
+    rows = []
+    for pid, draws in plan.items():
+        for i, (ok, pred) in enumerate(draws):
+            rows.append({"id": pid, "sample_idx": i, "correct": ok, "pred_answer": pred,
+                         "num_tokens": 10 * (len(rows) + 1), "finish_reason": "length" if pid == "p4" else "stop"})
+    return rows
+
+
+PLAN = {
+    "p1": [(True, "0.5"), (True, "\\frac12"), (False, "3"), (False, "4")],  # c=2; maj: the 0.5 group
+    "p2": [(False, "7"), (False, "7"), (False, "8"), (True, "0.5")],  # c=1; maj: "7", wrong
+    "p3": [(True, "9")] * 4,  # c=4
+    "p4": [(False, None)] * 4,  # c=0, no answers, all truncated
+}
+
+
+def test_summarize_end_to_end():
+    m = summarize(_samples(PLAN))
+    per_problem = [0.5, 0.25, 1.0, 0.0]
+    assert m == {
+        "problems": 4, "samples": 16, "k": 4,
+        "pass@1": pytest.approx(0.4375),
+        "pass@1_ci95": bootstrap_ci(per_problem),
+        # deviations from 0.4375: .0625 -.1875 .5625 -.4375, squares sum to .546875
+        "pass@1_stderr": pytest.approx(math.sqrt(0.546875 / 3) / 2),
+        # p1: 1 - C(2,2)/C(4,2) = 5/6; p2: 1 - C(3,2)/C(4,2) = 1/2; p3: 1; p4: 0
+        "pass@2": pytest.approx((5 / 6 + 1 / 2 + 1 + 0) / 4),
+        "pass@4": pytest.approx(0.75),  # every problem with a correct sample
+        "maj@k": pytest.approx(0.5),
+        "answered": pytest.approx(12 / 16),
+        "mean_tokens": pytest.approx(85.0),  # tokens 10..160
+        "tokens_p50": 80,  # rank ceil(0.5 * 16) = 8
+        "tokens_p90": 150,  # rank ceil(0.9 * 16) = 15
+        "truncated": pytest.approx(0.25),
+    }
+    lo, hi = m["pass@1_ci95"]
+    assert 0.0 <= lo <= m["pass@1"] <= hi <= 1.0
+
+
+def test_summarize_skips_ks_some_problem_cannot_reach():
+    plan = {**PLAN, "p5": [(True, "1"), (False, "2")]}  # only 2 samples: pass@4 is skipped for the benchmark
+    m = summarize(_samples(plan))
+    assert m["k"] == 4 and "pass@2" in m and "pass@4" not in m
+    m = summarize(_samples(PLAN), ks=[3])
+    assert m["pass@3"] == pytest.approx((1 + 0.75 + 1 + 0) / 4) and "pass@2" not in m  # p2: 1 - C(3,3)/C(4,3)
+    assert summarize(_samples({f"q{i}": [(True, "1")] for i in range(10)}))["pass@1_ci95"] == [1.0, 1.0]
+
+
+def test_eval_config_metric_fields():
+    assert EvalConfig().pass_at_k == [] and EvalConfig().bootstrap == 1000
+    with pytest.raises(ConfigError):
+        EvalConfig(pass_at_k=[0])
+    with pytest.raises(ConfigError):
+        EvalConfig(bootstrap=0)
+
+
+def test_fixed_outputs_reproduce_a_known_accuracy_exactly():
+    rows = [json.loads(line) for line in FIXED_OUTPUTS.read_text().splitlines()]
+    scored = score_outputs(rows)
+    assert list(scored[0]) == ["benchmark", "id", "sample_idx", "output", "answer", "pred_answer", "correct",
+                               "num_tokens", "finish_reason"]
+    assert {r["id"]: (r["pred_answer"], r["correct"]) for r in scored} == {
+        "gsm-01": ("18", True),  # \boxed{}
+        "gsm-02": ("3", True),  # "#### N"
+        "gsm-03": ("70000", True),  # "The final answer is N."
+        "gsm-04": ("15", False),  # wrong answer
+        "gsm-05": (None, False),  # no answer at all
+        "gsm-06": ("\\frac{1}{2}", True),  # gold "0.5"
+        "gsm-07": ("$1,000", True),  # gold "1000"
+        "gsm-08": ("10", True),  # last-number fallback
+        "gsm-09": ("60", False),  # truncated mid-computation
+        "gsm-10": ("24", True),  # only the text after </think> is read
+        "gsm-11": ("1,200", True),  # "#### 1,200" vs gold "1200"
+        "gsm-12": ("13", False),  # \boxed{} outranks "the answer is"
+    }
+    m = summarize(scored)
+    assert (m["problems"], m["k"], m["pass@1"], m["answered"]) == (12, 1, 8 / 12, 11 / 12)
+    assert m["truncated"] == 1 / 12
+    strict = score_outputs(rows, last_number=False)  # gsm-08 and gsm-09 now state no answer
+    assert [r["id"] for r in strict if r["pred_answer"] is None] == ["gsm-05", "gsm-08", "gsm-09"]
+    assert summarize(strict)["pass@1"] == 7 / 12
+
+
+def test_report_shows_pass_at_1_with_its_ci():
+    summary = {"student": {"gsm8k": {"pass@1": 0.02, "pass@1_ci95": [0.0, 0.05], "maj@k": 0.03, "answered": 0.9,
+                                     "mean_tokens": 312.4}}}
+    table = accuracy_table(summary)
+    assert "gsm8k pass@1 [95% CI]" in table
+    assert "| student after training | 0.020 [0.000, 0.050] | 0.030 | 0.900 | 312 |" in table
