@@ -30,10 +30,11 @@ def test_curate_counts_each_reject_reason(tmp_path):
         _row("b", 2, "I do not know.", T=4),  # no answer
     ]
     write_table_atomic(rows_to_table(rows), tmp_path / "traces" / "shard-00000.parquet")
-    out = curate.run(curate.CurateConfig(run_dir=str(tmp_path), max_per_problem=1))
+    # Both prompt_ids share the problem text "p": keep problem dedup off so each row meets its own filter.
+    out = curate.run(curate.CurateConfig(run_dir=str(tmp_path), max_per_problem=1, dedup_problems=False))
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["rejected"] == {"truncated": 1, "unclosed_think": 1, "no_answer": 1, "incorrect": 1,
-                                 "over_max_per_problem": 1}
+    assert stats["rejected"] == {**dict.fromkeys(curate.REASONS, 0), "truncated": 1, "unclosed_think": 1,
+                                 "no_answer": 1, "incorrect": 1, "over_max_per_problem": 1}
     kept = read_table(out)
     check_schema(kept, CURATED_SCHEMA, str(out))
     assert kept.num_rows == 1

@@ -1,24 +1,38 @@
 """Stage `curate`: trace shards -> verified, filtered traces + stats.
 
-Each trace gets `pred_answer, correct, format_ok, reject_reason`. The first failing filter, in
-this order, names the reject reason: `truncated` (finish_reason == length), `unclosed_think`,
-`no_answer`, `incorrect`, then `over_max_per_problem` (rejection sampling keeps at most m correct
-traces per problem, the shortest first). Kept rows (reject_reason null) are written with their
-top-k columns to `data-00000.parquet`; rejected rows go to `rejected.jsonl` without them, for
-reading. `stats.json` and `stats.md` give the funnel.
+Each trace gets `pred_answer, correct, format_ok, reject_reason`. Answers are graded by
+`r1distill.verify.verify_many` (worker processes, a hard time limit per row). The first failing
+filter, in this order, names the reject reason (the order of `REASONS`):
+
+1. Problem filters, which drop every sample of a problem:
+   `contaminated` (the problem shares a word n-gram with a benchmark problem),
+   `duplicate_problem` (same or near-same text as an earlier problem; the first one keeps its samples),
+   `pass_rate` (the teacher's pass rate over all samples of the problem is outside `pass_rate_range`).
+2. Trace filters: `truncated` (finish_reason == length), `unclosed_think`, `no_answer`, `incorrect`,
+   `too_short` / `too_long` (num_tokens), `repetition` (share of repeated word n-grams),
+   `language_mixing` (share of letters outside the problem's script).
+3. Across the surviving traces: `duplicate_completion` (same or near-same text as an earlier one), then
+   `over_max_per_problem` (rejection sampling keeps at most m traces per problem, shortest or random).
+
+Kept rows (reject_reason null) are written with their top-k columns to `data-00000.parquet`; rejected
+rows go to `rejected.jsonl` without them, for reading. `stats.json` and `stats.md` give the funnel
+(traces left after each enabled filter), pass-rate histogram, token lengths, and contamination hits.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from r1distill import filters
 from r1distill.config import LAYOUT, ConfigError, UserError, write_resolved
 from r1distill.console import console, progress
+from r1distill.data.problems import BENCHMARKS, SourceConfig, load_problems
 from r1distill.data.traces import (
     CURATED_SCHEMA,
     TRACE_SCHEMA,
@@ -28,9 +42,11 @@ from r1distill.data.traces import (
     write_table_atomic,
 )
 from r1distill.prompts import has_unclosed_think
-from r1distill.verify import verify_answer
+from r1distill.verify import verify_many
 
-REASONS = ("truncated", "unclosed_think", "no_answer", "incorrect", "over_max_per_problem")
+REASONS = ("contaminated", "duplicate_problem", "pass_rate", "truncated", "unclosed_think", "no_answer",
+           "incorrect", "too_short", "too_long", "repetition", "language_mixing", "duplicate_completion",
+           "over_max_per_problem")
 
 
 @dataclass
@@ -41,14 +57,51 @@ class CurateConfig:
     require_correct: bool = True  # drop traces whose answer does not verify against the gold answer
     drop_truncated: bool = True  # drop traces that hit max_new_tokens
     require_format: bool = True  # drop traces with an unclosed <think> or no final answer
-    max_per_problem: int | None = None  # rejection sampling: keep at most m correct traces per problem
+    max_per_problem: int | None = None  # rejection sampling: keep at most m traces per problem
+    select: str = "shortest"  # which m traces max_per_problem keeps: shortest | random (seeded by `seed`)
+    seed: int = 0
+    min_tokens: int | None = None  # drop traces with fewer completion tokens (too_short)
+    max_tokens: int | None = None  # drop traces with more completion tokens (too_long)
+    max_repeat_ngram_share: float | None = 0.5  # drop when more of the word n-grams repeat (null: off)
+    repeat_ngram: int = 4  # n for max_repeat_ngram_share
+    max_foreign_script_share: float | None = 0.2  # drop when more letters are in another script than the problem's
+    pass_rate_range: list[float] | None = None  # [a, b]: keep problems whose teacher pass rate is in it
+    dedup_problems: bool = True  # drop later prompt_ids whose problem duplicates an earlier one
+    dedup_completions: bool = True  # drop traces whose completion duplicates an earlier kept one
+    near_dup_threshold: float | None = 0.9  # word 5-gram Jaccard at which texts are duplicates (null: exact)
+    decontaminate: list[str] = field(default_factory=lambda: list(BENCHMARKS))  # benchmarks to hold out
+    decontam_ngram: int = 8  # a problem sharing one word n-gram with a benchmark problem is contaminated
     last_number: bool = True  # fall back to the last number when no boxed/#### /"answer is" is found
-    verify_timeout: float = 5.0  # seconds per comparison
+    verify_timeout: float = 5.0  # seconds per Math-Verify call (a row is abandoned after ~3x)
+    num_workers: int = 0  # verifier processes; 0 = all CPUs
     overwrite: bool = False
 
     def __post_init__(self) -> None:
-        if self.max_per_problem is not None and self.max_per_problem < 1:
-            raise ConfigError("curate.max_per_problem must be >= 1 (or unset for no limit)")
+        share = lambda v: v is None or 0 <= v <= 1
+        checks = [
+            (self.max_per_problem is None or self.max_per_problem >= 1,
+             "max_per_problem must be >= 1 (or unset for no limit)"),
+            (self.select in ("shortest", "random"), f"select must be shortest or random, not {self.select!r}"),
+            (self.min_tokens is None or self.min_tokens >= 0, "min_tokens must be >= 0 (or unset)"),
+            (self.max_tokens is None or self.max_tokens >= max(self.min_tokens or 1, 1),
+             "max_tokens must be >= 1 and >= min_tokens (or unset)"),
+            (share(self.max_repeat_ngram_share), "max_repeat_ngram_share must be in [0, 1] (or null: off)"),
+            (self.repeat_ngram >= 1, "repeat_ngram must be >= 1"),
+            (share(self.max_foreign_script_share), "max_foreign_script_share must be in [0, 1] (or null: off)"),
+            (self.pass_rate_range is None or (len(self.pass_rate_range) == 2
+                                              and 0 <= self.pass_rate_range[0] <= self.pass_rate_range[1] <= 1),
+             "pass_rate_range must be [a, b] with 0 <= a <= b <= 1, e.g. [0.2, 0.8] (or null: off)"),
+            (self.near_dup_threshold is None or 0 < self.near_dup_threshold <= 1,
+             "near_dup_threshold must be in (0, 1] (or null: exact duplicates only)"),
+            (all(b in HELD_OUT for b in self.decontaminate),
+             f"decontaminate must list benchmarks from {', '.join(HELD_OUT)} (or be [] for none)"),
+            (self.decontam_ngram >= 1, "decontam_ngram must be >= 1 (8 is usual)"),
+            (self.verify_timeout > 0, "verify_timeout must be > 0 seconds"),
+            (self.num_workers >= 0, "num_workers must be >= 0 (0 = all CPUs)"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(f"curate.{msg}")
 
     @property
     def inp(self) -> Path:
@@ -58,8 +111,19 @@ class CurateConfig:
     def out(self) -> Path:
         return Path(self.output_dir or Path(self.run_dir) / LAYOUT["curated"])
 
+    def enabled(self) -> list[str]:
+        """The reject reasons whose filter is switched on, in filter order."""
+        on = {"contaminated": bool(self.decontaminate), "duplicate_problem": self.dedup_problems,
+              "pass_rate": self.pass_rate_range is not None, "truncated": self.drop_truncated,
+              "unclosed_think": self.require_format, "no_answer": self.require_format,
+              "incorrect": self.require_correct, "too_short": self.min_tokens is not None,
+              "too_long": self.max_tokens is not None, "repetition": self.max_repeat_ngram_share is not None,
+              "language_mixing": self.max_foreign_script_share is not None,
+              "duplicate_completion": self.dedup_completions, "over_max_per_problem": bool(self.max_per_problem)}
+        return [r for r in REASONS if on[r]]
 
-def _reject_reason(cfg: CurateConfig, row: dict) -> str | None:
+
+def _trace_reason(cfg: CurateConfig, row: dict) -> str | None:
     if cfg.drop_truncated and row["finish_reason"] == "length":
         return "truncated"
     if cfg.require_format and has_unclosed_think(row["completion"]):
@@ -68,7 +132,94 @@ def _reject_reason(cfg: CurateConfig, row: dict) -> str | None:
         return "no_answer"
     if cfg.require_correct and not row["correct"]:
         return "incorrect"
+    if reason := filters.length_reason(row["num_tokens"], cfg.min_tokens, cfg.max_tokens):
+        return reason
+    text = row["completion"]
+    if cfg.max_repeat_ngram_share is not None and \
+            filters.repeat_ngram_share(text, cfg.repeat_ngram) > cfg.max_repeat_ngram_share:
+        return "repetition"
+    if cfg.max_foreign_script_share is not None and filters.foreign_script_share(
+            text, filters.dominant_script(row["problem"])) > cfg.max_foreign_script_share:
+        return "language_mixing"
     return None
+
+
+HELD_OUT = (*BENCHMARKS, "synthetic")  # what `decontaminate` may name
+
+
+def _benchmark_index(cfg: CurateConfig) -> tuple[filters.NgramIndex, list[str]]:
+    """N-gram index of the benchmarks to hold out, and the names of those that could not be loaded."""
+    items, skipped = [], []
+    for name in cfg.decontaminate:
+        try:
+            # `synthetic` means the whole frozen synthetic test set (every level).
+            mixed = {"split": "test", "level": "mixed"} if name == "synthetic" else {}
+            src = SourceConfig(name=name, **mixed)
+            items += [(name, p["id"], p["problem"]) for p in load_problems(src)]
+        except UserError as e:
+            skipped.append(name)
+            console.print(f"[yellow]warning[/]: not decontaminating against {name}: it could not be loaded ({e})")
+    return filters.ngram_index(items, cfg.decontam_ngram), skipped
+
+
+def _problem_reasons(cfg: CurateConfig, rows: list[dict], stats: dict) -> dict[str, str]:
+    """Reject reason per prompt_id for the problem filters; records contamination hits in `stats`."""
+    problems: dict[str, str] = {}
+    for r in rows:
+        problems.setdefault(r["prompt_id"], r["problem"])
+    reasons: dict[str, str] = {}
+    hits: dict[str, set[str]] = defaultdict(set)
+    if cfg.decontaminate:
+        index, stats["decontamination_skipped"] = _benchmark_index(cfg)
+        for pid, text in problems.items():
+            for bench, item_id in filters.contamination(text, index, cfg.decontam_ngram):
+                reasons[pid] = "contaminated"
+                hits[bench].add(item_id)
+    stats["contamination"] = {b: sorted(ids) for b, ids in sorted(hits.items())}
+    if cfg.dedup_problems:
+        pids = [p for p in problems if p not in reasons]
+        dups = filters.find_duplicates([problems[p] for p in pids], cfg.near_dup_threshold)
+        reasons.update({pid: "duplicate_problem" for pid, d in zip(pids, dups) if d is not None})
+    if cfg.pass_rate_range is not None:
+        rates = filters.pass_rates((r["prompt_id"], r["correct"]) for r in rows)
+        reasons.update({pid: "pass_rate" for pid, rate in rates.items()
+                        if pid not in reasons and filters.outside(rate, cfg.pass_rate_range)})
+    return reasons
+
+
+def _select(cfg: CurateConfig, rows: list[dict]) -> None:
+    """Cross-trace filters on the surviving rows: duplicate completions, then rejection sampling."""
+    alive = [r for r in rows if r["reject_reason"] is None]
+    if cfg.dedup_completions:
+        dups = filters.find_duplicates([r["completion"] for r in alive], cfg.near_dup_threshold)
+        for row, d in zip(alive, dups):
+            if d is not None:
+                row["reject_reason"] = "duplicate_completion"
+    if cfg.max_per_problem:
+        rng = random.Random(cfg.seed)
+        by_problem = defaultdict(list)
+        for row in alive:
+            if row["reject_reason"] is None:
+                by_problem[row["prompt_id"]].append(row)
+        for group in by_problem.values():
+            if cfg.select == "shortest":
+                group.sort(key=lambda r: (r["num_tokens"], r["sample_idx"]))
+            else:
+                rng.shuffle(group)
+            for row in group[cfg.max_per_problem :]:
+                row["reject_reason"] = "over_max_per_problem"
+
+
+def _verify(cfg: CurateConfig, rows: list[dict], stats: dict) -> None:
+    with progress() as bar:
+        task = bar.add_task("verify", total=len(rows), info="")
+        verdicts = verify_many([r["completion"] for r in rows], [r["answer"] for r in rows], cfg.last_number,
+                               cfg.verify_timeout, cfg.num_workers, on_done=lambda k: bar.update(task, advance=k))
+    for row, v in zip(rows, verdicts):
+        row["pred_answer"], row["correct"] = v.pred_answer, v.correct
+        row["format_ok"] = v.pred_answer is not None and not has_unclosed_think(row["completion"])
+    stats["gold_unparseable"] = sum(not v.gold_ok for v in verdicts)
+    stats["verify_timeouts"] = sum(v.rule == "timeout" for v in verdicts)
 
 
 def run(cfg: CurateConfig) -> Path:
@@ -80,25 +231,12 @@ def run(cfg: CurateConfig) -> Path:
         shutil.rmtree(out)  # curation is cheap and deterministic: always rebuild
     rows = table.to_pylist()
     console.print(f"[bold]curate[/] {len(rows)} traces from {cfg.inp}")
-    gold_bad = 0
-    with progress() as bar:
-        task = bar.add_task("verify", total=len(rows), info="")
-        for row in rows:
-            v = verify_answer(row["completion"], row["answer"], last_number=cfg.last_number,
-                              timeout=cfg.verify_timeout)
-            gold_bad += not v.gold_ok
-            row["pred_answer"], row["correct"] = v.pred_answer, v.correct
-            row["format_ok"] = v.pred_answer is not None and not has_unclosed_think(row["completion"])
-            row["reject_reason"] = _reject_reason(cfg, row)
-            bar.update(task, advance=1)
-    if cfg.max_per_problem:
-        by_problem = defaultdict(list)
-        for row in rows:
-            if row["reject_reason"] is None:
-                by_problem[row["prompt_id"]].append(row)
-        for group in by_problem.values():
-            for row in sorted(group, key=lambda r: (r["num_tokens"], r["sample_idx"]))[cfg.max_per_problem:]:
-                row["reject_reason"] = "over_max_per_problem"
+    extra: dict = {}
+    _verify(cfg, rows, extra)
+    problem_reason = _problem_reasons(cfg, rows, extra)
+    for row in rows:
+        row["reject_reason"] = problem_reason.get(row["prompt_id"]) or _trace_reason(cfg, row)
+    _select(cfg, rows)
     kept = [r for r in rows if r["reject_reason"] is None]
     if not kept:
         raise UserError(f"curate kept no traces out of {len(rows)} ({_counts(rows)}); generate more samples, "
@@ -109,11 +247,11 @@ def run(cfg: CurateConfig) -> Path:
             if r["reject_reason"] is not None:
                 slim = {k: v for k, v in r.items() if k not in ("topk_ids", "topk_logprobs", "completion_ids")}
                 f.write(json.dumps(slim) + "\n")
-    stats = _stats(rows, kept, gold_bad, time.time() - t0)
+    stats = {**_stats(cfg, rows, kept), **extra, "seconds": round(time.time() - t0, 2)}
     (out / "stats.json").write_text(json.dumps(stats, indent=1))
     (out / "stats.md").write_text(stats_markdown(stats))
     write_resolved(cfg, out)
-    console.print(f"curate: kept {stats['kept']}/{stats['total']} traces; rejected {stats['rejected']}")
+    console.print(f"curate: kept {stats['kept']}/{stats['total']} traces")
     return out
 
 
@@ -121,36 +259,46 @@ def _counts(rows: list[dict]) -> dict:
     return dict(Counter(r["reject_reason"] for r in rows if r["reject_reason"]))
 
 
-def _stats(rows: list[dict], kept: list[dict], gold_bad: int, seconds: float) -> dict:
+def _stats(cfg: CurateConfig, rows: list[dict], kept: list[dict]) -> dict:
     counts = _counts(rows)
-    per_problem = defaultdict(list)
-    for r in rows:
-        per_problem[r["prompt_id"]].append(r["correct"])
+    rates = filters.pass_rates((r["prompt_id"], r["correct"]) for r in rows)
+    left, funnel = len(rows), [{"step": "generated", "left": len(rows)}]
+    for reason in cfg.enabled():
+        left -= counts.get(reason, 0)
+        funnel.append({"step": reason, "rejected": counts.get(reason, 0), "left": left})
     return {
         "total": len(rows),
         "kept": len(kept),
         "rejected": {k: counts.get(k, 0) for k in REASONS},
+        "funnel": funnel,
         "correct": sum(r["correct"] for r in rows),
-        "problems": len(per_problem),
+        "problems": len(rates),
         "problems_kept": len({r["prompt_id"] for r in kept}),
-        "teacher_pass_rate": sum(sum(v) / len(v) for v in per_problem.values()) / max(len(per_problem), 1),
-        "gold_unparseable": gold_bad,
-        "mean_tokens_all": sum(r["num_tokens"] for r in rows) / max(len(rows), 1),
-        "mean_tokens_kept": sum(r["num_tokens"] for r in kept) / max(len(kept), 1),
-        "seconds": round(seconds, 2),
+        "teacher_pass_rate": sum(rates.values()) / max(len(rates), 1),
+        "pass_rate_histogram": filters.histogram(rates.values()),  # problems per tenth: [0, .1), ..., [.9, 1]
+        "tokens_all": filters.distribution([r["num_tokens"] for r in rows]),
+        "tokens_kept": filters.distribution([r["num_tokens"] for r in kept]),
     }
 
 
 def stats_markdown(stats: dict) -> str:
-    lines = ["| step | traces |", "|---|---:|", f"| generated | {stats['total']} |"]
-    left = stats["total"]
-    for reason in REASONS:
-        n = stats["rejected"][reason]
-        if n:
-            left -= n
-            lines.append(f"| − {reason} | {n} |")
-    lines.append(f"| **kept** | **{left}** |")
-    lines.append("")
-    lines.append(f"Teacher pass rate (mean over {stats['problems']} problems): {stats['teacher_pass_rate']:.3f}; "
-                 f"problems with a kept trace: {stats['problems_kept']}.")
+    lines = ["| step | rejected | left |", "|---|---:|---:|"]
+    for step in stats["funnel"]:
+        name = step["step"]
+        lines.append(f"| {name} | {'' if name == 'generated' else step['rejected']} | {step['left']} |")
+    lines.append(f"| **kept** | | **{stats['kept']}** |")
+    lines += ["", f"Teacher pass rate (mean over {stats['problems']} problems): {stats['teacher_pass_rate']:.3f}; "
+              f"problems with a kept trace: {stats['problems_kept']}.", "",
+              "| pass rate | " + " | ".join(f"{i / 10:.1f}" for i in range(10)) + " |",
+              "|---|" + "---:|" * 10, "| problems | " + " | ".join(map(str, stats["pass_rate_histogram"])) + " |",
+              "", "| tokens | mean | p50 | p90 | max |", "|---|---:|---:|---:|---:|"]
+    for which in ("all", "kept"):
+        d = stats[f"tokens_{which}"]
+        lines.append(f"| {which} | {d['mean']:.1f} | {d['p50']} | {d['p90']} | {d['max']} |")
+    if stats.get("contamination"):
+        shown = lambda ids: ", ".join(ids[:10]) + (f", ... ({len(ids)} in all)" if len(ids) > 10 else "")
+        lines += ["", "Contaminated problems matched benchmark items: " + "; ".join(
+            f"{b}: {shown(ids)}" for b, ids in stats["contamination"].items()) + "."]
+    if stats.get("verify_timeouts"):
+        lines += ["", f"Verifier timeouts (counted incorrect): {stats['verify_timeouts']}."]
     return "\n".join(lines) + "\n"

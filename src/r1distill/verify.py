@@ -2,7 +2,8 @@
 
 Pipeline: ``extract_answer`` pulls a final answer out of a model completion with cheap linear scans,
 ``normalize_answer`` removes presentation noise, and ``is_equivalent`` compares two answers with a
-fast string/number path before falling back to Math-Verify's symbolic comparison.
+fast string/number path before falling back to Math-Verify's symbolic comparison. ``verify_answer``
+grades one completion; ``verify_many`` grades many over worker processes, with a hard time limit per row.
 
 Model output is data: nothing here evals or execs it. Math-Verify's ``ExprExtractionConfig`` does call
 sympy's ``parse_expr`` (which uses ``eval``), but only on regex matches made of digits, dots, spaces and
@@ -17,11 +18,16 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing as mp
+import os
 import re
+import sys
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
+from typing import Any
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 from math_verify.errors import TimeoutException
@@ -215,8 +221,8 @@ def _as_number(s: str) -> Fraction | None:
 
 def _mv_timeout(timeout: float) -> int | None:
     # Math-Verify times out with signal.alarm, which only works in the main thread and only takes whole
-    # seconds. Off the main thread run without it; a process-based hard limit will wrap this later
-    # (signals also cannot interrupt a long C-level sympy call, so that limit is needed anyway).
+    # seconds. Off the main thread run without it; `verify_many` adds a process-based hard limit (signals
+    # also cannot interrupt a long C-level sympy call, so that limit is needed anyway).
     if threading.current_thread() is not threading.main_thread():
         return None
     return max(1, math.ceil(timeout))
@@ -271,3 +277,83 @@ def verify_answer(text: str, gold: str, last_number: bool = True, timeout: float
     gold_ok = bool(g) and (_as_number(g) is not None or bool(_mv_parse(g, _mv_timeout(timeout))))
     correct = ext.answer is not None and is_equivalent(ext.answer, gold, timeout)
     return Verdict(pred_answer=ext.answer, rule=ext.rule, correct=correct, gold_ok=gold_ok)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Many rows, over processes
+
+MIN_PARALLEL_ROWS = 64  # below this, starting workers costs more than it saves
+_TASKS_PER_CHILD = 2000  # recycle workers now and then: sympy's and our parse caches grow per process
+TIMED_OUT = object()  # result placeholder for an item abandoned by `map_with_hard_limit`
+
+
+def hard_limit(timeout: float) -> float:
+    """Wall-clock seconds one row may take in a worker: Math-Verify's three alarms (gold parse, prediction
+    parse, comparison) of ``ceil(timeout)`` seconds each, plus a second of slack."""
+    return 3 * max(1, math.ceil(timeout)) + 1.0
+
+
+def _context() -> Any:
+    # fork on Linux: workers start at once with this module and its caches loaded, and never re-import the
+    # caller's main module as spawn/forkserver do (which re-runs a script that lacks a __main__ guard, model
+    # loading and all). The caller's threads (a progress bar) are not copied; a worker that deadlocks on a
+    # lock one of them held at the fork is caught by the hard limit like any other stuck row.
+    return mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+
+
+def map_with_hard_limit(fn: Callable[[Any], Any], items: Sequence[Any], workers: int, limit: float,
+                        on_done: Callable[[int], None] | None = None) -> list[Any]:
+    """``[fn(x) for x in items]`` over ``workers`` processes; an item still running after ``limit``
+    seconds is abandoned (its result is ``TIMED_OUT``) and the pool is killed and restarted.
+
+    Workers take items in order, so by the time item i-1 has been collected item i is running: if it
+    is not done ``limit`` seconds later, it has itself run at least that long.
+    """
+    results: list[Any] = []
+    while len(results) < len(items):
+        rest = items[len(results) :]
+        with _context().Pool(min(workers, len(rest)), maxtasksperchild=_TASKS_PER_CHILD) as pool:
+            it = pool.imap(fn, rest)
+            for _ in rest:
+                try:
+                    results.append(it.next(limit))
+                except mp.TimeoutError:
+                    results.append(TIMED_OUT)
+                    break  # leaving the `with` terminates the pool, stuck worker included
+                finally:
+                    if on_done:
+                        on_done(1)
+    return results
+
+
+def _verify_row(args: tuple[str, str, bool, float]) -> Verdict:
+    return verify_answer(*args)
+
+
+def verify_many(texts: Sequence[str], golds: Sequence[str], last_number: bool = True, timeout: float = 5.0,
+                num_workers: int = 0, on_done: Callable[[int], None] | None = None) -> list[Verdict]:
+    """``verify_answer`` for each (text, gold) pair, over ``num_workers`` processes (0 = all CPUs).
+
+    Each worker runs ``verify_answer`` in its main thread, where Math-Verify's SIGALRM limit works. A row
+    still running after ``hard_limit(timeout)`` seconds (stuck in C code, which signals cannot interrupt)
+    is abandoned and gets ``correct=False, rule="timeout"``. Fewer than ``MIN_PARALLEL_ROWS`` rows, or
+    one worker, run in this process. ``on_done(k)`` is called as rows finish, e.g. to advance a bar.
+    """
+    if len(texts) != len(golds):
+        raise ValueError(f"verify_many: {len(texts)} texts but {len(golds)} golds")
+    rows = [(t[-MAX_TEXT_CHARS:], g, last_number, timeout) for t, g in zip(texts, golds)]
+    workers = min(num_workers or os.cpu_count() or 1, len(rows))
+    if workers <= 1 or len(rows) < MIN_PARALLEL_ROWS:
+        out = []
+        for row in rows:
+            out.append(_verify_row(row))
+            if on_done:
+                on_done(1)
+        return out
+    results = map_with_hard_limit(_verify_row, rows, workers, hard_limit(timeout), on_done)
+    return [_timed_out(row[0], last_number) if r is TIMED_OUT else r for r, row in zip(results, rows)]
+
+
+def _timed_out(text: str, last_number: bool) -> Verdict:
+    # extraction is a few linear scans, safe to redo here; only the comparison is in doubt
+    return Verdict(extract_answer(text, last_number).answer, "timeout", correct=False, gold_ok=True)

@@ -1,0 +1,96 @@
+"""The verifier returns a Verdict within its time limit and never raises, whatever the model wrote."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from r1distill import verify
+from r1distill.verify import TIMED_OUT, Verdict, hard_limit, map_with_hard_limit, verify_answer, verify_many
+
+TIMEOUT = 1.0
+LIMIT = hard_limit(TIMEOUT)  # the most one row may take: Math-Verify's alarms plus slack
+MB = 1_000_000
+# Built once: megabyte inputs aimed at the extraction scans, the brace matcher and Math-Verify.
+ADVERSARIAL = [
+    "\\boxed{9^{9^{9^{9}}}}",
+    "\\boxed{" + "{" * 10_000 + "1" + "}" * 10_000 + "}",
+    "{" * MB,
+    "\\boxed{" * (MB // 7),
+    "9" * MB,
+    "The answer is " * (MB // 14),
+    "#### " + "1," * (MB // 2),
+    "<think>" + "x " * (MB // 2) + "</think>\\boxed{" + "(" * 5_000 + "1" + ")" * 5_000 + "}",
+    "\\boxed{\\frac{" * 2_000 + "1" + "}{2}}" * 2_000,
+    "$" * MB,
+]
+GOLDS = ["1", "\\frac{1}{2}", "9^{9^{9^{9}}}", "x^2+1", "\\{1,2\\}", "\\text{east}"]
+# LaTeX-ish pieces, so random strings reach the boxed/answer-is/Math-Verify paths, not just the fallbacks.
+PIECES = st.sampled_from(["\\boxed{", "}", "{", "^", "9", "\\frac", "\\sqrt", "</think>", "The answer is ",
+                          "####", "$", "\\", ".", "-", "1/2", "x", "\\pi", "e", "=", ",", " ", "\n", "!"])
+RANDOM = st.one_of(st.text(max_size=300), st.lists(PIECES, max_size=60).map("".join))
+# About one draw in five is adversarial (with a random tail): those can take a whole Math-Verify alarm each.
+TEXTS = st.one_of(RANDOM, RANDOM, RANDOM, RANDOM, st.tuples(st.sampled_from(ADVERSARIAL), RANDOM).map("".join))
+SETTINGS = settings(max_examples=200, deadline=timedelta(seconds=2 * LIMIT), database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def _timed(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+@SETTINGS
+@given(text=TEXTS, gold=st.one_of(st.sampled_from(GOLDS), st.text(max_size=50)))
+def test_verify_answer_is_total_and_bounded(text, gold):
+    v, seconds = _timed(verify_answer, text, gold, timeout=TIMEOUT)
+    assert isinstance(v, Verdict) and isinstance(v.correct, bool) and seconds < LIMIT
+    assert v.pred_answer is None or len(v.pred_answer) <= verify.MAX_ANSWER_CHARS
+
+
+@settings(SETTINGS, max_examples=30)
+@given(pairs=st.lists(st.tuples(st.text(max_size=200), st.sampled_from(GOLDS)), max_size=4))
+def test_verify_many_in_process_matches_verify_answer(pairs):
+    texts, golds = [t for t, _ in pairs], [g for _, g in pairs]
+    done = []
+    verdicts, seconds = _timed(verify_many, texts, golds, timeout=TIMEOUT, on_done=done.append)
+    assert verdicts == [verify_answer(t, g, timeout=TIMEOUT) for t, g in pairs]
+    assert sum(done) == len(pairs) and seconds < LIMIT * max(len(pairs), 1)
+
+
+@pytest.mark.parametrize("text", ADVERSARIAL, ids=range(len(ADVERSARIAL)))
+def test_adversarial_inputs_return_within_the_limit(text):
+    for gold in ("1", "9^{9^{9^{9}}}"):
+        v, seconds = _timed(verify_answer, text, gold, timeout=TIMEOUT)
+        assert isinstance(v, Verdict) and seconds < LIMIT
+
+
+def test_verify_many_over_processes_agrees_with_one_process():
+    texts = [f"so \\boxed{{{i % 7}}}" for i in range(verify.MIN_PARALLEL_ROWS)] + ADVERSARIAL
+    golds = [str(i % 5) for i in range(len(texts))]
+    done = []
+    verdicts = verify_many(texts, golds, timeout=TIMEOUT, num_workers=2, on_done=done.append)
+    assert verdicts == verify_many(texts, golds, timeout=TIMEOUT, num_workers=1)
+    assert sum(done) == len(texts)
+    with pytest.raises(ValueError, match="texts but"):
+        verify_many(["a"], [], num_workers=1)
+
+
+def test_a_row_stuck_past_the_hard_limit_is_abandoned_and_the_rest_finish():
+    # time.sleep stands in for a worker hung in C code: no alarm is set, only the parent's limit applies.
+    items = [0.0, 60.0, 0.0, 0.0, 0.0, 0.0]
+    results, seconds = _timed(map_with_hard_limit, time.sleep, items, workers=2, limit=1.0)
+    assert results[1] is TIMED_OUT and results[:1] + results[2:] == [None] * 5
+    assert seconds < 30  # far below the 60 s sleep: the stuck worker was killed
+
+
+def test_timed_out_rows_get_a_timeout_verdict(monkeypatch):
+    monkeypatch.setattr(verify, "map_with_hard_limit", lambda fn, rows, *a: [TIMED_OUT] * len(rows))
+    n = verify.MIN_PARALLEL_ROWS
+    verdicts = verify_many(["The answer is \\boxed{3}."] * n, ["3"] * n, num_workers=2)
+    assert verdicts[0] == Verdict(pred_answer="3", rule="timeout", correct=False, gold_ok=True)
