@@ -8,14 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from r1distill.config import ConfigError
+from r1distill.config import ConfigError, from_dict
+from r1distill.data.problems import SourceConfig
 from r1distill.evaluate import (
+    DEFAULT_K,
     EvalConfig,
+    _warn_greedy,
     bootstrap_ci,
     default_ks,
     majority_correct,
     pass_at_k,
     percentile,
+    results_markdown,
     score_outputs,
     standard_error,
     summarize,
@@ -128,6 +132,58 @@ def test_eval_config_metric_fields():
         EvalConfig(pass_at_k=[0])
     with pytest.raises(ConfigError):
         EvalConfig(bootstrap=0)
+
+
+BENCHES = [SourceConfig(name=n) for n in ("aime24", "aime25", "amc23", "math500", "gsm8k")]
+SYNTHETIC = SourceConfig(name="synthetic", split="test")
+
+
+def test_eval_defaults_are_r1s_protocol():
+    cfg = EvalConfig()
+    assert (cfg.temperature, cfg.top_p, cfg.max_new_tokens) == (0.6, 0.95, 32768)
+    assert (cfg.system_prompt, cfg.think_prefix, cfg.num_samples) == (None, False, None)
+    assert [cfg.k_for(b) for b in [*BENCHES, SYNTHETIC]] == [64, 64, 64, 4, 1, 1]
+    assert DEFAULT_K["aime24"] == 64 and DEFAULT_K["math500"] == 4
+    with pytest.raises(ConfigError, match="num_samples must be >= 1"):
+        EvalConfig(num_samples=0)
+    assert from_dict(EvalConfig, {"num_samples": None}).num_samples is None  # `num_samples: null` in a recipe
+
+
+def test_k_overrides_and_greedy(capsys):
+    assert [EvalConfig(num_samples=8).k_for(b) for b in BENCHES] == [8] * 5  # an explicit k wins everywhere
+    greedy = EvalConfig(temperature=0.0, benchmarks=BENCHES)
+    assert [greedy.k_for(b) for b in BENCHES] == [1] * 5  # greedy samples would all be the same
+    _warn_greedy(greedy)
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert "1 sample per problem on aime24 (default k 64)" in err and "math500 (default k 4)" in err
+    assert "gsm8k" not in err
+    explicit = EvalConfig(temperature=0.0, num_samples=3, benchmarks=BENCHES)
+    assert explicit.k_for(BENCHES[0]) == 3  # set explicitly: kept, with a warning
+    _warn_greedy(explicit)
+    assert "the 3 samples of each problem will be the same" in " ".join(capsys.readouterr().err.split())
+    _warn_greedy(EvalConfig(temperature=0.0, num_samples=1, benchmarks=BENCHES))  # the quickstart's settings
+    _warn_greedy(EvalConfig(benchmarks=BENCHES))
+    assert capsys.readouterr().err == ""
+
+
+def test_results_markdown_compares_models_per_benchmark():
+    def metrics(p1, ci, maj, tokens, k):
+        return {"pass@1": p1, "pass@1_ci95": ci, "maj@k": maj, "mean_tokens": tokens, "k": k}
+
+    summary = {
+        "teacher": {"aime24": metrics(0.5, [0.25, 0.75], 0.6, 9000.4, 64),
+                    "gsm8k": metrics(0.9, [0.85, 0.95], 0.9, 300, 1), "_seconds": 12.0},
+        "student": {"aime24": metrics(0.125, [0.0, 0.3], 0.2, 12000, 64)},
+    }
+    assert results_markdown(summary).splitlines() == [
+        "| model | aime24 pass@1 [95% CI] | aime24 maj@64 | aime24 mean tokens "
+        "| gsm8k pass@1 [95% CI] | gsm8k maj@1 | gsm8k mean tokens |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        "| teacher | 0.500 [0.250, 0.750] | 0.600 | 9000 | 0.900 [0.850, 0.950] | 0.900 | 300 |",
+        "| student | 0.125 [0.000, 0.300] | 0.200 | 12000 |  |  |  |",
+    ]
+    summary["student"]["aime24"]["k"] = 4  # models sampled differently: the header cannot name one k
+    assert "| aime24 maj@k |" in results_markdown(summary)
 
 
 def test_fixed_outputs_reproduce_a_known_accuracy_exactly():

@@ -14,7 +14,7 @@ import pytest
 
 from r1distill.config import ConfigError, UserError, from_dict
 from r1distill.data import synthetic
-from r1distill.data.problems import SourceConfig, load_problems
+from r1distill.data.problems import BENCHMARKS, SourceConfig, load_problems
 from r1distill.data.synthetic import LEVELS, generate_problems, is_test_text, load_test_set
 
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
@@ -132,6 +132,20 @@ def test_benchmark_missing_path(tmp_path: Path) -> None:
         load_problems(SourceConfig(name="gsm8k", path=str(tmp_path)))
 
 
+def test_new_benchmarks_from_local_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert {"aime25", "amc23"} <= set(BENCHMARKS)
+    _jsonl(tmp_path / "aime25_test.jsonl", [{"id": "2025_AIME_I_1", "problem": "P1", "answer": "070"},
+                                            {"id": "2025_AIME_I_2", "problem": "P2", "answer": 0}])
+    _jsonl(tmp_path / "amc23_test.jsonl", [{"id": "a", "problem": "Q", "answer": 27.0},
+                                           {"id": "b", "problem": "R", "answer": "\\frac{1}{2}"}])
+    aime = load_problems(SourceConfig(name="aime25", path=str(tmp_path)))
+    assert [(p["id"], p["answer"]) for p in aime] == [("2025_AIME_I_1", "70"), ("2025_AIME_I_2", "0")]
+    monkeypatch.setenv("R1DISTILL_BENCHMARKS_DIR", str(tmp_path))
+    amc = load_problems(SourceConfig(name="amc23"))
+    assert [p["answer"] for p in amc] == ["27", "\\frac{1}{2}"]  # not an AIME set: text answers stay as they are
+    assert SourceConfig(name="amc23").label == "amc23"
+
+
 # ---- file loader ------------------------------------------------------------------------------
 ROWS = [{"question": "What is 2 + 3?", "final_answer": 5, "uid": "a"},
         {"question": "What is 10 - 4?", "final_answer": "6", "note": "extra"}]
@@ -201,7 +215,8 @@ def _fake_datasets(monkeypatch: pytest.MonkeyPatch, tables: dict[str, list[dict]
         calls.append((path, *args, kwargs))
         if tables is None:
             raise ConnectionError("offline")
-        return tables[path]
+        table = tables[path]
+        return table[args[0]] if isinstance(table, dict) else table  # a dict of configs: pick the one named
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
     monkeypatch.delenv("R1DISTILL_BENCHMARKS_DIR", raising=False)
@@ -221,6 +236,28 @@ def test_hub_benchmarks_conversion(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (aime["id"], aime["answer"], aime["answer_original"]) == ("2024_AIME_II_4", "25", "025")
     assert calls[0] == ("openai/gsm8k", "main", {"split": "test"})
     assert calls[1] == ("HuggingFaceH4/aime_2024", {"split": "train"})
+
+
+def test_hub_aime25_and_amc23_conversion(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _fake_datasets(monkeypatch, {
+        "opencompass/AIME2025": {
+            "AIME2025-I": [{"question": "I1?", "answer": "70"}, {"question": "I2?", "answer": "588"}],
+            "AIME2025-II": [{"question": "II1?", "answer": "025"}],
+        },
+        "math-ai/amc23": [{"id": 7, "question": "A?", "answer": 27.0, "url": "https://x/2023_AMC_12A_Problems/Problem_1"},
+                          {"id": 7, "question": "B?", "answer": 0.5, "url": "u"}],
+    })
+    aime = load_problems(SourceConfig(name="aime25"))
+    assert [(p["id"], p["problem"], p["answer"]) for p in aime] == [
+        ("2025_AIME_I_1", "I1?", "70"), ("2025_AIME_I_2", "I2?", "588"), ("2025_AIME_II_1", "II1?", "25")]
+    assert aime[2] == {"id": "2025_AIME_II_1", "problem": "II1?", "answer": "25", "answer_original": "025"}
+    assert calls == [("opencompass/AIME2025", "AIME2025-I", {"split": "test"}),
+                     ("opencompass/AIME2025", "AIME2025-II", {"split": "test"})]
+    amc = load_problems(SourceConfig(name="amc23"))
+    assert amc[0] == {"id": "amc23/test/0", "problem": "A?", "answer": "27",
+                      "url": "https://x/2023_AMC_12A_Problems/Problem_1", "source_id": "7"}
+    assert (amc[1]["id"], amc[1]["answer"]) == ("amc23/test/1", "0.5")  # ids stay unique when the hub's repeat
+    assert calls[-1] == ("math-ai/amc23", {"split": "test"})
 
 
 def test_hf_source_and_unreachable_hub(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,10 @@ batch, so a killed run resumes without redoing finished problems.
 
 Model names `teacher`, `student_init` and `student` are aliases for the recipe's teacher and the
 run dir's students; anything else is a model name or path.
+
+The defaults are DeepSeek-R1's protocol: k samples per problem at temperature 0.6 and top-p 0.95, pass@1 their
+mean, no system prompt and the R1 instruction after the problem. Greedy decoding (temperature 0, k = 1) is one
+override away.
 """
 
 from __future__ import annotations
@@ -31,6 +35,11 @@ from r1distill.verify import is_equivalent, verify_answer
 
 ALIASES = ("teacher", "student_init", "student")
 
+# Samples per problem when num_samples is unset. DeepSeek-R1 (arXiv:2501.12948, sec. 3.1 "Evaluation Setup")
+# samples "k responses (typically between 4 and 64, depending on the test set size)" and reports cons@64 on AIME:
+# small sets get many samples so that pass@1 is stable. Every other benchmark gets 1.
+DEFAULT_K = {"aime24": 64, "aime25": 64, "amc23": 64, "math500": 4, "gsm8k": 1}
+
 
 @dataclass
 class EvalConfig:
@@ -41,17 +50,17 @@ class EvalConfig:
         default_factory=lambda: [SourceConfig(name="synthetic", split="test", level="easy")])
     output_dir: str | None = None  # default: {run_dir}/eval
     backend: str = "hf"
-    num_samples: int = 1  # k samples per problem; pass@1 is their mean
-    temperature: float = 0.0  # 0 = greedy; R1's protocol is 0.6 with k samples
+    num_samples: int | None = None  # k samples per problem (pass@1 is their mean); unset: DEFAULT_K per benchmark
+    temperature: float = 0.6  # 0 = greedy, which makes k 1 unless num_samples is set
     top_p: float = 0.95
-    max_new_tokens: int = 512
+    max_new_tokens: int = 32768  # R1's generous 32,768 for long reasoning; the quickstart overrides it (128, CPU)
     think_prefix: bool = False  # force responses to begin with "<think>\n"
-    system_prompt: str | None = None
+    system_prompt: str | None = None  # R1's protocol has none: the instruction goes in the user turn
     batch_size: int = 32
     dtype: str = "auto"
     device: str = "auto"
     last_number: bool = True  # fall back to the last number in the output as the answer
-    pass_at_k: list[int] = field(default_factory=list)  # ks for pass@k; empty = powers of two up to num_samples
+    pass_at_k: list[int] = field(default_factory=list)  # ks for pass@k; empty = powers of two up to each k
     bootstrap: int = 1000  # resamples of problems for the pass@1 confidence interval
     seed: int = 0
     overwrite: bool = False
@@ -59,12 +68,19 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if not self.models:
             raise ConfigError("eval.models is empty: name at least one model")
-        if self.num_samples < 1:
-            raise ConfigError("eval.num_samples must be >= 1")
+        if self.num_samples is not None and self.num_samples < 1:
+            raise ConfigError("eval.num_samples must be >= 1 (or unset for the per-benchmark default)")
         if any(k < 1 for k in self.pass_at_k):
             raise ConfigError(f"eval.pass_at_k must hold ks >= 1, got {self.pass_at_k}")
         if self.bootstrap < 1:
             raise ConfigError("eval.bootstrap must be >= 1")
+
+    def k_for(self, bench: SourceConfig) -> int:
+        """Samples per problem on ``bench``: num_samples when set, else DEFAULT_K (1 when greedy, as greedy
+        samples would all be the same)."""
+        if self.num_samples is not None:
+            return self.num_samples
+        return 1 if self.temperature <= 0 else DEFAULT_K.get(bench.name, 1)
 
     @property
     def out(self) -> Path:
@@ -220,27 +236,32 @@ def _read_samples(path: Path) -> list[dict]:
     return rows
 
 
-def _fingerprint(cfg: EvalConfig, model: str, bench: SourceConfig) -> str:
+def _fingerprint(cfg: EvalConfig, model: str, bench: SourceConfig, k: int) -> str:
     """What the samples depend on: the model (its weights' size and mtime when local), the benchmark
-    and the generation settings. Samples made under another fingerprint are discarded, not resumed."""
+    and the generation settings, k included. Samples made under another fingerprint are discarded, not resumed."""
     weights = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(model).glob("*.safetensors"))
     keys = ("backend", "num_samples", "temperature", "top_p", "max_new_tokens", "think_prefix", "system_prompt",
             "dtype", "seed", "last_number")
-    blob = json.dumps([model, weights, to_dict(bench), {k: getattr(cfg, k) for k in keys}], default=str)
+    # k in num_samples' place: a run that set num_samples keeps the fingerprint it had before k was per benchmark
+    settings = {name: getattr(cfg, name) for name in keys} | {"num_samples": k}
+    blob = json.dumps([model, weights, to_dict(bench), settings], default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _eval_one(cfg: EvalConfig, model: str, label: str, bench: SourceConfig, backend_box: dict) -> list[dict]:
+    """Samples of ``model`` on ``bench``: those a run with the same fingerprint finished, plus new ones for the
+    problems that lack any of their k samples (appended to the JSONL after each batch)."""
+    k = cfg.k_for(bench)
     path = cfg.out / label / f"{bench.label}.jsonl"
     meta = path.with_suffix(".meta.json")
-    fp = _fingerprint(cfg, model, bench)
+    fp = _fingerprint(cfg, model, bench, k)
     if cfg.overwrite or not meta.exists() or json.loads(meta.read_text()).get("fingerprint") != fp:
         path.unlink(missing_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta.write_text(json.dumps({"fingerprint": fp, "model": model}))
     samples = _read_samples(path)
     counts = Counter(s["id"] for s in samples)
-    done = {i for i, c in counts.items() if c >= cfg.num_samples}
+    done = {i for i, c in counts.items() if c >= k}  # a problem with fewer samples is redone whole
     problems = [p for p in load_problems(bench) if p["id"] not in done]
     samples = [s for s in samples if s["id"] in done]
     path.write_text("".join(json.dumps(s) + "\n" for s in samples))
@@ -250,11 +271,11 @@ def _eval_one(cfg: EvalConfig, model: str, label: str, bench: SourceConfig, back
         backend_box["backend"] = get_backend(cfg.backend, model, dtype=cfg.dtype, device=cfg.device,
                                              batch_size=cfg.batch_size)
     backend = backend_box["backend"]
-    sampling = SamplingConfig(n=cfg.num_samples, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+    sampling = SamplingConfig(n=k, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                               top_p=cfg.top_p, think_prefix=cfg.think_prefix, seed=cfg.seed)
-    chunk = max(1, cfg.batch_size // cfg.num_samples)
+    chunk = max(1, cfg.batch_size // k)
     with progress() as bar, open(path, "a") as f:
-        task = bar.add_task(f"eval {label} {bench.label}", total=len(problems) * cfg.num_samples, info="")
+        task = bar.add_task(f"eval {label} {bench.label}", total=len(problems) * k, info="")
         for start in range(0, len(problems), chunk):
             batch = problems[start:start + chunk]
             outs = backend.generate([r1_messages(p["problem"], cfg.system_prompt) for p in batch], sampling,
@@ -269,9 +290,24 @@ def _eval_one(cfg: EvalConfig, model: str, label: str, bench: SourceConfig, back
     return samples
 
 
+def _warn_greedy(cfg: EvalConfig) -> None:
+    """Say when greedy decoding departs from the per-benchmark k, or makes k > 1 samples identical."""
+    if cfg.temperature > 0:
+        return
+    if cfg.num_samples is None:
+        forced = [f"{b.label} (default k {DEFAULT_K[b.name]})" for b in cfg.benchmarks if DEFAULT_K.get(b.name, 1) > 1]
+        if forced:
+            console.print(f"[yellow]warning[/]: temperature 0 is greedy, so 1 sample per problem on "
+                          f"{', '.join(forced)}; set temperature (R1: 0.6) for pass@1 over k samples")
+    elif cfg.num_samples > 1:
+        console.print(f"[yellow]warning[/]: temperature 0 is greedy: the {cfg.num_samples} samples of each problem "
+                      "will be the same")
+
+
 def run(cfg: EvalConfig) -> Path:
     out = cfg.out
     write_resolved(cfg, out)
+    _warn_greedy(cfg)
     summary: dict[str, dict] = {}
     for model in cfg.models:
         name = cfg.resolve(model)
@@ -292,13 +328,24 @@ def run(cfg: EvalConfig) -> Path:
 
 
 def results_markdown(summary: dict) -> str:
+    """A Markdown table, one row per model; per benchmark: pass@1 with its 95% CI, maj@k and mean tokens.
+
+    The maj@k header names k when every model drew the same number of samples on that benchmark.
+    """
     benches = sorted({b for m in summary.values() for b in m if not b.startswith("_")})
-    head = "| model | " + " | ".join(f"{b} pass@1 | {b} maj@k | {b} mean tokens" for b in benches) + " |"
-    lines = [head, "|---|" + "---:|" * (3 * len(benches))]
+    head = ["model"]
+    for b in benches:
+        ks = {res[b]["k"] for res in summary.values() if b in res}
+        head += [f"{b} pass@1 [95% CI]", f"{b} maj@{ks.pop() if len(ks) == 1 else 'k'}", f"{b} mean tokens"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (3 * len(benches))]
     for model, res in summary.items():
-        cells = []
+        cells = [model]
         for b in benches:
             r = res.get(b)
-            cells += [f"{r['pass@1']:.3f}", f"{r['maj@k']:.3f}", f"{r['mean_tokens']:.0f}"] if r else ["", "", ""]
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+            if r is None:
+                cells += ["", "", ""]
+                continue
+            lo, hi = r["pass@1_ci95"]
+            cells += [f"{r['pass@1']:.3f} [{lo:.3f}, {hi:.3f}]", f"{r['maj@k']:.3f}", f"{r['mean_tokens']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -22,7 +22,7 @@ from r1distill.data import synthetic
 
 @dataclass
 class SourceConfig:
-    name: str = "synthetic"  # synthetic | gsm8k | math500 | aime24 | file | hf
+    name: str = "synthetic"  # synthetic | gsm8k | math500 | aime24 | aime25 | amc23 | file | hf
     path: str | None = None  # file: .jsonl/.json/.parquet; hf: hub dataset id; benchmarks: local JSONL or dir
     split: str = "train"  # synthetic: train | test; hf: the split
     subset: str | None = None  # hf dataset config name
@@ -60,7 +60,8 @@ class SourceConfig:
             raise ConfigError(f"Source name={self.name} needs path= set to {what}")
 
 
-BENCHMARKS = ("gsm8k", "math500", "aime24")
+BENCHMARKS = ("gsm8k", "math500", "aime24", "aime25", "amc23")
+INTEGER_ANSWERS = ("aime24", "aime25")  # AIME answers are integers 0-999, written without leading zeros
 SOURCES = ("synthetic", *BENCHMARKS, "file", "hf")
 BENCHMARKS_ENV = "R1DISTILL_BENCHMARKS_DIR"
 
@@ -198,9 +199,20 @@ def _local_benchmark(cfg: SourceConfig) -> Path | None:
 def _load_benchmark(cfg: SourceConfig) -> list[dict]:
     local = _local_benchmark(cfg)
     if local is not None:
-        return read_file(local, cfg.columns)
-    loaders = {"gsm8k": _hub_gsm8k, "math500": _hub_math500, "aime24": _hub_aime24}
-    return _normalize_all(loaders[cfg.name](), cfg.columns, cfg.name)
+        rows = read_file(local, cfg.columns)
+    else:
+        loaders = {"gsm8k": _hub_gsm8k, "math500": _hub_math500, "aime24": _hub_aime24, "aime25": _hub_aime25,
+                   "amc23": _hub_amc23}
+        rows = _normalize_all(loaders[cfg.name](), cfg.columns, cfg.name)
+    if cfg.name in INTEGER_ANSWERS:  # local files too: a hand-made aime25_test.jsonl may keep the printed "025"
+        for r in rows:
+            r["answer"] = _integer_text(r["answer"])
+    return rows
+
+
+def _integer_text(text: str) -> str:
+    """A zero-padded integer answer without its padding ("025" -> "25"); any other text is kept as it is."""
+    return str(int(text)) if text.isdecimal() else text
 
 
 def _hub(name: str, *args: Any, **kwargs: Any) -> Any:
@@ -237,9 +249,32 @@ def _hub_aime24() -> Iterator[tuple[str, dict]]:
         answer = str(row["answer"]).strip()
         m = re.search(r"(\d{4}_AIME_[I]+)_Problems/Problem_(\d+)", str(row.get("url", "")))
         rec = {**row, "id": f"{m[1]}_{m[2]}" if m else f"aime24/{row.get('id', i)}",
-               "answer": str(int(answer)) if answer.isdigit() else answer,
                "answer_original": answer, "source_id": str(row.get("id", i))}
         yield f"HuggingFaceH4/aime_2024 row {i + 1}", rec
+
+
+def _hub_aime25() -> Iterator[tuple[str, dict]]:
+    # opencompass/AIME2025: configs AIME2025-I and AIME2025-II, split test, 15 rows each with columns question and
+    # answer (str). Chosen over yentinglin/aime_2025 (lighteval's aime25) because it keeps the two exams apart as
+    # named configs (MIT license). Rows carry no id: the id is the exam and the row's place in it, as the files
+    # list problems 1-15 in order.
+    for exam in ("I", "II"):
+        config = f"AIME2025-{exam}"
+        for n, row in enumerate(_hub("aime25", "opencompass/AIME2025", config, split="test"), start=1):
+            rec = {k: v for k, v in row.items() if k != "question"}
+            rec.update(id=f"2025_AIME_{exam}_{n}", problem=row["question"], answer_original=str(row["answer"]).strip())
+            yield f"opencompass/AIME2025 ({config}) row {n}", rec
+
+
+def _hub_amc23() -> Iterator[tuple[str, dict]]:
+    # math-ai/amc23: split test, 40 rows with columns id (int), question, answer (a number, float in the Parquet:
+    # 27.0 becomes "27" in `normalize`) and url (the AoPS page). It is the set lighteval's amc23 task reads
+    # (question -> answer), so scores compare with open-r1's. The id is the row index (like gsm8k's), unique
+    # whatever the hub's ids are; the hub's own id is kept as source_id.
+    for i, row in enumerate(_hub("amc23", "math-ai/amc23", split="test")):
+        rec = {k: v for k, v in row.items() if k not in ("id", "question")}
+        rec.update(id=f"amc23/test/{i}", problem=row["question"], source_id=str(row.get("id", i)))
+        yield f"math-ai/amc23 row {i + 1}", rec
 
 
 # ---- generic hub datasets ---------------------------------------------------------------------

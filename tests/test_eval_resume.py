@@ -1,0 +1,127 @@
+"""The eval stage resumes a killed run: finished samples are kept, only the rest is generated, and samples made
+under other settings (the fingerprint) are discarded. One test fakes the backend; the other runs the built-in model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from r1distill import evaluate
+from r1distill.backends import Completion, SamplingConfig
+from r1distill.data.problems import SourceConfig, load_problems
+from r1distill.evaluate import EvalConfig
+from r1distill.prompts import R1_INSTRUCTION
+
+MODEL = "smollm2-135m-instruct"
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _keys(rows: list[dict]) -> list[tuple[str, int]]:
+    return [(r["id"], r["sample_idx"]) for r in rows]
+
+
+def _problem(messages: list[dict]) -> str:
+    """The problem text of a prompt: the user turn less the R1 instruction."""
+    return messages[-1]["content"].removesuffix(f"\n{R1_INSTRUCTION}")
+
+
+class FakeBackend:
+    """Answers 0 on even and 1 on odd sample indices, and records the problem text of every prompt it gets."""
+
+    name = "fake"
+    model_name = "fake"
+
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+
+    def generate(self, prompts: list[list[dict]], sampling: SamplingConfig, progress=None) -> list[list[Completion]]:
+        self.prompts += [_problem(m) for m in prompts]
+        return [[Completion(text=f"So \\boxed{{{s % 2}}}.", token_ids=[1, 2, 3], finish_reason="stop")
+                 for s in range(sampling.n)] for _ in prompts]
+
+
+def test_per_benchmark_k_drives_resume_fingerprint_and_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    bench_dir = tmp_path / "bench"
+    bench_dir.mkdir()
+    (bench_dir / "math500_test.jsonl").write_text(
+        "".join(json.dumps({"id": f"m{i}", "problem": f"Problem {i}?", "answer": "1"}) + "\n" for i in range(3)))
+    fake = FakeBackend()
+    monkeypatch.setattr(evaluate, "get_backend", lambda *args, **kwargs: fake)
+    cfg = EvalConfig(run_dir=str(tmp_path / "run"), models=["fake-model"],
+                     benchmarks=[SourceConfig(name="math500", path=str(bench_dir))])
+    out = evaluate.run(cfg)  # R1's defaults: k = 4 on math500
+    path = out / "fake-model" / "math500.jsonl"
+    assert len(fake.prompts) == 3 and len(set(_keys(_rows(path)))) == 12
+    m = json.loads((out / "summary.json").read_text())["fake-model"]["math500"]
+    assert (m["k"], m["pass@1"], m["pass@4"]) == (4, 0.5, 1.0) and "pass@8" not in m
+    assert "math500 maj@4" in (out / "results.md").read_text()
+
+    # a problem with only some of its k samples is redone whole; the finished ones are kept
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-2]))
+    fake.prompts.clear()
+    evaluate.run(cfg)
+    assert fake.prompts == ["Problem 2?"]
+    assert sorted(_keys(_rows(path))) == [(f"m{i}", s) for i in range(3) for s in range(4)]
+
+    # another k is another fingerprint: everything is generated again
+    fake.prompts.clear()
+    evaluate.run(dataclasses.replace(cfg, num_samples=2))
+    assert len(fake.prompts) == 3 and sorted(_keys(_rows(path))) == [(f"m{i}", s) for i in range(3) for s in range(2)]
+
+
+class Killed(Exception):
+    """Stands in for SIGKILL: the run stops mid-benchmark without any clean-up."""
+
+
+def test_killed_run_resumes_with_the_built_in_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, teacher_dir):
+    from r1distill.backends.hf import HFBackend
+
+    bench = SourceConfig(name="synthetic", split="test", level="easy", num_problems=6)
+    problems = load_problems(bench)
+    generate = HFBackend.generate
+    prompts: list[list[str]] = []  # the problem texts of each generate call
+    kill_on_call = [2]
+
+    def counted(self, batch: list[list[dict]], sampling: SamplingConfig, progress=None) -> list[list[Completion]]:
+        prompts.append([_problem(m) for m in batch])
+        if len(prompts) in kill_on_call:
+            raise Killed
+        return generate(self, batch, sampling, progress)
+
+    monkeypatch.setattr(HFBackend, "generate", counted)
+    cfg = EvalConfig(run_dir=str(tmp_path), models=[MODEL], benchmarks=[bench], temperature=0.0,
+                     max_new_tokens=16, batch_size=2)  # greedy, k = 1: 3 batches of 2 problems
+    path = cfg.out / MODEL / "synthetic-easy.jsonl"
+    with pytest.raises(Killed):
+        evaluate.run(cfg)
+    first = _rows(path)
+    assert _keys(first) == [(p["id"], 0) for p in problems[:2]]  # the first batch was written before the kill
+    with path.open("a") as f:
+        f.write('{"benchmark": "synthetic-easy", "id": "synthetic/te')  # a line the kill cut short
+
+    prompts.clear()
+    kill_on_call.clear()
+    evaluate.run(cfg)
+    assert prompts == [[p["problem"] for p in problems[2:4]], [p["problem"] for p in problems[4:]]]
+    final = _rows(path)
+    assert sorted(_keys(final)) == sorted((p["id"], 0) for p in problems) and len(final) == 6
+    assert final[:2] == first  # kept as they were, not generated again
+    summary = json.loads((cfg.out / "summary.json").read_text())[MODEL]["synthetic-easy"]
+    assert (summary["problems"], summary["samples"], summary["k"]) == (6, 6, 1)
+
+    prompts.clear()
+    evaluate.run(cfg)  # nothing left to do: no generation
+    assert prompts == [] and _rows(path) == final
+
+    # other generation settings change the fingerprint: the old samples are discarded, all 6 are redone
+    evaluate.run(dataclasses.replace(cfg, max_new_tokens=8))
+    assert sum(len(p) for p in prompts) == 6
+    redone = _rows(path)
+    assert len(redone) == 6 and all(r["num_tokens"] <= 8 for r in redone)
