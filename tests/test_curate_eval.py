@@ -28,21 +28,24 @@ def test_curate_counts_each_reject_reason(tmp_path):
         _row("b", 0, "Tom has 7 + 5 = 12 apples and then", finish="length"),  # truncated
         _row("b", 1, "<think>I am thinking about it", T=4),  # unclosed <think>
         _row("b", 2, "I do not know.", T=4),  # no answer
+        _row("d", 0, "The answer is 5.", answer=""),  # a gold answer that cannot be read: flagged, not "incorrect"
     ]
     write_table_atomic(rows_to_table(rows), tmp_path / "traces" / "shard-00000.parquet")
     # Both prompt_ids share the problem text "p": keep problem dedup off so each row meets its own filter.
     out = curate.run(curate.CurateConfig(run_dir=str(tmp_path), max_per_problem=1, dedup_problems=False))
     stats = json.loads((out / "stats.json").read_text())
     assert stats["rejected"] == {**dict.fromkeys(curate.REASONS, 0), "truncated": 1, "unclosed_think": 1,
-                                 "no_answer": 1, "incorrect": 1, "over_max_per_problem": 1}
+                                 "no_answer": 1, "gold_unparseable": 1, "incorrect": 1,
+                                 "over_max_per_problem": 1}
+    assert stats["gold_unparseable"] == 1
     kept = read_table(out)
     check_schema(kept, CURATED_SCHEMA, str(out))
     assert kept.num_rows == 1
     k = kept.to_pylist()[0]
     assert (k["sample_idx"], k["pred_answer"], k["correct"], k["reject_reason"]) == (1, "12", True, None)
     # The truncated row still ends in "12": it verifies, so it counts towards the pass rate.
-    assert stats["correct"] == 3 and stats["teacher_pass_rate"] == pytest.approx((2 / 3 + 1 / 3) / 2)
-    assert len((out / "rejected.jsonl").read_text().splitlines()) == 5
+    assert stats["correct"] == 3 and stats["teacher_pass_rate"] == pytest.approx((2 / 3 + 1 / 3 + 0) / 3)
+    assert len((out / "rejected.jsonl").read_text().splitlines()) == 6
 
 
 def test_majority_vote_groups_equivalent_answers_and_breaks_ties_by_first_seen():

@@ -154,7 +154,7 @@ def test_each_filter_names_its_reason_in_order(tmp_path):
     assert [(r["prompt_id"], r["sample_idx"]) for r in kept] == [("a", 0)]
     steps = [s["step"] for s in stats["funnel"]]
     assert steps == ["generated", "duplicate_problem", "pass_rate", "truncated", "unclosed_think", "no_answer",
-                     "incorrect", "too_short", "too_long", "repetition", "language_mixing",
+                     "gold_unparseable", "incorrect", "too_short", "too_long", "repetition", "language_mixing",
                      "duplicate_completion", "over_max_per_problem"]
     assert stats["funnel"][-1]["left"] == stats["kept"] == 1
     assert stats["pass_rate_histogram"] == [0, 0, 0, 0, 0, 1, 0, 0, 0, 2]

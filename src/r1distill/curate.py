@@ -8,7 +8,8 @@ filter, in this order, names the reject reason (the order of `REASONS`):
    `contaminated` (the problem shares a word n-gram with a benchmark problem),
    `duplicate_problem` (same or near-same text as an earlier problem; the first one keeps its samples),
    `pass_rate` (the teacher's pass rate over all samples of the problem is outside `pass_rate_range`).
-2. Trace filters: `truncated` (finish_reason == length), `unclosed_think`, `no_answer`, `incorrect`,
+2. Trace filters: `truncated` (finish_reason == length), `unclosed_think`, `no_answer`, `gold_unparseable`
+   (the gold answer cannot be read, so the trace is flagged rather than called wrong), `incorrect`,
    `too_short` / `too_long` (num_tokens), `repetition` (share of repeated word n-grams),
    `language_mixing` (share of letters outside the problem's script).
 3. Across the surviving traces: `duplicate_completion` (same or near-same text as an earlier one), then
@@ -45,8 +46,8 @@ from r1distill.prompts import has_unclosed_think
 from r1distill.verify import verify_many
 
 REASONS = ("contaminated", "duplicate_problem", "pass_rate", "truncated", "unclosed_think", "no_answer",
-           "incorrect", "too_short", "too_long", "repetition", "language_mixing", "duplicate_completion",
-           "over_max_per_problem")
+           "gold_unparseable", "incorrect", "too_short", "too_long", "repetition", "language_mixing",
+           "duplicate_completion", "over_max_per_problem")
 
 
 @dataclass
@@ -116,7 +117,8 @@ class CurateConfig:
         on = {"contaminated": bool(self.decontaminate), "duplicate_problem": self.dedup_problems,
               "pass_rate": self.pass_rate_range is not None, "truncated": self.drop_truncated,
               "unclosed_think": self.require_format, "no_answer": self.require_format,
-              "incorrect": self.require_correct, "too_short": self.min_tokens is not None,
+              "gold_unparseable": self.require_correct, "incorrect": self.require_correct,
+              "too_short": self.min_tokens is not None,
               "too_long": self.max_tokens is not None, "repetition": self.max_repeat_ngram_share is not None,
               "language_mixing": self.max_foreign_script_share is not None,
               "duplicate_completion": self.dedup_completions, "over_max_per_problem": bool(self.max_per_problem)}
@@ -131,7 +133,8 @@ def _trace_reason(cfg: CurateConfig, row: dict) -> str | None:
     if cfg.require_format and row["pred_answer"] is None:
         return "no_answer"
     if cfg.require_correct and not row["correct"]:
-        return "incorrect"
+        # A gold answer the verifier cannot read says nothing about the trace: flag it, do not call it wrong.
+        return "incorrect" if row["gold_ok"] else "gold_unparseable"
     if reason := filters.length_reason(row["num_tokens"], cfg.min_tokens, cfg.max_tokens):
         return reason
     text = row["completion"]
@@ -216,7 +219,7 @@ def _verify(cfg: CurateConfig, rows: list[dict], stats: dict) -> None:
         verdicts = verify_many([r["completion"] for r in rows], [r["answer"] for r in rows], cfg.last_number,
                                cfg.verify_timeout, cfg.num_workers, on_done=lambda k: bar.update(task, advance=k))
     for row, v in zip(rows, verdicts):
-        row["pred_answer"], row["correct"] = v.pred_answer, v.correct
+        row["pred_answer"], row["correct"], row["gold_ok"] = v.pred_answer, v.correct, v.gold_ok
         row["format_ok"] = v.pred_answer is not None and not has_unclosed_think(row["completion"])
     stats["gold_unparseable"] = sum(not v.gold_ok for v in verdicts)
     stats["verify_timeouts"] = sum(v.rule == "timeout" for v in verdicts)
