@@ -122,6 +122,9 @@ def test_normalize(raw: str, norm: str) -> None:
         ("evelyn", "\\text{Evelyn}"),
         ("137.5", "137 \\frac{1}{2}"),
         ("50", "50\\%"),  # Math-Verify's percent policy (see module docstring)
+        ("0.5", "50\\%"),
+        ("\\{1, 2\\}", "\\{2,1\\}"),  # sets: order does not matter
+        ("5\\text{ cm}", "5"),  # units stripped
     ],
 )
 def test_equivalent(pred: str, gold: str) -> None:
@@ -136,6 +139,7 @@ def test_equivalent(pred: str, gold: str) -> None:
         ("0.333", "\\frac{1}{3}"),
         ("19", "18"),
         ("[1,2]", "[1,2)"),
+        ("\\{1, 3\\}", "\\{1,2\\}"),
         ("(3,\\frac{\\pi}{3})", "(3,\\frac{\\pi}{2})"),
         ("", "18"),
         ("18", ""),
