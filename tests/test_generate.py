@@ -1,6 +1,9 @@
-"""The generate stage with the real built-in teacher: schema, exact top-k, resume."""
+"""The generate stage with the real built-in teacher: schema, exact top-k, resume, bad input."""
 
 from __future__ import annotations
+
+import json
+import re
 
 import pytest
 import torch
@@ -75,3 +78,41 @@ def test_a_different_config_refuses_to_resume(traces):
     changed = _cfg(traces.out.parent, temperature=0.3)
     with pytest.raises(UserError, match="different config"):
         generate.run(changed)
+
+
+def _write_jsonl(path, rows) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _file_cfg(tmp_path, path, **kw) -> generate.GenerateConfig:
+    return _cfg(tmp_path, source=SourceConfig(name="file", path=str(path)), num_samples=1, max_new_tokens=4,
+                topk_logprobs=0, **kw)
+
+
+def test_a_prompt_longer_than_the_context_is_skipped_and_counted(tmp_path, teacher_dir):
+    path = tmp_path / "problems.jsonl"
+    too_long = " ".join(["seven"] * 9000)  # the teacher's context is 8192 tokens
+    _write_jsonl(path, [{"problem": "What is 2 + 3?", "answer": "5"}, {"problem": too_long, "answer": "7"},
+                        {"problem": "What is 4 + 4?", "answer": "8"}])
+    cfg = _file_cfg(tmp_path, path)
+    generate.run(cfg)
+    summary = json.loads((cfg.out / "summary.json").read_text())
+    assert summary["skipped"] == {"prompt_too_long": 1}
+    assert summary["rows"] == summary["problems"] == 2 and summary["new_tokens"] == summary["total_tokens"] > 0
+    assert sum(summary["finish_reasons"].values()) == 2 and summary["new_tokens_per_s"] > 0
+    assert summary["bytes_per_token"] > summary["topk_bytes_per_token"] >= 0
+    assert too_long not in read_table(cfg.out, columns=["problem"]).column("problem").to_pylist()
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_malformed_problem_file_names_file_line_field_and_keeps_the_output(tmp_path, teacher_dir, overwrite):
+    path = tmp_path / "problems.jsonl"
+    good = [{"problem": "What is 2 + 3?", "answer": "5"}, {"problem": "What is 4 + 4?", "answer": "8"}]
+    _write_jsonl(path, good)
+    generate.run(_file_cfg(tmp_path, path))
+    out = tmp_path / "traces"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    _write_jsonl(path, [good[0], {"question": "What is 4 + 4?", "answer": "8"}])
+    with pytest.raises(UserError, match=re.escape(f"{path}: line 2: field 'problem'")):
+        generate.run(_file_cfg(tmp_path, path, overwrite=overwrite))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

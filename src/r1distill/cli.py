@@ -8,6 +8,7 @@ import sys
 EXAMPLES = """examples:
   r1distill run recipes/quickstart.yaml
   r1distill generate recipes/quickstart.yaml generate.num_samples=2 generate.source.num_problems=8
+  r1distill generate recipes/quickstart.yaml --shard 0/4   # worker 0 of 4, all writing one output dir
   r1distill eval eval.models=[smollm2-135m-instruct] eval.benchmarks=[gsm8k] eval.max_new_tokens=256
   r1distill report runs/quickstart
 
@@ -35,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="an optional recipe file, then overrides such as train.epochs=1")
         s.add_argument("--overwrite", action="store_true", help="discard this stage's earlier outputs")
         s.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+        if name == "generate":
+            s.add_argument("--shard", metavar="I/N", help="generate only worker I's share of the problems "
+                           "(prompt_id hash mod N), so N workers can fill one output dir")
     r = sub.add_parser("report", help="write report.md for a run dir")
     r.add_argument("run_dir")
     return p
@@ -68,6 +72,8 @@ def _dispatch(ns: argparse.Namespace) -> int:
     recipe_path, overrides = _split(ns.args)
     if ns.overwrite and ns.command != "run":
         overrides.append(f"{ns.command}.overwrite=true")
+    if getattr(ns, "shard", None):
+        overrides.append(f"generate.shard={ns.shard}")
     if ns.command == "run":
         from r1distill import pipeline
 

@@ -1,10 +1,22 @@
-"""Stage `generate`: problems -> teacher trace shards (batching, resume, progress).
+"""Stage `generate`: problems -> teacher trace shards (batching, resume, workers, progress).
 
 Output dir (default `{run_dir}/traces`): `shard-NNNNN.parquet` (the trace schema), `config.yaml`
 (the resolved config and its hash), `manifest.json` (finished shards and their rows) and
-`summary.json` (counts, tokens, time). Each shard holds all samples of whole problems and is
-renamed into place when complete, so resuming only needs the (prompt_id, sample_idx) pairs of
-the finished shards: a killed run loses at most the shard in flight and never writes a row twice.
+`summary.json` (counts, tokens, time, finish reasons, skipped problems, bytes per token). Each shard
+holds all samples of whole problems and is renamed into place when complete, so resuming only needs
+the (prompt_id, sample_idx) pairs of the finished shards: a killed run loses at most the shard in
+flight and never writes a row twice. Every file is written under a temporary name and renamed.
+
+Workers: `shard="i/N"` keeps the problems whose prompt_id hash is i mod N, so N processes (or nodes)
+can fill one output dir without coordination. Worker files are `shard-wIofN-NNNNN.parquet`,
+`manifest-wIofN.json` and `summary-wIofN.json`, so no two workers write the same file. A worker's
+resume skips its siblings' shards (same N: they never hold its problems) but reads every other one,
+so a dir begun without `shard` (or with another N) never gets a row twice. `read_table` sees all
+shards, and a later run without `shard` finds every worker's problems done. Delete the dir, rather
+than pass `overwrite`, to restart a sharded run.
+
+Problems whose prompt plus `max_new_tokens` exceed the teacher's context are skipped and counted in
+the summary (`skipped: {"prompt_too_long": n}`), not an error.
 """
 
 from __future__ import annotations
@@ -12,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from collections import Counter
@@ -25,8 +38,10 @@ from r1distill.backends import SamplingConfig, get_backend
 from r1distill.config import LAYOUT, ConfigError, UserError, config_hash, to_dict
 from r1distill.console import console, progress
 from r1distill.data.problems import SourceConfig, load_problems
-from r1distill.data.traces import read_table, rows_to_table, shard_paths, write_table_atomic
+from r1distill.data.traces import rows_to_table, shard_paths, write_table_atomic
 from r1distill.prompts import r1_messages, split_think
+
+SHARD_NAME = re.compile(r"shard-(?:w(\d+)of(\d+)-)?(\d+)\.parquet")
 
 
 @dataclass
@@ -44,6 +59,7 @@ class GenerateConfig:
     system_prompt: str | None = None  # R1's protocol uses none
     batch_size: int = 32  # sequences per forward batch
     shard_size: int = 256  # rows per Parquet shard
+    shard: str | None = None  # "i/N": this worker's part of the problems (prompt_id hash mod N == i)
     dtype: str = "auto"
     device: str = "auto"
     trust_remote_code: bool = False
@@ -58,20 +74,46 @@ class GenerateConfig:
             raise ConfigError("generate.topk_logprobs must be >= 0 (0 stores no log-probs)")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"generate.top_p must be in (0, 1], got {self.top_p}")
+        if self.worker and self.overwrite:
+            raise ConfigError("generate.overwrite would delete the other workers' shards too: delete the output "
+                              "dir once before starting the workers instead")
+
+    @property
+    def worker(self) -> tuple[int, int] | None:
+        """(i, N) parsed from `shard`, or None when this run covers every problem."""
+        if self.shard is None:
+            return None
+        m = re.fullmatch(r"(\d+)/(\d+)", str(self.shard).strip())
+        if not m or not int(m[1]) < int(m[2]):
+            raise ConfigError(f"generate.shard must be i/N with 0 <= i < N (e.g. 0/4), got {self.shard!r}")
+        return int(m[1]), int(m[2])
+
+    @property
+    def tag(self) -> str:
+        """The worker's part of its file names ("" without `shard`)."""
+        return f"-w{self.worker[0]}of{self.worker[1]}" if self.worker else ""
 
     @property
     def out(self) -> Path:
         return Path(self.output_dir or Path(self.run_dir) / LAYOUT["traces"])
 
     def hash(self) -> str:
-        # Settings that do not change what is generated are left out, so they may change on resume.
+        # Settings that do not change what is generated are left out, so they may change on resume
+        # (and workers, which differ only in `shard`, share one output dir).
         return config_hash(self, exclude=("overwrite", "output_dir", "run_dir", "batch_size", "shard_size",
-                                          "device"))
+                                          "shard", "device"))
 
 
 def prompt_id(source: str, problem: str) -> str:
     """A stable id for a problem: a hash of its source name and text."""
     return hashlib.sha256(f"{source}\n{problem}".encode()).hexdigest()[:16]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    # A per-process temporary name: workers sharing the dir may write config.yaml at the same time.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _prepare_dir(cfg: GenerateConfig) -> None:
@@ -87,78 +129,121 @@ def _prepare_dir(cfg: GenerateConfig) -> None:
                 "Use another output_dir, or pass generate.overwrite=true to start again."
             )
     out.mkdir(parents=True, exist_ok=True)
-    cfg_path.write_text(yaml.safe_dump({"hash": cfg.hash(), **to_dict(cfg)}, sort_keys=False))
+    # Temporary files a killed run left behind; a worker removes only its own, as the others may be writing.
+    tag = re.escape(cfg.tag)
+    stale = re.compile(rf"\.(shard{tag}-\d+\.parquet|(manifest|summary){tag}\.json\.\d+)\.tmp" if cfg.worker else r".*")
+    for p in out.glob(".*.tmp"):
+        if stale.fullmatch(p.name):
+            p.unlink(missing_ok=True)
+    _write_atomic(cfg_path, yaml.safe_dump({"hash": cfg.hash(), **to_dict(cfg), "shard": None}, sort_keys=False))
 
 
-def _scan_shards(out: Path) -> list[dict]:
-    """Manifest entries of the finished shards: file name and the (prompt_id, sample_idx) pairs it holds.
+def _worker_of(path: Path) -> tuple[int, int] | None:
+    m = SHARD_NAME.fullmatch(path.name)
+    return (int(m[1]), int(m[2])) if m and m[1] else None
+
+
+def _shards(cfg: GenerateConfig) -> tuple[list[Path], list[Path]]:
+    """(the shards that may hold this run's problems, this run's own shards)."""
+    me = cfg.worker
+    relevant = [p for p in shard_paths(cfg.out)
+                if me is None or (w := _worker_of(p)) is None or w == me or w[1] != me[1]]
+    own = [p for p in relevant if SHARD_NAME.fullmatch(p.name) and _worker_of(p) == me]
+    return relevant, own
+
+
+def _scan_shards(paths: list[Path]) -> list[dict]:
+    """Manifest entries of finished shards: file name and the (prompt_id, sample_idx) pairs it holds.
 
     Read from the shards themselves, so a kill between a shard's rename and the manifest's rewrite
     loses nothing."""
     entries = []
-    for p in shard_paths(out):
+    for p in paths:
         t = pq.read_table(p, columns=["prompt_id", "sample_idx"])
         pairs = [[a, b] for a, b in zip(t.column("prompt_id").to_pylist(), t.column("sample_idx").to_pylist())]
         entries.append({"file": p.name, "rows": len(pairs), "pairs": pairs})
     return entries
 
 
-def _write_manifest(out: Path, entries: list[dict]) -> None:
-    tmp = out / ".manifest.json.tmp"
-    tmp.write_text(json.dumps({"shards": entries}))
-    os.replace(tmp, out / "manifest.json")
+def _write_manifest(cfg: GenerateConfig, entries: list[dict]) -> None:
+    _write_atomic(cfg.out / f"manifest{cfg.tag}.json", json.dumps({"shards": entries}))
 
 
 def run(cfg: GenerateConfig) -> Path:
     """Generate `num_samples` traces per problem; resume what an earlier run left unfinished."""
+    problems = load_problems(cfg.source)  # before touching the output dir: bad input must not cost old output
     _prepare_dir(cfg)
     out = cfg.out
-    problems = load_problems(cfg.source)
     by_id: dict[str, dict] = {}
     for p in problems:  # duplicate problem texts share an id and are generated once
-        by_id.setdefault(prompt_id(cfg.source.name, p["problem"]), p)
-    manifest = _scan_shards(out)
-    _write_manifest(out, manifest)
-    done = {(a, b) for e in manifest for a, b in e["pairs"]}
+        pid = prompt_id(cfg.source.name, p["problem"])
+        if cfg.worker is None or int(pid, 16) % cfg.worker[1] == cfg.worker[0]:
+            by_id.setdefault(pid, p)
+    relevant, own = _shards(cfg)
+    scanned = _scan_shards(relevant)
+    done = {(a, b) for e in scanned for a, b in e["pairs"]}
+    own_names = {p.name for p in own}
+    manifest = scanned if cfg.worker is None else [e for e in scanned if e["file"] in own_names]
+    _write_manifest(cfg, manifest)
     todo = [(pid, p) for pid, p in by_id.items()
             if any((pid, s) not in done for s in range(cfg.num_samples))]
-    console.print(f"[bold]generate[/] {len(by_id)} problems x {cfg.num_samples} samples with {cfg.teacher} "
+    worker = f" (worker {cfg.shard})" if cfg.worker else ""
+    console.print(f"[bold]generate[/]{worker} {len(by_id)} problems x {cfg.num_samples} samples with {cfg.teacher} "
                   f"({len(by_id) - len(todo)} already done) -> {out}")
-    stats = Counter()
+    stats: Counter = Counter()
+    skipped: Counter = Counter()
     t0 = time.time()
+    gen_start = 0.0  # set once the model is loaded: tok/s leaves out the load
     if todo:
         backend = get_backend(cfg.backend, cfg.teacher, dtype=cfg.dtype, device=cfg.device,
                               batch_size=cfg.batch_size, trust_remote_code=cfg.trust_remote_code)
+        # The hf backend's extras (the Backend protocol does not declare them yet).
+        lengths = backend.prompt_lengths([r1_messages(p["problem"], cfg.system_prompt) for _, p in todo])
+        fits = [n + cfg.max_new_tokens <= backend.context_length for n in lengths]
+        skipped["prompt_too_long"] = fits.count(False)
+        todo = [t for t, ok in zip(todo, fits) if ok]
         sampling = SamplingConfig(n=cfg.num_samples, max_new_tokens=cfg.max_new_tokens,
                                   temperature=cfg.temperature, top_p=cfg.top_p, logprobs=cfg.topk_logprobs)
         per_shard = max(1, cfg.shard_size // cfg.num_samples)
         # Never reuse a shard number: a gap left by a lost shard must not lead to overwriting a later one.
-        next_index = 1 + max((int(p.stem.rsplit("-", 1)[1]) for p in shard_paths(out)), default=-1)
+        next_index = 1 + max((int(SHARD_NAME.fullmatch(p.name)[3]) for p in own), default=-1)
+        gen_start = time.time()
         with progress() as bar:
-            task = bar.add_task("generate", total=len(todo) * cfg.num_samples, info="")
+            note = f", {skipped['prompt_too_long']} skipped (too long)" if skipped["prompt_too_long"] else ""
+            task = bar.add_task("problems", total=len(todo), info=note)
             tokens = 0
 
             def tick(seqs: int, toks: int) -> None:
                 nonlocal tokens
                 tokens += toks
-                bar.update(task, advance=seqs, info=f"{tokens / max(time.time() - t0, 1e-9):.0f} tok/s")
+                rate = tokens / max(time.time() - gen_start, 1e-9)
+                bar.update(task, advance=seqs / cfg.num_samples, info=f"{rate:.0f} tok/s{note}")
 
             for start in range(0, len(todo), per_shard):
                 chunk = todo[start:start + per_shard]
-                sampling.seed = cfg.seed + next_index * 1_000_003  # a different stream per shard
+                name = f"shard{cfg.tag}-{next_index:05d}.parquet"
+                # A different stream per shard file, so workers and resumed runs never repeat one (a plain run
+                # keeps seed + index * 1_000_003, the streams the measured quickstart results came from).
+                sampling.seed = (cfg.seed + next_index * 1_000_003 if not cfg.tag
+                                 else int(hashlib.sha256(f"{cfg.seed}/{name}".encode()).hexdigest()[:8], 16))
                 outs = backend.generate([r1_messages(p["problem"], cfg.system_prompt) for _, p in chunk],
                                         sampling, progress=tick)
                 rows = _rows(cfg, chunk, outs, stats)
-                shard = write_table_atomic(rows_to_table(rows), out / f"shard-{next_index:05d}.parquet")
+                shard = write_table_atomic(rows_to_table(rows), out / name)
+                own.append(shard)
                 manifest.append({"file": shard.name, "rows": len(rows),
                                  "pairs": [[r["prompt_id"], r["sample_idx"]] for r in rows]})
-                _write_manifest(out, manifest)
+                _write_manifest(cfg, manifest)
                 next_index += 1
     elapsed = time.time() - t0
-    summary = _summarize(out, stats, elapsed)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    console.print(f"generate: {summary['rows']} rows, {summary['new_tokens']} new tokens in "
-                  f"{elapsed:.0f}s ({summary['new_tokens_per_s']:.0f} tok/s); finish: {summary['finish_reasons']}")
+    gen_seconds = time.time() - gen_start if gen_start else 0.0
+    summary = _summarize([out / e["file"] for e in manifest], stats, skipped, elapsed, gen_seconds)
+    _write_atomic(out / f"summary{cfg.tag}.json", json.dumps(summary, indent=1))
+    too_long = summary["skipped"].get("prompt_too_long", 0)
+    console.print(f"generate: {summary['rows']} rows for {summary['problems']} problems ({too_long} skipped: "
+                  f"prompt too long), {summary['new_tokens']} new tokens in {elapsed:.0f}s "
+                  f"({summary['new_tokens_per_s']:.0f} tok/s generating); finish: {summary['finish_reasons']}; "
+                  f"{summary['bytes_per_token']:.0f} B/token on disk ({summary['topk_bytes_per_token']:.0f} top-k)")
     return out
 
 
@@ -169,7 +254,6 @@ def _rows(cfg: GenerateConfig, chunk, outs, stats: Counter) -> list[dict]:
         for s, c in enumerate(completions):
             reasoning, _ = split_think(c.text)
             stats["tokens"] += len(c.token_ids)
-            stats[f"finish_{c.finish_reason}"] += 1
             rows.append({
                 "prompt_id": pid, "sample_idx": s, "problem": p["problem"], "answer": p["answer"],
                 "prompt": messages, "completion": c.text, "reasoning": reasoning,
@@ -180,15 +264,36 @@ def _rows(cfg: GenerateConfig, chunk, outs, stats: Counter) -> list[dict]:
     return rows
 
 
-def _summarize(out: Path, stats: Counter, elapsed: float) -> dict:
-    t = read_table(out, columns=["finish_reason", "num_tokens", "prompt_id"])
-    finish = Counter(t.column("finish_reason").to_pylist())
+def disk_usage(paths: list[Path]) -> tuple[int, int]:
+    """(file bytes, compressed bytes of the top-k columns) of some shards, read from the Parquet footers."""
+    total = topk = 0
+    for p in paths:
+        total += p.stat().st_size
+        meta = pq.ParquetFile(p).metadata
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            topk += sum(group.column(c).total_compressed_size for c in range(group.num_columns)
+                        if group.column(c).path_in_schema.startswith("topk_"))
+    return total, topk
+
+
+def _summarize(paths: list[Path], stats: Counter, skipped: Counter, elapsed: float, gen_seconds: float) -> dict:
+    """Counts over the given shards (all of them, or a worker's own) and this session's speed."""
+    cols = ("finish_reason", "num_tokens", "prompt_id")
+    tables = [pq.read_table(p, columns=list(cols)) for p in paths]
+    values = {c: [v for t in tables for v in t.column(c).to_pylist()] for c in cols}
+    total_tokens = int(sum(values["num_tokens"]))
+    file_bytes, topk_bytes = disk_usage(paths)
     return {
-        "rows": t.num_rows,
-        "problems": len(set(t.column("prompt_id").to_pylist())),
-        "total_tokens": int(sum(t.column("num_tokens").to_pylist())),
-        "finish_reasons": dict(finish),
+        "rows": len(values["prompt_id"]),
+        "problems": len(set(values["prompt_id"])),
+        "skipped": {k: v for k, v in skipped.items() if v},
+        "total_tokens": total_tokens,
+        "finish_reasons": dict(Counter(values["finish_reason"])),
         "new_tokens": stats["tokens"],
-        "seconds": round(elapsed, 2),
-        "new_tokens_per_s": stats["tokens"] / elapsed if elapsed > 0 and stats["tokens"] else 0.0,
+        "seconds": round(elapsed, 2),  # the whole session, model load included
+        "generate_seconds": round(gen_seconds, 2),
+        "new_tokens_per_s": stats["tokens"] / gen_seconds if gen_seconds > 0 and stats["tokens"] else 0.0,
+        "bytes_per_token": file_bytes / total_tokens if total_tokens else 0.0,
+        "topk_bytes_per_token": topk_bytes / total_tokens if total_tokens else 0.0,
     }

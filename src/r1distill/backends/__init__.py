@@ -43,6 +43,11 @@ Progress = Callable[[int, int], None]  # (sequences finished in this call, token
 class Backend(Protocol):
     name: str
     model_name: str
+    context_length: int  # prompt + completion tokens the model accepts
+
+    def prompt_lengths(self, prompts: list[list[dict]], think_prefix: bool = False) -> list[int]:
+        """Token count of each rendered prompt (to skip prompts that leave no room to generate)."""
+        ...
 
     def generate(self, prompts: list[list[dict]], sampling: SamplingConfig,
                  progress: Progress | None = None) -> list[list[Completion]]:

@@ -4,7 +4,14 @@ Top-k capture uses a LogitsProcessor that records `log_softmax(scores).topk(k)` 
 Custom processors run before the temperature/top-p warpers, so it sees the raw logits: the
 stored log-probs are the teacher's temperature-1 distribution, which is what KD compares
 against. Keeping only (B, k) per step holds memory flat, where `output_logits=True` would keep
-(B, V) per step (measured: 3.8 GB against 1.35 GB peak RSS at batch 32 for SmolLM2).
+(B, V) per step (measured: 3.8 GB against 1.35 GB peak RSS at batch 32 for SmolLM2). The (B, k)
+slices stay on the model's device until the batch ends: a copy to the CPU at every step would
+stall a GPU once per token.
+
+Batching: every (prompt, sample) pair of one `generate` call is a sequence, and the sequences of
+the whole call are sorted by prompt length before they are cut into batches, so left padding stays
+small; the `generate` stage calls once per shard, so the sort spans a shard's problems. The dtype
+comes from `load_model` ("auto": bf16 on a GPU that supports it, fp32 on CPU).
 """
 
 from __future__ import annotations
@@ -29,8 +36,8 @@ class TopKRecorder(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         lp = torch.log_softmax(scores.float(), dim=-1)  # (B, V)
         vals, idx = lp.topk(self.k, dim=-1)  # (B, k)
-        self.ids.append(idx.to(torch.int32).cpu())
-        self.logprobs.append(vals.cpu())
+        self.ids.append(idx.to(torch.int32))
+        self.logprobs.append(vals)
         return scores
 
 
@@ -52,10 +59,14 @@ class HFBackend:
     def context_length(self) -> int:
         return int(getattr(self.model.config, "max_position_embeddings", 0) or 1 << 30)
 
+    def prompt_lengths(self, prompts: list[list[dict]], think_prefix: bool = False) -> list[int]:
+        """Token count of each rendered prompt (the generate stage skips prompts that cannot fit the context)."""
+        return [len(render_prompt(self.tokenizer, m, think_prefix)) for m in prompts]
+
     def generate(self, prompts: list[list[dict]], sampling: SamplingConfig,
                  progress: Progress | None = None) -> list[list[Completion]]:
         encoded = [render_prompt(self.tokenizer, m, sampling.think_prefix) for m in prompts]
-        # Every (prompt, sample) pair is one sequence; sorting by prompt length keeps padding low.
+        # Every (prompt, sample) pair is one sequence; sorting the whole call by prompt length keeps padding low.
         seqs = sorted(((p, s) for p in range(len(prompts)) for s in range(sampling.n)),
                       key=lambda ps: (len(encoded[ps[0]]), ps))
         results: list[list[Completion | None]] = [[None] * sampling.n for _ in prompts]
@@ -91,8 +102,8 @@ class HFBackend:
         )
         gen = out[:, width:].cpu()  # (B, T)
         if recorder:
-            all_ids = torch.stack(recorder.ids, dim=1).numpy()  # (B, T, k)
-            all_lp = torch.stack(recorder.logprobs, dim=1).numpy()  # (B, T, k)
+            all_ids = torch.stack(recorder.ids, dim=1).cpu().numpy()  # (B, T, k)
+            all_lp = torch.stack(recorder.logprobs, dim=1).cpu().numpy()  # (B, T, k)
         eos = torch.tensor(self.eos_ids)
         completions = []
         for b in range(gen.shape[0]):

@@ -1,0 +1,114 @@
+"""Teacher generation: batched vs one prompt at a time, the cost of top-k capture, bytes per token on disk.
+
+(a) The hf backend at `--batch-size` (greedy, no log-probs) against plain transformers `model.generate`
+    called once per prompt (the same model object, the same prompts, max_new_tokens and greedy), as
+    tokens/s; the one-at-a-time baseline runs on the first `--baseline-prompts` prompts only.
+(b) The same batched run with top-k capture (k = `--k`) against (a)'s batched run: greedy, so both
+    produce the same tokens and the time ratio is the capture's cost.
+(c) Bytes per completion token on disk for k = `--k` (zstd Parquet, the trace schema): the `generate`
+    stage itself on `--disk-problems` problems x 2 samples at temperature 0.6, read from its summary.
+Tokens are generated tokens up to and including eos. Synthetic problems; one warm-up call first.
+Prints a Markdown table.
+
+    python scripts/bench_generate.py [--model NAME] [--prompts 32] [--baseline-prompts 8] [--max-new-tokens 64]
+                                     [--batch-size 32] [--k 20] [--disk-problems 16] [--device auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+import time
+
+import torch
+
+from r1distill import generate
+from r1distill.backends import SamplingConfig
+from r1distill.backends.hf import HFBackend
+from r1distill.data.problems import SourceConfig, load_problems
+from r1distill.prompts import r1_messages, render_prompt
+
+
+def _batched(backend: HFBackend, prompts: list[list[dict]], sampling: SamplingConfig) -> tuple[int, float]:
+    """(generated tokens, seconds) of one backend call."""
+    t0 = time.perf_counter()
+    outs = backend.generate(prompts, sampling)
+    return sum(len(c.token_ids) for cs in outs for c in cs), time.perf_counter() - t0
+
+
+@torch.no_grad()
+def _one_at_a_time(backend: HFBackend, prompts: list[list[dict]], max_new_tokens: int) -> tuple[int, float]:
+    """(generated tokens, seconds) of plain `model.generate`, one prompt per call, greedy."""
+    model, tok, eos = backend.model, backend.tokenizer, torch.tensor(backend.eos_ids)
+    tokens, t0 = 0, time.perf_counter()
+    for m in prompts:
+        ids = torch.tensor([render_prompt(tok, m)], device=model.device)
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                             do_sample=False, temperature=None, top_p=None, top_k=None,
+                             pad_token_id=tok.pad_token_id, eos_token_id=backend.eos_ids)
+        gen = out[0, ids.shape[1]:].cpu()
+        hits = torch.isin(gen, eos).nonzero()
+        tokens += int(hits[0]) + 1 if len(hits) else gen.shape[0]
+    return tokens, time.perf_counter() - t0
+
+
+def _disk(args: argparse.Namespace) -> dict:
+    """The generate stage's summary for a small real run with top-k capture."""
+    with tempfile.TemporaryDirectory() as d:
+        cfg = generate.GenerateConfig(teacher=args.model, output_dir=d, device=args.device,
+                                      source=SourceConfig(num_problems=args.disk_problems), num_samples=2,
+                                      max_new_tokens=args.max_new_tokens, temperature=0.6, topk_logprobs=args.k,
+                                      batch_size=args.batch_size)
+        generate.run(cfg)
+        return json.loads((cfg.out / "summary.json").read_text())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--prompts", type=int, default=32)
+    ap.add_argument("--baseline-prompts", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--k", type=int, default=20)
+    ap.add_argument("--disk-problems", type=int, default=16)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+
+    backend = HFBackend(args.model, device=args.device, batch_size=args.batch_size)
+    prompts = [r1_messages(p["problem"]) for p in load_problems(SourceConfig(num_problems=args.prompts))]
+    plain = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=0.0)
+    topk = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=0.0, logprobs=args.k)
+    backend.generate(prompts[:2], SamplingConfig(max_new_tokens=4, temperature=0.0))  # warm-up
+
+    rows = [
+        (f"batched hf backend, batch {args.batch_size}", len(prompts), *_batched(backend, prompts, plain)),
+        ("one prompt at a time, plain `model.generate`", args.baseline_prompts,
+         *_one_at_a_time(backend, prompts[:args.baseline_prompts], args.max_new_tokens)),
+        (f"batched hf backend + top-{args.k} capture", len(prompts), *_batched(backend, prompts, topk)),
+    ]
+    rate = [tokens / secs for _, _, tokens, secs in rows]
+    disk = _disk(args)
+
+    dev = backend.model.device
+    print(f"\n`{shlex.join([sys.executable.rsplit('/', 1)[-1], *sys.argv])}`\n")
+    print(f"Model {args.model} on {dev} ({backend.model.dtype}, {torch.get_num_threads()} CPU threads), "
+          f"greedy, max_new_tokens={args.max_new_tokens}, synthetic problems.\n")
+    print("| run | prompts | new tokens | seconds | tok/s |")
+    print("|---|---:|---:|---:|---:|")
+    for (name, n, tokens, secs), r in zip(rows, rate):
+        print(f"| {name} | {n} | {tokens} | {secs:.2f} | {r:.0f} |")
+    print(f"\n| measurement | value |\n|---|---:|\n"
+          f"| (a) batched / one-at-a-time, tok/s | {rate[0] / rate[1]:.1f}x |\n"
+          f"| (b) top-{args.k} capture cost, tok/s without / with | {rate[0] / rate[2]:.2f}x |\n"
+          f"| (c) on disk, top-{args.k} columns (zstd), bytes per token | {disk['topk_bytes_per_token']:.1f} |\n"
+          f"| (c) on disk, whole shard, bytes per token | {disk['bytes_per_token']:.1f} |")
+    print(f"\n(c) is the generate stage on {args.disk_problems} problems x 2 samples, temperature 0.6: "
+          f"{disk['rows']} rows, {disk['total_tokens']} tokens, finish {disk['finish_reasons']}.")
+
+
+if __name__ == "__main__":
+    main()
