@@ -197,7 +197,7 @@ def run(cfg: GenerateConfig) -> Path:
     if todo:
         backend = get_backend(cfg.backend, cfg.teacher, dtype=cfg.dtype, device=cfg.device,
                               batch_size=cfg.batch_size, trust_remote_code=cfg.trust_remote_code)
-        # The hf backend's extras (the Backend protocol does not declare them yet).
+        # Prompts that leave no room for max_new_tokens in the context are skipped and counted, not errors.
         lengths = backend.prompt_lengths([r1_messages(p["problem"], cfg.system_prompt) for _, p in todo])
         fits = [n + cfg.max_new_tokens <= backend.context_length for n in lengths]
         skipped["prompt_too_long"] = fits.count(False)
