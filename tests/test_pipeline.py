@@ -60,3 +60,9 @@ def test_user_errors_exit_2_without_traceback(tmp_path, capsys):
     assert "Unknown key 'num_sample'" in err and "Traceback" not in err
     assert main(["eval", f"run_dir={tmp_path}", "eval.models=[student]"]) == 2
     assert "run train first" in capsys.readouterr().err
+
+
+def test_models_lists_the_built_in_teacher(teacher_dir, capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "smollm2-135m-instruct" in out and "cached" in out and "Apache-2.0" in out

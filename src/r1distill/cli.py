@@ -11,6 +11,7 @@ EXAMPLES = """examples:
   r1distill generate recipes/quickstart.yaml --shard 0/4   # worker 0 of 4, all writing one output dir
   r1distill eval eval.models=[smollm2-135m-instruct] eval.benchmarks=[gsm8k] eval.max_new_tokens=256
   r1distill report runs/quickstart
+  r1distill models
 
 A recipe is a YAML file with sections generate/curate/train/eval (see recipes/quickstart.yaml);
 each `key=value` override is parsed as YAML and unknown keys are errors."""
@@ -35,12 +36,14 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("args", nargs="*", metavar="[RECIPE.yaml] [key=value ...]",
                        help="an optional recipe file, then overrides such as train.epochs=1")
         s.add_argument("--overwrite", action="store_true", help="discard this stage's earlier outputs")
-        s.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+        # SUPPRESS: without it the subcommand's default (False) would override `r1distill --debug run …`.
+        s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
         if name == "generate":
             s.add_argument("--shard", metavar="I/N", help="generate only worker I's share of the problems "
                            "(prompt_id hash mod N), so N workers can fill one output dir")
     r = sub.add_parser("report", help="write report.md for a run dir")
     r.add_argument("run_dir")
+    sub.add_parser("models", help="list the built-in models and what the model cache ($R1DISTILL_HOME) holds")
     return p
 
 
@@ -64,6 +67,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(ns: argparse.Namespace) -> int:
+    if ns.command == "models":
+        from r1distill.models import list_models
+
+        for m in list_models():
+            state = f"cached, {m['bytes'] / 1e6:.0f} MB at {m['path']}" if m["cached"] else "not converted yet"
+            print(f"{m['name']}  ({m['license']}) {m['description']}\n    {state}")
+        return 0
     if ns.command == "report":
         from r1distill.report import write_report
 

@@ -222,5 +222,16 @@ def derive_student(source: str, out_dir: str | Path, num_layers: int | None = No
     return out
 
 
+def list_models() -> list[dict]:
+    """Built-in models and what the cache holds: name, description, whether converted, size on disk."""
+    rows = []
+    for name, spec in BUILTIN_MODELS.items():
+        d = builtin_model_dir(name)
+        size = sum(p.stat().st_size for p in d.rglob("*") if p.is_file()) if d.exists() else 0
+        rows.append({"name": name, "description": spec.description, "license": spec.license,
+                     "cached": (d / "config.json").exists(), "path": str(d), "bytes": size})
+    return rows
+
+
 def num_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
