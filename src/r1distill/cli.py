@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--overwrite", action="store_true", help="discard this stage's earlier outputs")
         # SUPPRESS: without it the subcommand's default (False) would override `r1distill --debug run …`.
         s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
+        if name in ("train", "run"):
+            s.add_argument("--resume", action="store_true",
+                           help="continue training from the latest checkpoint in the student's work dir")
         if name == "generate":
             s.add_argument("--shard", metavar="I/N", help="generate only worker I's share of the problems "
                            "(prompt_id hash mod N), so N workers can fill one output dir")
@@ -82,6 +85,8 @@ def _dispatch(ns: argparse.Namespace) -> int:
     recipe_path, overrides = _split(ns.args)
     if ns.overwrite and ns.command != "run":
         overrides.append(f"{ns.command}.overwrite=true")
+    if getattr(ns, "resume", False):
+        overrides.append("train.resume=true")
     if getattr(ns, "shard", None):
         overrides.append(f"generate.shard={ns.shard}")
     if ns.command == "run":

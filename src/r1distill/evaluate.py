@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from r1distill.backends import SamplingConfig, get_backend
+from r1distill.backends import BACKENDS, SamplingConfig, get_backend
 from r1distill.config import LAYOUT, ConfigError, UserError, to_dict, write_resolved
 from r1distill.console import console, progress
 from r1distill.data.problems import SourceConfig, load_problems
@@ -49,7 +49,8 @@ class EvalConfig:
     benchmarks: list[SourceConfig] = field(
         default_factory=lambda: [SourceConfig(name="synthetic", split="test", level="easy")])
     output_dir: str | None = None  # default: {run_dir}/eval
-    backend: str = "hf"
+    backend: str = "hf"  # hf | vllm | openai
+    backend_options: dict = field(default_factory=dict)  # settings of the chosen backend (see its module)
     num_samples: int | None = None  # k samples per problem (pass@1 is their mean); unset: DEFAULT_K per benchmark
     temperature: float = 0.6  # 0 = greedy, which makes k 1 unless num_samples is set
     top_p: float = 0.95
@@ -68,6 +69,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if not self.models:
             raise ConfigError("eval.models is empty: name at least one model")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"eval.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.num_samples is not None and self.num_samples < 1:
             raise ConfigError("eval.num_samples must be >= 1 (or unset for the per-benchmark default)")
         if any(k < 1 for k in self.pass_at_k):
@@ -268,8 +271,8 @@ def _eval_one(cfg: EvalConfig, model: str, label: str, bench: SourceConfig, back
     if not problems:
         return samples
     if "backend" not in backend_box:  # load each model once, and only if something is left to do
-        backend_box["backend"] = get_backend(cfg.backend, model, dtype=cfg.dtype, device=cfg.device,
-                                             batch_size=cfg.batch_size)
+        backend_box["backend"] = get_backend(cfg.backend, model, cfg.backend_options, dtype=cfg.dtype,
+                                             device=cfg.device, batch_size=cfg.batch_size)
     backend = backend_box["backend"]
     sampling = SamplingConfig(n=k, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                               top_p=cfg.top_p, think_prefix=cfg.think_prefix, seed=cfg.seed)

@@ -34,7 +34,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
-from r1distill.backends import SamplingConfig, get_backend
+from r1distill.backends import BACKENDS, SamplingConfig, get_backend
 from r1distill.config import LAYOUT, ConfigError, UserError, config_hash, to_dict
 from r1distill.console import console, progress
 from r1distill.data.problems import SourceConfig, load_problems
@@ -50,7 +50,8 @@ class GenerateConfig:
     teacher: str = "smollm2-135m-instruct"  # built-in name, hub id or local model dir
     source: SourceConfig = field(default_factory=SourceConfig)  # the problems
     output_dir: str | None = None  # default: {run_dir}/traces
-    backend: str = "hf"
+    backend: str = "hf"  # hf | vllm | openai
+    backend_options: dict = field(default_factory=dict)  # settings of the chosen backend (see its module)
     num_samples: int = 4  # completions per problem
     max_new_tokens: int = 256
     temperature: float = 0.6  # 0 = greedy
@@ -70,6 +71,8 @@ class GenerateConfig:
         for name in ("num_samples", "max_new_tokens", "batch_size", "shard_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"generate.{name} must be >= 1, got {getattr(self, name)}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"generate.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.topk_logprobs < 0:
             raise ConfigError("generate.topk_logprobs must be >= 0 (0 stores no log-probs)")
         if not 0 < self.top_p <= 1:
@@ -101,7 +104,7 @@ class GenerateConfig:
         # Settings that do not change what is generated are left out, so they may change on resume
         # (and workers, which differ only in `shard`, share one output dir).
         return config_hash(self, exclude=("overwrite", "output_dir", "run_dir", "batch_size", "shard_size",
-                                          "shard", "device"))
+                                          "shard", "device", "backend_options"))
 
 
 def prompt_id(source: str, problem: str) -> str:
@@ -195,7 +198,7 @@ def run(cfg: GenerateConfig) -> Path:
     t0 = time.time()
     gen_start = 0.0  # set once the model is loaded: tok/s leaves out the load
     if todo:
-        backend = get_backend(cfg.backend, cfg.teacher, dtype=cfg.dtype, device=cfg.device,
+        backend = get_backend(cfg.backend, cfg.teacher, cfg.backend_options, dtype=cfg.dtype, device=cfg.device,
                               batch_size=cfg.batch_size, trust_remote_code=cfg.trust_remote_code)
         # Prompts that leave no room for max_new_tokens in the context are skipped and counted, not errors.
         lengths = backend.prompt_lengths([r1_messages(p["problem"], cfg.system_prompt) for _, p in todo])

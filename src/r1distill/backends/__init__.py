@@ -35,6 +35,9 @@ class Completion:
     # Raw (temperature-1) log-probs of the k most likely tokens at each generated position:
     topk_ids: np.ndarray | None = None  # (T, k) int32
     topk_logprobs: np.ndarray | None = None  # (T, k) float32
+    # Tokens whose top-k entries could not be mapped to token ids (servers that return token strings);
+    # their rows hold id -1 and log-prob -inf. The generate stage sums and reports them.
+    unmapped_tokens: int = 0
 
 
 Progress = Callable[[int, int], None]  # (sequences finished in this call, tokens generated)
@@ -44,6 +47,9 @@ class Backend(Protocol):
     name: str
     model_name: str
     context_length: int  # prompt + completion tokens the model accepts
+    # What the top-k log-probs are: "raw" = the model's temperature-1 distribution (what KD wants);
+    # "processed" = after temperature/top-p (some engines and servers only return these); "none".
+    logprobs_kind: str
 
     def prompt_lengths(self, prompts: list[list[dict]], think_prefix: bool = False) -> list[int]:
         """Token count of each rendered prompt (to skip prompts that leave no room to generate)."""
@@ -55,12 +61,29 @@ class Backend(Protocol):
         ...
 
 
-BACKENDS = ("hf",)
+BACKENDS = ("hf", "vllm", "openai")
 
 
-def get_backend(name: str, model: str, **kwargs) -> Backend:
+def get_backend(name: str, model: str, options: dict | None = None, **common) -> Backend:
+    """The backend `name` serving `model`.
+
+    common: settings every stage passes (dtype, device, batch_size, trust_remote_code); a backend uses
+    those that apply to it. options: the recipe's `backend_options` mapping, settings of this backend only
+    (e.g. vllm's tensor_parallel_size, openai's base_urls), which the backend validates itself.
+    """
+    options = dict(options or {})
     if name == "hf":
         from r1distill.backends.hf import HFBackend
 
-        return HFBackend(model, **kwargs)
+        if options:
+            raise ConfigError(f"The hf backend takes no backend_options, got {sorted(options)}")
+        return HFBackend(model, **common)
+    if name == "vllm":
+        from r1distill.backends.vllm import VLLMBackend
+
+        return VLLMBackend(model, options=options, **common)
+    if name == "openai":
+        from r1distill.backends.openai import OpenAIBackend
+
+        return OpenAIBackend(model, options=options, **common)
     raise ConfigError(f"Unknown backend {name!r}; available: {', '.join(BACKENDS)}")

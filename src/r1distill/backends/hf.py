@@ -43,6 +43,7 @@ class TopKRecorder(LogitsProcessor):
 
 class HFBackend:
     name = "hf"
+    logprobs_kind = "raw"  # TopKRecorder runs before the temperature/top-p warpers
 
     def __init__(self, model: str, dtype: str = "auto", device: str = "auto", batch_size: int = 32,
                  trust_remote_code: bool = False):
