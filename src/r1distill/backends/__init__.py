@@ -64,6 +64,21 @@ class Backend(Protocol):
 BACKENDS = ("hf", "vllm", "openai")
 
 
+def check_options(name: str, options: dict | None):
+    """Validate a recipe's `backend_options` for backend `name` without loading anything heavy: each backend
+    module defines an `Options` dataclass at its top and imports its engine (vllm, the HTTP client) lazily."""
+    import importlib
+
+    from r1distill.config import from_dict
+
+    if name == "hf":
+        if options:
+            raise ConfigError(f"The hf backend takes no backend_options, got {sorted(options)}")
+        return None
+    module = importlib.import_module(f"r1distill.backends.{name}")
+    return from_dict(module.Options, dict(options or {}), f"backend_options ({name})")
+
+
 def get_backend(name: str, model: str, options: dict | None = None, **common) -> Backend:
     """The backend `name` serving `model`.
 

@@ -17,8 +17,9 @@ from pathlib import Path
 from r1distill.config import LAYOUT, ConfigError, UserError, write_resolved
 from r1distill.console import console
 from r1distill.models import StudentConfig, derive_student, load_tokenizer, pick_layers, resolve_model
+from r1distill.train.gkd import GKDOptions
 
-OBJECTIVES = ("sft", "kd")
+OBJECTIVES = ("sft", "kd", "kd_online", "gkd")
 
 
 @dataclass
@@ -42,6 +43,7 @@ class TrainConfig:
     bf16: bool | None = None  # None: bf16 on a GPU that supports it, fp32 on CPU
     gradient_checkpointing: bool = False
     logging_steps: int = 1
+    gkd: GKDOptions = field(default_factory=GKDOptions)  # objective gkd only
     seed: int = 0
     overwrite: bool = False
 
@@ -92,6 +94,10 @@ def run(cfg: TrainConfig) -> Path:
 
     t0 = time.time()
     student_path = prepare_student(cfg)
+    if cfg.objective == "gkd":
+        from r1distill.train.gkd import train_gkd
+
+        return train_gkd(cfg, student_path)
     tokenizer = load_tokenizer(student_path)
     teacher_tok = load_tokenizer(cfg.teacher) if cfg.objective == "kd" else None
     if teacher_tok is not None and teacher_tok.get_vocab() != tokenizer.get_vocab():
