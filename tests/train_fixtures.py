@@ -1,0 +1,57 @@
+"""Helpers for the training tests: a 1-layer student derived from the built-in teacher, and small
+trace datasets written as curated shards (random completion tokens with a teacher top-k around them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from r1distill.data.traces import CURATED_SCHEMA, rows_to_table, write_table_atomic
+from r1distill.models import StudentConfig, derive_student
+from r1distill.train import TrainConfig
+
+
+@pytest.fixture(scope="session")
+def student_dir(tmp_path_factory, teacher_dir) -> Path:
+    """A 1-layer student (layer 29 of SmolLM2-135M; embeddings, norm and tied head copied), made once."""
+    out = tmp_path_factory.getbasetemp() / "student_1layer"
+    if not (out / "model.safetensors").exists():
+        derive_student(str(teacher_dir), out, layers=[29])
+    return out
+
+
+def trace_rows(n: int, lengths: list[int] | None = None, k: int = 4, seed: int = 0, topk: bool = True) -> list[dict]:
+    """n curated rows: a short chat prompt, completion_ids of the given lengths (default 12..20), and a
+    top-k whose first id is the completion token (log-probs sorted, summing to < 1)."""
+    rng = np.random.default_rng(seed)
+    lengths = lengths or [int(x) for x in rng.integers(12, 21, n)]
+    rows = []
+    for i, t in enumerate(lengths):
+        comp = rng.integers(100, 5000, t).astype(np.int32)
+        ids = np.concatenate([comp[:, None], rng.integers(5000, 9000, (t, k - 1))], axis=1).astype(np.int32)
+        lps = np.sort(np.log(rng.dirichlet(np.ones(k + 1), t)[:, :k]), axis=1)[:, ::-1].astype(np.float16)
+        rows.append({
+            "prompt_id": f"p{i}", "sample_idx": 0, "problem": f"What is {i} + {i}?", "answer": str(2 * i),
+            "prompt": [{"role": "user", "content": f"What is {i} + {i}?"}], "completion": "",
+            "completion_ids": comp.tolist(), "topk_ids": ids.tolist() if topk else None,
+            "topk_logprobs": lps.tolist() if topk else None, "finish_reason": "stop", "num_tokens": t,
+            "teacher": "test", "gen_config_hash": "x", "correct": True, "format_ok": True,
+        })
+    return rows
+
+
+def write_traces(directory: Path, rows: list[dict]) -> Path:
+    write_table_atomic(rows_to_table(rows, CURATED_SCHEMA), directory / "data-00000.parquet")
+    return directory
+
+
+def train_config(tmp: Path, student: Path, traces: Path, **kw) -> TrainConfig:
+    """A small, fast config: 1 epoch, batch 2, lr 1e-3, no warmup, constant schedule, no report_to."""
+    base = {"run_dir": str(tmp), "student": StudentConfig(name=str(student)), "teacher": str(student),
+            "input_dir": str(traces), "output_dir": str(tmp / "student"), "objective": "kd", "alpha": 0.5,
+            "epochs": 1.0, "batch_size": 2, "learning_rate": 1e-3, "warmup_ratio": 0.0,
+            "lr_scheduler": "constant", "report_to": [], "max_length": 64}
+    base.update(kw)
+    return TrainConfig(**base)
