@@ -20,7 +20,10 @@ SKIP_REASON = ("llama_cpp (llama-cpp-python[server]) is not installed: `make tes
 
 
 def available() -> bool:
-    return importlib.util.find_spec("llama_cpp") is not None and importlib.util.find_spec("uvicorn") is not None
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in ("llama_cpp", "uvicorn", "fastapi"))
+    except (ImportError, ValueError):  # a module set to None in sys.modules
+        return False
 
 
 def gguf_path() -> Path:

@@ -387,6 +387,38 @@ def test_vllm_token_ids_and_reasoning_content(tok):
     assert c.unmapped_tokens == 3  # a missing third entry in each row, and "▁dog", which is not in this vocab
 
 
+def test_vllm_return_token_ids_give_exact_sampled_ids(tok):
+    # return_token_ids: the sampled ids come with the choice, so even an ambiguous " " is exact (and its own
+    # top-k entry with it); an alternative " " in another row stays unmapped.
+    tmap = TokenMap(tok)
+    space, two = tok.convert_tokens_to_ids("Ġ"), tok.convert_tokens_to_ids("2")
+    content = [{"token": " ", "logprob": -0.2, "top_logprobs": [{"token": " ", "logprob": -0.2},
+                                                                {"token": "2", "logprob": -1.9}]},
+               {"token": "2", "logprob": -0.1, "top_logprobs": [{"token": "2", "logprob": -0.1},
+                                                                {"token": " ", "logprob": -2.5}]}]
+    choice = {"message": {"content": " 2"}, "finish_reason": "length", "token_ids": [space, two],
+              "logprobs": {"content": content}}
+    c = parse_choice(choice, "chat", 2, tmap)
+    assert c.token_ids == [space, two]
+    np.testing.assert_array_equal(c.topk_ids, [[space, two], [two, -1]])
+    assert c.unmapped_tokens == 1
+    # without the ids the sampled " " is confirmed by re-tokenizing the text
+    del choice["token_ids"]
+    assert parse_choice(choice, "chat", 2, tmap).token_ids == [space, two]
+
+
+def test_a_wrong_tokenizer_is_warned_about(capsys):
+    body = ok_body()
+    for e in body["choices"][0]["logprobs"]["content"]:
+        for top in e["top_logprobs"]:
+            top["token"] = "\u2581" + top["token"]  # a sentencepiece vocabulary's spelling: not in SmolLM2's
+    with ScriptedAPI([], default={"body": body}) as api:
+        b = OpenAIBackend(MODEL, options=_opts(api.url))
+        [[c]] = b.generate(PROMPT, SAMPLING)
+    assert c.unmapped_tokens == c.topk_ids.size == 12
+    assert "most top-k tokens could not be mapped" in " ".join(capsys.readouterr().err.split())
+
+
 def test_ambiguous_strings_are_unmapped_unless_resolved(tok):
     tmap = TokenMap(tok)
     space = tok.convert_tokens_to_ids("Ġ")

@@ -67,7 +67,7 @@ log = logging.getLogger(__name__)
 
 ENDPOINTS = ("chat", "completions")
 LOGPROBS_KINDS = ("raw", "processed")
-RETRY_STATUS = {408, 409, 425, 429} | set(range(500, 600))
+RETRY_STATUS = {408, 425, 429} | set(range(500, 600))
 MAX_RETRY_AFTER_S = 300.0  # an absurd Retry-After must not stall a run for hours
 DEFAULT_CONTEXT = 1 << 30  # no limit known: the server rejects what it cannot fit
 _TOKEN_ID = re.compile(r"token_id:(-?\d+)")
@@ -365,6 +365,7 @@ class OpenAIBackend:
         self._n_ignored = not self.opts.use_n
         self.requests_per_url = {u: 0 for u in self.opts.base_urls}  # answered requests, for the record
         self._context = self.opts.context_length
+        self._warned = False
 
     def __repr__(self) -> str:  # never show the key (it is not an attribute, but keep it that way)
         return f"OpenAIBackend({self.served_model!r}, base_urls={self.opts.base_urls})"
@@ -505,6 +506,16 @@ class OpenAIBackend:
             finally:
                 for t in tasks:
                     t.cancel()
+        if sampling.logprobs and self.tmap is not None and not self._warned:
+            done = [c for cs in results for c in cs if c is not None and c.topk_ids is not None]
+            cells = sum(c.topk_ids.size for c in done)
+            if cells and sum(c.unmapped_tokens for c in done) > cells / 2:
+                from r1distill.console import console
+
+                self._warned = True
+                console.print("[yellow]warning[/]: openai backend: most top-k tokens could not be mapped to ids: is "
+                              f"the tokenizer ({self.opts.tokenizer or self.model_name}) the served model's? Set "
+                              "backend_options.tokenizer, or start vLLM with --return-tokens-as-token-ids")
         return results  # type: ignore[return-value]
 
     def _pick_url(self) -> str:
