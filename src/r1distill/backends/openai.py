@@ -46,6 +46,7 @@ one request per sample. `use_n: false` always sends one request per sample.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import os
@@ -329,6 +330,15 @@ def _num(x) -> float:
 # The backend
 
 
+@functools.lru_cache(maxsize=4)
+def _tokenizer_and_map(name: str, trust_remote_code: bool) -> tuple[object, TokenMap]:
+    """Loaded once per process: eval makes a backend per model, and the map takes ~1 s for a 49k vocabulary."""
+    from r1distill.models import load_tokenizer
+
+    tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code)
+    return tokenizer, TokenMap(tokenizer)
+
+
 def _retry_after(value: str | None) -> float | None:
     """Seconds to wait from a Retry-After header (seconds or an HTTP date)."""
     if not value:
@@ -355,8 +365,7 @@ class OpenAIBackend:
         self.model_name = model
         self.served_model = self.opts.served_model or model
         self.logprobs_kind = self.opts.logprobs_kind
-        self.tokenizer = self._load_tokenizer(model, trust_remote_code)
-        self.tmap = TokenMap(self.tokenizer) if self.tokenizer is not None else None
+        self.tokenizer, self.tmap = self._load_tokenizer(model, trust_remote_code)
         if self.opts.endpoint == "completions" and self.tokenizer is None:
             raise ConfigError("backend_options (openai).endpoint: completions renders the chat prompt here and "
                               "needs a tokenizer: set backend_options.tokenizer to a model name or path")
@@ -370,12 +379,10 @@ class OpenAIBackend:
     def __repr__(self) -> str:  # never show the key (it is not an attribute, but keep it that way)
         return f"OpenAIBackend({self.served_model!r}, base_urls={self.opts.base_urls})"
 
-    def _load_tokenizer(self, model: str, trust_remote_code: bool):
-        from r1distill.models import load_tokenizer
-
+    def _load_tokenizer(self, model: str, trust_remote_code: bool) -> tuple[object, TokenMap | None]:
         name = self.opts.tokenizer or model
         try:
-            return load_tokenizer(name, trust_remote_code=trust_remote_code)
+            return _tokenizer_and_map(name, trust_remote_code)
         except Exception as e:  # noqa: BLE001 - any failure means "no tokenizer", which is allowed for the default
             if self.opts.tokenizer:
                 raise UserError(f"backend_options (openai).tokenizer {name!r} could not be loaded: {e}") from None
@@ -384,7 +391,7 @@ class OpenAIBackend:
             console.print(f"[yellow]warning[/]: openai backend: no tokenizer for {model!r} ({type(e).__name__}); "
                           "token strings cannot be mapped to ids (stored as -1) and prompts are not counted. "
                           "Set backend_options.tokenizer to the served model's tokenizer.")
-            return None
+            return None, None
 
     def _api_key(self) -> str | None:
         return os.environ.get(self.opts.api_key_env) or None
