@@ -407,16 +407,18 @@ def test_vllm_return_token_ids_give_exact_sampled_ids(tok):
     assert parse_choice(choice, "chat", 2, tmap).token_ids == [space, two]
 
 
-def test_a_wrong_tokenizer_is_warned_about(capsys):
+def test_a_wrong_tokenizer_is_warned_about(capsys, tok):
     body = ok_body()
     for e in body["choices"][0]["logprobs"]["content"]:
-        for top in e["top_logprobs"]:
+        for top in [e, *e["top_logprobs"]]:
             top["token"] = "\u2581" + top["token"]  # a sentencepiece vocabulary's spelling: not in SmolLM2's
     with ScriptedAPI([], default={"body": body}) as api:
         b = OpenAIBackend(MODEL, options=_opts(api.url))
         [[c]] = b.generate(PROMPT, SAMPLING)
     assert c.unmapped_tokens == c.topk_ids.size == 12
-    assert "most top-k tokens could not be mapped" in " ".join(capsys.readouterr().err.split())
+    assert c.token_ids == [-1] * 5 + [tok.eos_token_id]
+    err = " ".join(capsys.readouterr().err.split())
+    assert "most top-k tokens could not be mapped" in err and "5 sampled tokens could not be identified" in err
 
 
 def test_ambiguous_strings_are_unmapped_unless_resolved(tok):

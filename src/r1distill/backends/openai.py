@@ -513,12 +513,16 @@ class OpenAIBackend:
             finally:
                 for t in tasks:
                     t.cancel()
+        from r1distill.console import console
+
+        unknown = sum(c.token_ids.count(-1) for cs in results for c in cs if c is not None)
+        if unknown and self.tmap is not None:  # training cannot use such rows: say so rather than fail later
+            console.print(f"[yellow]warning[/]: openai backend: {unknown} sampled tokens could not be identified "
+                          "(stored as id -1); return_token_ids or --return-tokens-as-token-ids (vLLM) gives them")
         if sampling.logprobs and self.tmap is not None and not self._warned:
             done = [c for cs in results for c in cs if c is not None and c.topk_ids is not None]
             cells = sum(c.topk_ids.size for c in done)
             if cells and sum(c.unmapped_tokens for c in done) > cells / 2:
-                from r1distill.console import console
-
                 self._warned = True
                 console.print("[yellow]warning[/]: openai backend: most top-k tokens could not be mapped to ids: is "
                               f"the tokenizer ({self.opts.tokenizer or self.model_name}) the served model's? Set "
