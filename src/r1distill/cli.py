@@ -1,8 +1,16 @@
-"""Command line: parse arguments, load the recipe, dispatch to a stage. Nothing else."""
+"""Command line: parse arguments, load the recipe, dispatch to a stage. Nothing else.
+
+User errors (`r1distill.config.UserError`: a bad key, a missing file, a wrong column, an unreachable server) end
+with one line on stderr and exit status 2, without a traceback; `--debug` shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
+import inspect
+import re
 import sys
 
 EXAMPLES = """examples:
@@ -14,39 +22,145 @@ EXAMPLES = """examples:
   r1distill models
 
 A recipe is a YAML file with sections generate/curate/train/eval (see recipes/quickstart.yaml);
-each `key=value` override is parsed as YAML and unknown keys are errors."""
+each `key=value` override is parsed as YAML and unknown keys are errors.
+`r1distill STAGE --help` lists that stage's keys with their defaults."""
 
 STAGE_HELP = {
     "run": "run every stage in order (skipping stages already done for this config), then write the report",
     "generate": "teacher writes traces (with top-k log-probs) for a problem source",
     "curate": "verify answers against the gold and filter the traces",
-    "train": "train the student on curated traces (SFT or offline KD)",
-    "eval": "score models on benchmarks (pass@1, maj@k, lengths)",
+    "train": "train the student on curated traces (SFT, offline KD, online KD or GKD)",
+    "eval": "score models on benchmarks (pass@1 with CI, maj@k, lengths)",
 }
+STAGE_EXAMPLE = {
+    "run": "r1distill run recipes/quickstart.yaml train.epochs=2",
+    "generate": "r1distill generate recipes/quickstart.yaml generate.num_samples=2 generate.source.num_problems=8",
+    "curate": "r1distill curate recipes/quickstart.yaml curate.max_per_problem=1",
+    "train": "r1distill train recipes/quickstart.yaml train.objective=sft train.epochs=1",
+    "eval": "r1distill eval eval.models=[smollm2-135m-instruct] eval.benchmarks=[gsm8k] eval.max_new_tokens=256",
+}
+# section -> (module, config dataclass); imported only to print --help
+STAGE_CONFIGS = {"generate": ("r1distill.generate", "GenerateConfig"), "curate": ("r1distill.curate", "CurateConfig"),
+                 "train": ("r1distill.train", "TrainConfig"), "eval": ("r1distill.evaluate", "EvalConfig")}
 
 
-def _parser() -> argparse.ArgumentParser:
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the epilog's layout and appends each option's default (not the positionals', which have none)."""
+
+    def _get_help_string(self, action):
+        return action.help if not action.option_strings else super()._get_help_string(action)
+
+
+# ---- --help: a stage's config keys with their defaults, from its dataclass ------------------------
+def _fmt(value) -> str:
+    """A default as it would be written in YAML (short)."""
+    if dataclasses.is_dataclass(value):
+        defaults = type(value)()
+        changed = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)
+                   if getattr(value, f.name) != getattr(defaults, f.name)}
+        return "{" + ", ".join(f"{k}: {_fmt(v)}" for k, v in changed.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items()) + "}"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def _comments(cls) -> dict[str, str]:
+    """The inline `# comment` of each field in the dataclass's source."""
+    try:
+        src = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    out = {}
+    for line in src.splitlines():
+        m = re.match(r"\s{4}(\w+):[^#]*?#\s*(.*)$", line)
+        if m and m[1] not in out:
+            out[m[1]] = m[2]
+    return out
+
+
+def config_keys(cls, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, comment) for every field of a config dataclass, nested dataclasses expanded."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    notes = _comments(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp) and default is not None:
+            rows.append((f"{prefix}{f.name}", "", notes.get(f.name, "")))
+            rows += config_keys(tp, f"{prefix}{f.name}.")
+        else:
+            rows.append((f"{prefix}{f.name}", _fmt(default), notes.get(f.name, "")))
+    return rows
+
+
+def stage_keys_help(section: str) -> str:
+    module, name = STAGE_CONFIGS[section]
+    cls = getattr(importlib.import_module(module), name)
+    rows = config_keys(cls)
+    width = min(max(len(k) for k, _, _ in rows) + 2, 30)
+    dwidth = min(max(len(d) for _, d, _ in rows) + 2, 34)
+    lines = [f"{section} keys (recipe section `{section}:`, or overrides {section}.KEY=VALUE): key, default, meaning"]
+    for key, default, note in rows:
+        lines.append(f"  {key:<{width}}{default:<{dwidth}}{note}".rstrip())
+    return "\n".join(lines)
+
+
+def _epilog(name: str, full: bool) -> str:
+    text = f"example:\n  {STAGE_EXAMPLE[name]}\n"
+    if not full:
+        return text
+    if name == "run":
+        from r1distill.config import SHARED_KEYS
+        from r1distill.models import StudentConfig
+
+        student = "\n".join(f"  student.{k:<18}{d:<10}{n}".rstrip() for k, d, n in config_keys(StudentConfig))
+        return (text + f"\ntop-level keys: {', '.join(SHARED_KEYS)} (filled into every section that has them), "
+                "and one section per stage: generate, curate, train, eval.\nstudent: a model name, or\n" + student
+                + "\n\nEach section's keys and defaults: r1distill generate|curate|train|eval --help")
+    return text + "\n" + stage_keys_help(name)
+
+
+def _parser(full_help: bool = False) -> argparse.ArgumentParser:
+    """The argument parser; `full_help` adds each stage's keys to its help (this imports the stages)."""
     p = argparse.ArgumentParser(prog="r1distill", description="R1-style reasoning distillation.",
-                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog=EXAMPLES, formatter_class=_Formatter)
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, text in STAGE_HELP.items():
-        s = sub.add_parser(name, help=text, description=text, epilog=EXAMPLES,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        s = sub.add_parser(name, help=text, description=text, epilog=_epilog(name, full_help),
+                           formatter_class=_Formatter)
         s.add_argument("args", nargs="*", metavar="[RECIPE.yaml] [key=value ...]",
                        help="an optional recipe file, then overrides such as train.epochs=1")
-        s.add_argument("--overwrite", action="store_true", help="discard this stage's earlier outputs")
+        if name != "run":  # `run` skips finished stages by their config hash; delete the run dir to start over
+            s.add_argument("--overwrite", action="store_true", help="discard this stage's earlier outputs")
         # SUPPRESS: without it the subcommand's default (False) would override `r1distill --debug run …`.
-        s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
+        s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show full tracebacks on errors (default: off)")
         if name in ("train", "run"):
             s.add_argument("--resume", action="store_true",
                            help="continue training from the latest checkpoint in the student's work dir")
         if name == "generate":
             s.add_argument("--shard", metavar="I/N", help="generate only worker I's share of the problems "
                            "(prompt_id hash mod N), so N workers can fill one output dir")
-    r = sub.add_parser("report", help="write report.md for a run dir")
-    r.add_argument("run_dir")
-    sub.add_parser("models", help="list the built-in models and what the model cache ($R1DISTILL_HOME) holds")
+    r = sub.add_parser("report", help="write report.html (self-contained) and report.md with plots for a run dir",
+                       description="Write RUN_DIR/report.html (one self-contained file, plots embedded) and "
+                       "RUN_DIR/report.md with its plots in RUN_DIR/report_files/, from the stages' outputs.",
+                       epilog="example:\n  r1distill report runs/quickstart", formatter_class=_Formatter)
+    r.add_argument("run_dir", help="a run dir made by `r1distill run` or by the stages one by one")
+    sub.add_parser("models", help="list the built-in models and what the model caches hold, with sizes",
+                   description="List the built-in models (converted once into $R1DISTILL_HOME) and the models in "
+                   "the Hugging Face cache, with their sizes on disk.", epilog="example:\n  r1distill models",
+                   formatter_class=_Formatter)
     return p
 
 
@@ -56,8 +170,13 @@ def _split(args: list[str]) -> tuple[str | None, list[str]]:
     return None, args
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
-    ns = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    ns = _parser(full_help=any(a in ("-h", "--help") for a in argv)).parse_args(argv)
     from r1distill.config import UserError
 
     try:
@@ -65,25 +184,60 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         if ns.debug:
             raise
-        print(f"r1distill: error: {e}", file=sys.stderr)
+        print(f"r1distill: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if ns.debug:
+            raise
+        print("r1distill: interrupted (run the same command again to resume)", file=sys.stderr)
+        return 130
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+def _models() -> int:
+    from r1distill.models import list_models, r1distill_home
+
+    print(f"Built-in models (converted once into {r1distill_home()}, $R1DISTILL_HOME):")
+    for m in list_models():
+        state = (f"cached, {_size(m['bytes'])} at {m['path']}" if m["cached"]
+                 else "not converted yet (done on first use)")
+        print(f"  {m['name']}  ({m['license']}) {m['description']}\n      {state}")
+    from huggingface_hub import constants, scan_cache_dir
+
+    where = constants.HF_HUB_CACHE
+    try:
+        repos = sorted(scan_cache_dir(where).repos, key=lambda r: r.repo_id)
+    except Exception:  # no cache dir yet, or one the scanner cannot read: nothing to list
+        repos = []
+    print(f"Hugging Face cache ({where}): {len(repos)} repos" + (":" if repos else ""))
+    for r in repos:
+        print(f"  {r.repo_type:<8} {r.repo_id}  {_size(r.size_on_disk)}")
+    return 0
 
 
 def _dispatch(ns: argparse.Namespace) -> int:
     if ns.command == "models":
-        from r1distill.models import list_models
-
-        for m in list_models():
-            state = f"cached, {m['bytes'] / 1e6:.0f} MB at {m['path']}" if m["cached"] else "not converted yet"
-            print(f"{m['name']}  ({m['license']}) {m['description']}\n    {state}")
-        return 0
+        return _models()
     if ns.command == "report":
+        from pathlib import Path
+
+        from r1distill.config import UserError
         from r1distill.report import write_report
 
-        print(write_report(ns.run_dir))
+        if not Path(ns.run_dir).is_dir():
+            raise UserError(f"Run dir not found: {ns.run_dir} (give the run_dir of a recipe, e.g. runs/quickstart)")
+        html = write_report(ns.run_dir)
+        print(f"{html}\n{html.with_suffix('.md')}")
         return 0
     recipe_path, overrides = _split(ns.args)
-    if ns.overwrite and ns.command != "run":
+    if getattr(ns, "overwrite", False):
         overrides.append(f"{ns.command}.overwrite=true")
     if getattr(ns, "resume", False):
         overrides.append("train.resume=true")

@@ -3,18 +3,27 @@
 Each finished stage leaves `.r1distill_done.json` in its output dir with a hash of its config
 and of the stages before it. A rerun skips a stage whose marker matches, so after a crash `run`
 picks up at the first unfinished stage (and `generate` and `eval` resume inside themselves).
+
+`{run_dir}/run.json` records how the run was made, for the report and for reproducing it: the command,
+argv, working dir, recipe path, overrides, the recipe as loaded, every stage's resolved config, package
+versions, hardware, start/end times, and per stage its output dir, wall seconds and whether it was skipped.
 """
 
 from __future__ import annotations
 
+import gc
 import json
+import os
+import shlex
+import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from r1distill import curate, evaluate, generate, train
-from r1distill.config import config_hash, load_recipe, stage_config
+from r1distill.config import config_hash, load_recipe, stage_config, to_dict
 from r1distill.console import console
-from r1distill.report import write_report
+from r1distill.report import hardware, versions, write_report
 
 STAGES = [
     ("generate", generate.GenerateConfig, generate.run),
@@ -30,25 +39,66 @@ def build_configs(recipe: dict) -> dict:
     return {name: stage_config(recipe, name, cls) for name, cls, _ in STAGES}
 
 
+def _release_memory() -> None:
+    """Free what a finished stage left behind (its model, the CUDA cache) before the next loads its own."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
 def run(recipe_path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Path:
+    """Run every stage (skipping those done for this config), write run.json and the report; return the
+    report's HTML path."""
     recipe = load_recipe(recipe_path, overrides)
     configs = build_configs(recipe)
     run_dir = Path(configs["generate"].run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    command = shlex.join(["r1distill", "run", *([str(recipe_path)] if recipe_path is not None else []), *overrides])
+    meta = {"command": command, "argv": sys.argv, "cwd": os.getcwd(),
+            "recipe_path": None if recipe_path is None else str(recipe_path), "overrides": list(overrides),
+            "recipe": recipe, "resolved": {name: to_dict(cfg) for name, cfg in configs.items()},
+            "versions": versions(), "hardware": hardware(), "started": _now(), "finished": None, "seconds": None,
+            "status": "running", "stages": {}}
+    meta_path = run_dir / "run.json"
+    _write_json(meta_path, meta)
     upstream = ""
-    timings = {}
-    for name, _, stage_run in STAGES:
-        cfg = configs[name]
-        h = config_hash(cfg, upstream)
-        marker = cfg.out / MARKER
-        if marker.exists() and json.loads(marker.read_text()).get("hash") == h:
-            console.print(f"[dim]{name}: done for this config, skipped ({cfg.out})[/]")
-        else:
-            t0 = time.time()
-            out = stage_run(cfg)
-            timings[name] = round(time.time() - t0, 2)
-            (Path(out) / MARKER).write_text(json.dumps({"hash": h, "seconds": timings[name]}))
-        upstream = h
+    try:
+        for name, _, stage_run in STAGES:
+            cfg = configs[name]
+            h = config_hash(cfg, upstream)
+            marker = cfg.out / MARKER
+            stage = {"out": os.path.relpath(cfg.out, run_dir), "hash": h}
+            if marker.exists() and json.loads(marker.read_text()).get("hash") == h:
+                console.print(f"[dim]{name}: done for this config, skipped ({cfg.out})[/]")
+                stage["skipped"] = True
+            else:
+                t0 = time.time()
+                out = stage_run(cfg)
+                stage |= {"skipped": False, "seconds": round(time.time() - t0, 2)}
+                (Path(out) / MARKER).write_text(json.dumps({"hash": h, "seconds": stage["seconds"]}))
+            meta["stages"][name] = stage
+            _write_json(meta_path, meta)
+            upstream = h
+            _release_memory()
+        meta["status"] = "done"
+    except BaseException:
+        meta["status"] = "failed"
+        raise
+    finally:
+        meta |= {"finished": _now(), "seconds": round(time.time() - t_start, 2), "hardware": hardware()}
+        _write_json(meta_path, meta)
     report = write_report(run_dir)
-    console.print(f"[bold green]done[/]: report at {report}")
+    console.print(f"[bold green]done[/]: report at {report} (and {report.with_suffix('.md')})")
     return report

@@ -1,0 +1,61 @@
+"""Every recipe under recipes/ loads and validates (stage configs and backend options) without downloading
+anything, and its header comment holds the command that runs it. A recursive glob, so none is missed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from r1distill.backends import check_options
+from r1distill.config import ConfigError, load_recipe
+from r1distill.pipeline import build_configs
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+ACCELERATE = RECIPES / "accelerate"
+ALL = sorted(RECIPES.rglob("*.yaml"))
+PIPELINE_RECIPES = [p for p in ALL if ACCELERATE not in p.parents]
+COMMAND = re.compile(r"^#\s+(r1distill|accelerate launch|make)\s.*")
+
+
+def _id(p: Path) -> str:
+    return str(p.relative_to(RECIPES))
+
+
+def test_the_glob_finds_the_recipes():
+    names = {_id(p) for p in PIPELINE_RECIPES}
+    assert {"quickstart.yaml", "r1-distill-qwen-1.5b/generate.yaml", "r1-distill-qwen-1.5b/sft.yaml",
+            "r1-distill-qwen-1.5b/kd.yaml", "api-teacher/recipe.yaml", "lora-kd/recipe.yaml"} <= names
+    assert {_id(p) for p in ALL} - names == {"accelerate/ddp.yaml", "accelerate/fsdp.yaml", "accelerate/zero3.yaml"}
+
+
+@pytest.mark.parametrize("path", PIPELINE_RECIPES, ids=_id)
+def test_recipe_validates(path: Path):
+    try:
+        configs = build_configs(load_recipe(path))
+        for stage in ("generate", "eval"):
+            check_options(configs[stage].backend, configs[stage].backend_options)
+    except ConfigError as e:  # say which recipe, and what to fix, without a traceback into the config code
+        pytest.fail(f"recipes/{_id(path)} does not validate: {e}", pytrace=False)
+    assert Path(configs["generate"].run_dir).parts[0] == "runs"  # outputs stay under runs/ (git-ignored)
+
+
+@pytest.mark.parametrize("path", PIPELINE_RECIPES, ids=_id)
+def test_header_holds_the_command_that_runs_this_recipe(path: Path):
+    header = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line)
+    commands = [line for line in header if COMMAND.match(line)]
+    assert commands, f"recipes/{_id(path)}: the header comment has no command line"
+    rel = f"recipes/{_id(path)}"
+    assert any(rel in c for c in commands), f"{rel}: no header command names this recipe"
+
+
+@pytest.mark.parametrize("path", sorted(ACCELERATE.glob("*.yaml")), ids=_id)
+def test_accelerate_configs_parse(path: Path):
+    cfg = yaml.safe_load(path.read_text())
+    assert isinstance(cfg, dict) and cfg["num_processes"] >= 1 and "distributed_type" in cfg
