@@ -7,7 +7,12 @@ full-vocabulary teacher given as hidden states + head (forward KL). The naive lo
 its peak memory is getrusage's max RSS minus the RSS just before the first step (inputs already built).
 Prints a Markdown table.
 
+With `--student MODEL` it measures one whole training step instead (forward, offline top-k KD loss,
+backward; no optimizer) of that model on one sequence of T tokens: the chunked LM head inside the
+patched forward (`add_distill_head`, as `r1distill train` runs it) vs the model's own full logits.
+
     python scripts/bench_losses.py [--tokens T] [--vocab V] [--hidden H] [--topk K] [--chunk-size N] [--reps R]
+    python scripts/bench_losses.py --student smollm2-135m-instruct --tokens 2048
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ import torch
 
 from r1distill.train.losses import chunked_distill_loss, distill_loss
 
-TEACHERS = {"topk": "top-{k} offline KD (renorm forward KL)", "full": "full-vocab forward KL"}
+TEACHERS = {"topk": "top-{k} offline KD (renorm forward KL)", "full": "full-vocab forward KL",
+            "step": "training step of {student}, top-{k} KD"}
 
 
 def _rss_kb() -> int:
@@ -33,8 +39,55 @@ def _rss_kb() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
+def _timed(step, reps: int) -> dict:
+    """Run `step` reps times after measuring the RSS baseline: peak MB above it, fastest step, last loss."""
+    base = _rss_kb()
+    seconds = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        loss = step()
+        seconds.append(time.perf_counter() - t0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
+    return {"peak_mb": peak / 1024, "seconds": min(seconds), "loss": loss}
+
+
+def model_worker(args: argparse.Namespace) -> dict:
+    """One training step of a real model (parameter gradients included, as in training) on one sequence."""
+    from transformers import AutoModelForCausalLM
+
+    from r1distill.models import resolve_model
+    from r1distill.train.trainer import LossOptions, add_distill_head
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(args.student), dtype=torch.float32).train()
+    V, T = model.config.vocab_size, args.tokens
+    add_distill_head(model, LossOptions(alpha=0.5, chunk_size=args.chunk_size, vocab_size=V))
+    ids = torch.randint(100, V, (1, T))
+    labels = ids.clone()
+    labels[:, : args.prompt] = -100
+    mask = torch.ones_like(ids)
+    top_ids = torch.randint(0, V, (1, T, args.topk))
+    top_lps = torch.log_softmax(torch.randn(1, T, args.topk) * 2, -1) + torch.log(torch.tensor(0.9))
+    for p in model.parameters():  # allocate the parameter gradients before the baseline, as after step 1
+        p.grad = torch.empty_like(p).fill_(0.0)  # written, so its pages count in the baseline RSS
+
+    def step() -> float:
+        if args.method == "chunked":
+            out = model(input_ids=ids, attention_mask=mask,
+                        distill={"labels": labels, "topk_ids": top_ids, "topk_logprobs": top_lps})
+        else:
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]
+            out = distill_loss(logits, labels[:, 1:], top_ids[:, 1:], top_lps[:, 1:], alpha=0.5)
+        out["loss"].backward()
+        return out["loss"].item()
+
+    return _timed(step, args.reps)
+
+
 def worker(args: argparse.Namespace) -> dict:
     """Build the inputs, then run args.reps forward+backward steps of one variant: (peak MB, fastest step)."""
+    if args.teacher == "step":
+        return model_worker(args)
     torch.manual_seed(0)
     T, V, H = args.tokens, args.vocab, args.hidden
     hidden = torch.randn(1, T, H, requires_grad=True)
@@ -64,14 +117,7 @@ def worker(args: argparse.Namespace) -> dict:
         hidden.grad = weight.grad = None
         return out["loss"].item()
 
-    base = _rss_kb()
-    seconds = []
-    for _ in range(args.reps):
-        t0 = time.perf_counter()
-        loss = step()
-        seconds.append(time.perf_counter() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
-    return {"peak_mb": peak / 1024, "seconds": min(seconds), "loss": loss}
+    return _timed(step, args.reps)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--chunk-size", type=int, default=256, help="valid tokens per chunk")
     ap.add_argument("--reps", type=int, default=1, help="steps per variant; the fastest is reported (each variant "
                     "starts in a fresh process, so the first step is equally cold for both)")
+    ap.add_argument("--student", help="a model name or path: benchmark its whole training step instead")
     ap.add_argument("--teachers", default="topk,full", help="comma-separated subset of: " + ", ".join(TEACHERS))
     ap.add_argument("--worker", nargs=2, metavar=("TEACHER", "METHOD"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -92,18 +139,20 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(worker(args)))
         return
     passthrough = list(sys.argv[1:] if argv is None else argv)
-    print(f"`{shlex.join(['python', 'scripts/bench_losses.py', *passthrough])}` (T={args.tokens}, V={args.vocab}, "
-          f"H={args.hidden}, k={args.topk}, chunk={args.chunk_size}, fp32, torch {torch.__version__}, "
+    shape = f"V={args.vocab}, H={args.hidden}" if not args.student else f"model {args.student}"
+    print(f"`{shlex.join(['python', 'scripts/bench_losses.py', *passthrough])}` (T={args.tokens}, {shape}, "
+          f"k={args.topk}, chunk={args.chunk_size}, fp32, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads)\n")
     print("| teacher | loss | peak MB | s / step | memory × naive | time × naive | loss value |")
     print("|---|---|---:|---:|---:|---:|---:|")
-    for teacher in args.teachers.split(","):
+    for teacher in ["step"] if args.student else args.teachers.split(","):
         res = {}
         for method in ("naive", "chunked"):
             cmd = [sys.executable, __file__, *passthrough, "--worker", teacher, method]
             res[method] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+        name = TEACHERS[teacher].format(k=args.topk, student=args.student)
         for method, r in res.items():
-            print(f"| {TEACHERS[teacher].format(k=args.topk)} | {method} | {r['peak_mb']:.0f} | {r['seconds']:.2f} | "
+            print(f"| {name} | {method} | {r['peak_mb']:.0f} | {r['seconds']:.2f} | "
                   f"{r['peak_mb'] / res['naive']['peak_mb']:.2f} | {r['seconds'] / res['naive']['seconds']:.2f} | "
                   f"{r['loss']:.5f} |")
     print("\nGoal: chunked ≤ 0.25× the naive peak memory at ≤ 1.2× its time.")

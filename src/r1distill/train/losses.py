@@ -306,16 +306,21 @@ class _ChunkedHeadLoss(torch.autograd.Function):
     def forward(ctx, h, w, sums, chunk_size, coef_ce, coef_kd):
         ce, kd, grad_h, grad_w = _chunk_pass(h, w, sums, chunk_size, coef_ce, coef_kd, h.requires_grad,
                                              w.requires_grad)
-        ctx.save_for_backward(grad_h, grad_w)
+        # Kept on ctx rather than saved for backward, so that backward can scale them in place and hand them
+        # over: no second (V, H) head gradient, which at small T would cost as much as the logits saved.
+        ctx.grads = (grad_h, grad_w)
         ctx.w_dtype = w.dtype
         ctx.mark_non_differentiable(ce, kd)
         return coef_ce * ce + coef_kd * kd, ce, kd
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_ce, _grad_kd):
-        grad_h, grad_w = ctx.saved_tensors
-        grad_h = None if grad_h is None else grad_h * grad_loss.to(grad_h.dtype)
-        grad_w = None if grad_w is None else (grad_w * grad_loss).to(ctx.w_dtype)
+        if ctx.grads is None:
+            raise RuntimeError("chunked_distill_loss supports a single backward pass (no retain_graph reuse)")
+        grad_h, grad_w = ctx.grads
+        ctx.grads = None
+        grad_h = None if grad_h is None else grad_h.mul_(grad_loss.to(grad_h.dtype))
+        grad_w = None if grad_w is None else grad_w.mul_(grad_loss).to(ctx.w_dtype)
         return grad_h, grad_w, None, None, None, None
 
 
