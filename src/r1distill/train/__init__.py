@@ -137,15 +137,22 @@ def prepare_student(cfg: TrainConfig) -> str:
 
 # ---- input: rows, with errors that name the shard and row ----
 
-def _row_locator(inp: Path) -> Callable[[int], str]:
-    """Row i of the concatenated shards -> 'shard.parquet row j' for error messages."""
+def _parquet_file(path):
+    """A shard's footer (schema, row count); fsspec-aware when data/traces.py offers `parquet_file`."""
     import pyarrow.parquet as pq
 
+    from r1distill.data import traces
+
+    return getattr(traces, "parquet_file", pq.ParquetFile)(path)
+
+
+def _row_locator(inp: Path) -> Callable[[int], str]:
+    """Row i of the concatenated shards -> 'shard.parquet row j' for error messages."""
     from r1distill.data.traces import shard_paths
 
     bounds, start = [], 0
     for p in shard_paths(inp):
-        n = pq.ParquetFile(p).metadata.num_rows
+        n = _parquet_file(p).metadata.num_rows
         bounds.append((start, start + n, p))
         start += n
 
@@ -157,14 +164,14 @@ def _row_locator(inp: Path) -> Callable[[int], str]:
 
 def load_rows(inp: Path, need_topk: bool, objective: str) -> list[dict]:
     """The columns training reads, as row dicts; a clear error for a dataset without rows or top-k."""
-    import pyarrow.parquet as pq
-
     from r1distill.data.traces import read_table, shard_paths
 
     shards = shard_paths(inp)
     if not shards:
         raise UserError(f"No Parquet shards in {inp}: run curate first (or set train.input_dir)")
-    names = pq.read_schema(shards[0]).names
+    names = _parquet_file(shards[0]).schema_arrow.names
+    if "topk_lp_q8" in names:  # quantized log-probs: read_table decodes them into topk_logprobs
+        names.append("topk_logprobs")
     for col in ("prompt", "completion_ids"):
         if col not in names:
             raise UserError(f"{shards[0]}: no column {col!r}; train reads traces written by generate/curate")
