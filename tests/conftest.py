@@ -1,4 +1,5 @@
-"""Shared fixtures: the built-in teacher (converted once per cache) and the shared benchmark files."""
+"""Shared fixtures: the built-in teacher (converted once per cache), the shared benchmark files, and one
+end-to-end run of the tiny recipe per test session (shared by the pipeline and report tests)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_BENCHMARKS = REPO.parent / "shared" / "benchmarks"
+TINY = Path(__file__).with_name("tiny.yaml")
 
 if SHARED_BENCHMARKS.is_dir():
     os.environ.setdefault("R1DISTILL_BENCHMARKS_DIR", str(SHARED_BENCHMARKS))
@@ -20,3 +22,14 @@ def teacher_dir() -> Path:
     from r1distill.models import resolve_model
 
     return Path(resolve_model("smollm2-135m-instruct"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, teacher_dir) -> Path:
+    """`r1distill run tests/tiny.yaml` through the real CLI, once per session: every stage's outputs, run.json and
+    the report. Tests may rerun it (stages skip) but must not change its outputs."""
+    from r1distill.cli import main
+
+    d = tmp_path_factory.mktemp("run") / "tiny"
+    assert main(["run", str(TINY), f"run_dir={d}"]) == 0
+    return d

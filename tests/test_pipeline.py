@@ -13,10 +13,8 @@ TINY = Path(__file__).with_name("tiny.yaml")
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, teacher_dir) -> Path:
-    d = tmp_path_factory.mktemp("run") / "tiny"
-    assert main(["run", str(TINY), f"run_dir={d}"]) == 0
-    return d
+def run_dir(tiny_run) -> Path:
+    return tiny_run  # conftest runs the tiny recipe once per session
 
 
 def test_every_stage_wrote_its_outputs(run_dir):

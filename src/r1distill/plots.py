@@ -106,6 +106,8 @@ def training_curves(logs: dict[str, list[dict]]) -> bytes:
             if lr:
                 ax_lr.plot(*zip(*lr), color=col[label], lw=1.6, label=label if len(logs) > 1 else None)
         ax_loss.set(xlabel="step", ylabel="loss", title="Training loss")
+        for ax in (ax_loss, ax_lr):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax_loss.legend()
         ax_lr.set(xlabel="step", ylabel="learning rate", title="Learning rate")
         ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))

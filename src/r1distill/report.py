@@ -361,6 +361,9 @@ def _curation(data: dict, figs: dict) -> list[dict]:
     else:  # stats written before the funnel existed
         rows = [[["generated"], [""], [_f(st["total"], "{}", "curate", "total")]]] + [
             [[k], [_f(v, "{}", "curate", "rejected", k)], [""]] for k, v in (st.get("rejected") or {}).items() if v]
+        if fig:
+            fig.append(_para("This stats.json predates the funnel: the chart's counts left are the total minus the "
+                             "rejections so far."))
     rows.append([["kept"], [""], [_f(st["kept"], "{}", "curate", "kept")]])
     blocks.append(_table(["filter", "rejected", "left"], rows))
     parts = ["Teacher pass rate ", _f(st.get("teacher_pass_rate"), "{:.3f}", "curate", "teacher_pass_rate"),
@@ -431,15 +434,33 @@ def _header(data: dict) -> dict:
     h["versions"] = meta.get("versions") or versions()
     h["versions_note"] = "" if meta.get("versions") else " (at report time: this run dir has no run.json)"
     h["hardware"] = meta.get("hardware")
+    h["what"] = _what(meta.get("resolved") or data["configs"])
     h["recipe"] = meta.get("recipe")
     h["resolved"] = meta.get("resolved") or {k: v for k, v in data["configs"].items() if v}
     return h
 
 
+def _what(configs: dict) -> str:
+    """One line on who taught whom, from the resolved configs: teacher -> student, objective."""
+    train, gen = configs.get("train") or {}, configs.get("generate") or {}
+    teacher = gen.get("teacher") or train.get("teacher")
+    st = train.get("student") or {}
+    if st.get("name"):
+        student = st["name"]
+    elif st.get("derive_from"):
+        n = len(st.get("layers") or []) or st.get("num_layers")
+        student = f"{n} layers derived from {'the teacher' if st['derive_from'] == 'teacher' else st['derive_from']}"
+    else:
+        student = None
+    parts = [f"teacher {teacher}" if teacher else "", f"student {student}" if student else "",
+             f"objective {train['objective']}" if train.get("objective") else ""]
+    return " · ".join(p for p in parts if p)
+
+
 # ---- Markdown ------------------------------------------------------------------------------------
 def render_markdown(data: dict, figs: dict[str, bytes], files_dir: str = "report_files") -> str:
     h = _header(data)
-    out = [f"# r1distill report: `{h['run']}`", ""]
+    out = [f"# r1distill report: `{h['run']}`", ""] + ([h["what"], ""] if h["what"] else [])
     if h["command"]:
         out += ["Reproduce (from `" + str(h["cwd"]) + "`):", "", "```sh", h["command"], "```", ""]
     when = ", ".join(f"{k} {h[k]}" for k in ("started", "finished", "status") if h[k])
@@ -537,7 +558,7 @@ def render_html(data: dict, figs: dict[str, bytes]) -> str:
     # header: what ran, how to rerun it, with what
     out.append('<header class="top">')
     out.append(f"<h1>r1distill report</h1><div class=\"sub\">run dir <code>{esc(h['run'])}</code>")
-    times = [f"{k} {esc(str(h[k]))}" for k in ("started", "finished") if h[k]]
+    times = [f"{k} {esc(str(h[k]).replace('T', ' '))}" for k in ("started", "finished") if h[k]]
     if h["seconds"] is not None:
         times.append(f"{h['seconds']:.0f} s in all")
     if h["status"] and h["status"] != "done":
@@ -545,6 +566,8 @@ def render_html(data: dict, figs: dict[str, bytes]) -> str:
     if times:
         out.append(" · " + " · ".join(times))
     out.append("</div>")
+    if h["what"]:
+        out.append(f'<div class="sub">{esc(h["what"])}</div>')
     if h["command"]:
         out.append(f"<pre><code>cd {esc(str(h['cwd']))}\n{esc(h['command'])}</code></pre>")
     else:
