@@ -29,12 +29,14 @@ def test_curate_counts_each_reject_reason(tmp_path):
         _row("b", 1, "<think>I am thinking about it", T=4),  # unclosed <think>
         _row("b", 2, "I do not know.", T=4),  # no answer
         _row("d", 0, "The answer is 5.", answer=""),  # a gold answer that cannot be read: flagged, not "incorrect"
+        {**_row("e", 0, "So the answer is \\boxed{12}.", T=3), "completion_ids": [5, -1, 7]},  # an unidentified token
     ]
     write_table_atomic(rows_to_table(rows), tmp_path / "traces" / "shard-00000.parquet")
     # Both prompt_ids share the problem text "p": keep problem dedup off so each row meets its own filter.
     out = curate.run(curate.CurateConfig(run_dir=str(tmp_path), max_per_problem=1, dedup_problems=False))
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["rejected"] == {**dict.fromkeys(curate.REASONS, 0), "truncated": 1, "unclosed_think": 1,
+    assert stats["rejected"] == {**dict.fromkeys(curate.REASONS, 0), "unknown_tokens": 1, "truncated": 1,
+                                 "unclosed_think": 1,
                                  "no_answer": 1, "gold_unparseable": 1, "incorrect": 1,
                                  "over_max_per_problem": 1}
     assert stats["gold_unparseable"] == 1
@@ -44,8 +46,9 @@ def test_curate_counts_each_reject_reason(tmp_path):
     k = kept.to_pylist()[0]
     assert (k["sample_idx"], k["pred_answer"], k["correct"], k["reject_reason"]) == (1, "12", True, None)
     # The truncated row still ends in "12": it verifies, so it counts towards the pass rate.
-    assert stats["correct"] == 3 and stats["teacher_pass_rate"] == pytest.approx((2 / 3 + 1 / 3 + 0) / 3)
-    assert len((out / "rejected.jsonl").read_text().splitlines()) == 6
+    # Row e verifies too (its text is fine; its token ids are not).
+    assert stats["correct"] == 4 and stats["teacher_pass_rate"] == pytest.approx((2 / 3 + 1 / 3 + 0 + 1) / 4)
+    assert len((out / "rejected.jsonl").read_text().splitlines()) == 7
 
 
 def test_majority_vote_groups_equivalent_answers_and_breaks_ties_by_first_seen():

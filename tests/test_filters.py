@@ -153,9 +153,9 @@ def test_each_filter_names_its_reason_in_order(tmp_path):
                        ("c", 1): "pass_rate"}
     assert [(r["prompt_id"], r["sample_idx"]) for r in kept] == [("a", 0)]
     steps = [s["step"] for s in stats["funnel"]]
-    assert steps == ["generated", "duplicate_problem", "pass_rate", "truncated", "unclosed_think", "no_answer",
-                     "gold_unparseable", "incorrect", "too_short", "too_long", "repetition", "language_mixing",
-                     "duplicate_completion", "over_max_per_problem"]
+    assert steps == ["generated", "duplicate_problem", "pass_rate", "unknown_tokens", "truncated", "unclosed_think",
+                     "no_answer", "gold_unparseable", "incorrect", "too_short", "too_long", "repetition",
+                     "language_mixing", "duplicate_completion", "over_max_per_problem"]
     assert stats["funnel"][-1]["left"] == stats["kept"] == 1
     assert stats["pass_rate_histogram"] == [0, 0, 0, 0, 0, 1, 0, 0, 0, 2]
     assert stats["tokens_kept"] == {"mean": 5.0, "p50": 5, "p90": 5, "max": 5}

@@ -8,7 +8,9 @@ filter, in this order, names the reject reason (the order of `REASONS`):
    `contaminated` (the problem shares a word n-gram with a benchmark problem),
    `duplicate_problem` (same or near-same text as an earlier problem; the first one keeps its samples),
    `pass_rate` (the teacher's pass rate over all samples of the problem is outside `pass_rate_range`).
-2. Trace filters: `truncated` (finish_reason == length), `unclosed_think`, `no_answer`, `gold_unparseable`
+2. Trace filters: `unknown_tokens` (a sampled token an API server named by a string the tokenizer could not
+   identify, stored as id -1: the row cannot be trained on; always on), `truncated` (finish_reason ==
+   length), `unclosed_think`, `no_answer`, `gold_unparseable`
    (the gold answer cannot be read, so the trace is flagged rather than called wrong), `incorrect`,
    `too_short` / `too_long` (num_tokens), `repetition` (share of repeated word n-grams),
    `language_mixing` (share of letters outside the problem's script).
@@ -45,8 +47,8 @@ from r1distill.data.traces import (
 from r1distill.prompts import has_unclosed_think
 from r1distill.verify import verify_many
 
-REASONS = ("contaminated", "duplicate_problem", "pass_rate", "truncated", "unclosed_think", "no_answer",
-           "gold_unparseable", "incorrect", "too_short", "too_long", "repetition", "language_mixing",
+REASONS = ("contaminated", "duplicate_problem", "pass_rate", "unknown_tokens", "truncated", "unclosed_think",
+           "no_answer", "gold_unparseable", "incorrect", "too_short", "too_long", "repetition", "language_mixing",
            "duplicate_completion", "over_max_per_problem")
 
 
@@ -115,7 +117,7 @@ class CurateConfig:
     def enabled(self) -> list[str]:
         """The reject reasons whose filter is switched on, in filter order."""
         on = {"contaminated": bool(self.decontaminate), "duplicate_problem": self.dedup_problems,
-              "pass_rate": self.pass_rate_range is not None, "truncated": self.drop_truncated,
+              "pass_rate": self.pass_rate_range is not None, "unknown_tokens": True, "truncated": self.drop_truncated,
               "unclosed_think": self.require_format, "no_answer": self.require_format,
               "gold_unparseable": self.require_correct, "incorrect": self.require_correct,
               "too_short": self.min_tokens is not None,
@@ -126,6 +128,8 @@ class CurateConfig:
 
 
 def _trace_reason(cfg: CurateConfig, row: dict) -> str | None:
+    if any(i < 0 for i in row["completion_ids"]):
+        return "unknown_tokens"
     if cfg.drop_truncated and row["finish_reason"] == "length":
         return "truncated"
     if cfg.require_format and has_unclosed_think(row["completion"]):
