@@ -24,3 +24,31 @@ def test_topk_aligned_with_labels_and_padding_masked():
     assert torch.equal(b["topk_ids"][..., 0][pos], b["labels"][pos])
     assert b["topk_logprobs"][0, 2:, 0].tolist() == [np.float32(-0.1), np.float32(-0.2), np.float32(-0.3)]
     assert b["topk_logprobs"][1, 3:].abs().sum() == 0
+
+
+def test_build_features_cuts_completions_and_keeps_topk_aligned(teacher_dir):
+    from r1distill.data.traces import CURATED_SCHEMA, rows_to_table
+    from r1distill.models import load_tokenizer
+    from r1distill.prompts import render_prompt
+    from r1distill.train.collate import build_features
+    from train_fixtures import trace_rows
+
+    tok = load_tokenizer(str(teacher_dir))
+    rows = trace_rows(3, lengths=[5, 40, 10])
+    table = rows_to_table(rows, CURATED_SCHEMA)
+    prompts = [render_prompt(tok, r["prompt"]) for r in rows]
+    max_length = len(prompts[1]) + 8
+    feats = build_features(table, tok, max_length, True, "traces")
+    # Row 0 fits; rows 1 and 2 keep the first 8 completion tokens, with their top-k.
+    assert len(feats) == 3 and feats.truncated == 2 and feats.completion_tokens == 5 + 8 + 8
+    r1 = feats.row(1)
+    assert r1["input_ids"].tolist() == prompts[1] + rows[1]["completion_ids"][:8]
+    assert r1["prompt_len"] == len(prompts[1])
+    assert r1["topk_ids"].tolist() == rows[1]["topk_ids"][:8] and r1["topk_logprobs"].dtype == np.float16
+    np.testing.assert_array_equal(r1["topk_logprobs"], np.asarray(rows[1]["topk_logprobs"][:8], np.float16))
+    batch = DistillCollator(tok.pad_token_id, feats)([{"idx": 0}, {"idx": 1}])
+    pos = batch["labels"] != -100
+    assert pos.sum().item() == 13 and torch.equal(batch["topk_ids"][..., 0][pos], batch["labels"][pos])
+    # A prompt that fills max_length leaves nothing to learn: the row is dropped and counted as cut.
+    none = build_features(table, tok, len(prompts[0]), False, "traces")
+    assert len(none) == 0 and none.truncated == 3 and none.topk_ids is None

@@ -77,6 +77,6 @@ def test_online_kd_from_the_built_in_teacher(tmp_path, student_dir, teacher_dir)
     traces = write_traces(tmp_path / "traces", trace_rows(4))
     cfg = train_config(tmp_path, student_dir, traces, objective="kd_online", teacher=str(teacher_dir), chunk_size=16,
                        divergence="jsd", alpha=0.0)
-    steps = _steps(cfg, student_dir, n=2)
+    (step,) = _steps(cfg, student_dir, n=1)
     # A 1-layer student against the 30-layer teacher: a real, finite divergence that is the whole loss (α = 0).
-    assert all(0.01 < s["kd"] < 1.0 and s["loss"] == pytest.approx(s["kd"], rel=1e-5) for s in steps)
+    assert 0.01 < step["kd"] < 1.0 and step["loss"] == pytest.approx(step["kd"], rel=1e-5)

@@ -162,8 +162,8 @@ def _row_locator(inp: Path) -> Callable[[int], str]:
     return where
 
 
-def load_rows(inp: Path, need_topk: bool, objective: str) -> list[dict]:
-    """The columns training reads, as row dicts; a clear error for a dataset without rows or top-k."""
+def load_table(inp: Path, need_topk: bool, objective: str):
+    """The columns training reads (an Arrow table); a clear error for a dataset without rows or top-k."""
     from r1distill.data.traces import read_table, shard_paths
 
     shards = shard_paths(inp)
@@ -189,7 +189,7 @@ def load_rows(inp: Path, need_topk: bool, objective: str) -> list[dict]:
     if need_topk and table["topk_ids"].null_count == table.num_rows:
         raise UserError(f"{inp}: topk_ids is empty in all {table.num_rows} rows: train.objective={objective} needs "
                         "traces generated with generate.topk_logprobs > 0, or use train.objective=sft or kd_online")
-    return table.to_pylist()
+    return table
 
 
 def check_vocab(student_path: str, tokenizer, teacher: str | None, what: str) -> None:
@@ -305,8 +305,7 @@ class Setup:
 
     trainer: object  # DistillTrainer
     tokenizer: object
-    features: list[dict]
-    truncated: int
+    features: object  # collate.Features
     checkpoint: Path | None  # the checkpoint to resume from
 
 
@@ -328,12 +327,13 @@ def build_trainer(cfg: TrainConfig, student_path: str) -> Setup:
     check_vocab(student_path, tokenizer, cfg.teacher if kd else None,
                 "online KD" if online else "offline top-k KD")
     need_topk = kd and not online
-    rows = load_rows(cfg.inp, need_topk, cfg.objective)
-    feats, truncated = build_features(rows, tokenizer, cfg.max_length, need_topk, _row_locator(cfg.inp))
-    if not feats:
-        raise UserError(f"{cfg.inp}: all {len(rows)} rows were dropped: their prompts alone fill "
+    table = load_table(cfg.inp, need_topk, cfg.objective)
+    feats = build_features(table, tokenizer, cfg.max_length, need_topk, _row_locator(cfg.inp))
+    if not len(feats):
+        raise UserError(f"{cfg.inp}: all {table.num_rows} rows were dropped: their prompts alone fill "
                         f"train.max_length={cfg.max_length}; raise it")
-    console.print(f"[bold]train[/] {cfg.objective} on {len(feats)} traces ({truncated} cut to max_length) "
+    del table
+    console.print(f"[bold]train[/] {cfg.objective} on {len(feats)} traces ({feats.truncated} cut to max_length) "
                   f"from {student_path} -> {cfg.out}")
     on_gpu = torch.cuda.is_available()
     bf16 = cfg.bf16 if cfg.bf16 is not None else (on_gpu and torch.cuda.is_bf16_supported())
@@ -369,15 +369,17 @@ def build_trainer(cfg: TrainConfig, student_path: str) -> Setup:
                        beta=cfg.jsd_beta, topk_mode=cfg.topk_mode, chunk_size=cfg.chunk_size, vocab_size=vocab)
     try:
         trainer = DistillTrainer(
-            model=model, args=args, train_dataset=Dataset.from_list(feats), processing_class=tokenizer,
-            data_collator=DistillCollator(tokenizer.pad_token_id), peft_config=peft_config, loss=loss,
+            # The dataset holds row numbers; the collator reads the rows' tokens from `feats`.
+            model=model, args=args, train_dataset=Dataset.from_dict({"idx": list(range(len(feats)))}),
+            processing_class=tokenizer, data_collator=DistillCollator(tokenizer.pad_token_id, feats),
+            peft_config=peft_config, loss=loss,
             teacher=teacher,
         )
     except ValueError as e:
         if peft_config is not None and "not found in the base model" in str(e):
             raise ConfigError(f"train.lora.target_modules: {e}") from None
         raise
-    return Setup(trainer, tokenizer, feats, truncated, ckpt)
+    return Setup(trainer, tokenizer, feats, ckpt)
 
 
 def run(cfg: TrainConfig) -> Path:
@@ -401,8 +403,8 @@ def run(cfg: TrainConfig) -> Path:
         shutil.copytree(cfg.work / "runs", out / "runs", dirs_exist_ok=True)
     write_train_log(trainer.state.log_history, out / "train_log.jsonl")
     shutil.rmtree(cfg.work, ignore_errors=True)
-    n_tokens = sum(len(f["input_ids"]) - f["prompt_len"] for f in feats) * cfg.epochs
-    summary = {"objective": cfg.objective, "rows": len(feats), "truncated": setup.truncated,
+    n_tokens = feats.completion_tokens * cfg.epochs
+    summary = {"objective": cfg.objective, "rows": len(feats), "truncated": feats.truncated,
                "steps": trainer.state.global_step, "train_loss": result.training_loss,
                "seconds": round(time.time() - t0, 2), "completion_tokens_seen": n_tokens,
                "completion_tokens_per_s": result.metrics.get("tokens_per_s", 0.0),  # this session's
