@@ -7,11 +7,17 @@
     produce the same tokens and the time ratio is the capture's cost.
 (c) Bytes per completion token on disk for k = `--k` (zstd Parquet, the trace schema): the `generate`
     stage itself on `--disk-problems` problems x 2 samples at temperature 0.6, read from its summary.
+(d) The compact top-k format (`topk_format: q8`) against the exact one on the same real completions
+    (the backend's float32 top-k for `--disk-problems` problems x 2 samples at temperature 0.6, written
+    both ways): top-k bytes per token, and the error per token against the float32 top-k,
+    KL(p_ref || p_stored) with both renormalised over the top-k (mean, max), and the largest
+    |log-prob error|. The exact format's own error (float16) is shown beside it.
 Tokens are generated tokens up to and including eos. Synthetic problems; one warm-up call first.
 Prints a Markdown table.
 
     python scripts/bench_generate.py [--model NAME] [--prompts 32] [--baseline-prompts 8] [--max-new-tokens 64]
                                      [--batch-size 32] [--k 20] [--disk-problems 16] [--device auto]
+                                     [--only-formats]   # (d) alone
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 import torch
 
 from r1distill import generate
 from r1distill.backends import SamplingConfig
 from r1distill.backends.hf import HFBackend
 from r1distill.data.problems import SourceConfig, load_problems
+from r1distill.data.traces import read_table, rows_to_table, write_table_atomic
 from r1distill.prompts import r1_messages, render_prompt
 
 
@@ -66,6 +74,36 @@ def _disk(args: argparse.Namespace) -> dict:
         return json.loads((cfg.out / "summary.json").read_text())
 
 
+def renorm_kl(ref: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """(N, k) log-probs -> (N,) KL(softmax(ref) || softmax(other)), both renormalised over the k entries."""
+    lp = torch.log_softmax(torch.as_tensor(ref, dtype=torch.float64), -1)
+    lq = torch.log_softmax(torch.as_tensor(other, dtype=torch.float64), -1)
+    return (lp.exp() * (lp - lq)).nansum(-1).numpy()
+
+
+def _formats(backend: HFBackend, args: argparse.Namespace) -> dict:
+    """(d): the same real completions written in both top-k formats; bytes per token and error against float32."""
+    problems = load_problems(SourceConfig(num_problems=args.disk_problems))
+    outs = backend.generate([r1_messages(p["problem"]) for p in problems],
+                            SamplingConfig(n=2, max_new_tokens=args.max_new_tokens, temperature=0.6, logprobs=args.k))
+    rows = [{"prompt_id": str(i), "sample_idx": s, "completion_ids": c.token_ids, "topk_ids": c.topk_ids,
+             "topk_logprobs": c.topk_logprobs, "num_tokens": len(c.token_ids)}
+            for i, cs in enumerate(outs) for s, c in enumerate(cs)]
+    ref = np.concatenate([r["topk_logprobs"] for r in rows]).astype(np.float32)  # (N, k) float32 from the model
+    result = {"tokens": len(ref), "rows": len(rows)}
+    with tempfile.TemporaryDirectory() as d:
+        for fmt in ("exact", "q8"):
+            path = write_table_atomic(rows_to_table(rows, topk_format=fmt), f"{d}/{fmt}/shard-00000.parquet")
+            _, topk_bytes, _ = generate.disk_usage([path])
+            back = read_table(f"{d}/{fmt}").column("topk_logprobs").to_pylist()
+            stored = np.concatenate([np.asarray(x, dtype=np.float32).reshape(-1, args.k) for x in back])
+            kl = renorm_kl(ref, stored)
+            result[fmt] = {"topk_bytes_per_token": topk_bytes / len(ref), "kl_mean": float(kl.mean()),
+                           "kl_max": float(kl.max()), "kl_p99": float(np.quantile(kl, 0.99)),
+                           "max_abs_logprob_err": float(np.abs(stored - ref).max())}
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
@@ -76,9 +114,13 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--disk-problems", type=int, default=16)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--only-formats", action="store_true", help="run (d) only")
     args = ap.parse_args()
 
     backend = HFBackend(args.model, device=args.device, batch_size=args.batch_size)
+    if args.only_formats:
+        _print_formats(args, _formats(backend, args))
+        return
     prompts = [r1_messages(p["problem"]) for p in load_problems(SourceConfig(num_problems=args.prompts))]
     plain = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=0.0)
     topk = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=0.0, logprobs=args.k)
@@ -108,6 +150,19 @@ def main() -> None:
           f"| (c) on disk, whole shard, bytes per token | {disk['bytes_per_token']:.1f} |")
     print(f"\n(c) is the generate stage on {args.disk_problems} problems x 2 samples, temperature 0.6: "
           f"{disk['rows']} rows, {disk['total_tokens']} tokens, finish {disk['finish_reasons']}.")
+    _print_formats(args, _formats(backend, args))
+
+
+def _print_formats(args: argparse.Namespace, f: dict) -> None:
+    print(f"\n(d) top-{args.k} formats on the same {f['tokens']} real tokens ({f['rows']} completions, "
+          f"{args.disk_problems} problems x 2, temperature 0.6); error against the model's float32 top-k, "
+          f"KL renormalised over the top-{args.k}, per token:\n")
+    print("| format | top-k bytes/token | KL mean | KL p99 | KL max | max abs log-prob error |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for fmt in ("exact", "q8"):
+        r = f[fmt]
+        print(f"| {fmt} | {r['topk_bytes_per_token']:.1f} | {r['kl_mean']:.2e} | {r['kl_p99']:.2e} | "
+              f"{r['kl_max']:.2e} | {r['max_abs_logprob_err']:.4f} |")
 
 
 if __name__ == "__main__":

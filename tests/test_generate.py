@@ -5,13 +5,23 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
+import yaml
 
 from r1distill import generate
 from r1distill.config import UserError
 from r1distill.data.problems import SourceConfig
-from r1distill.data.traces import TRACE_SCHEMA, check_schema, read_table, shard_paths
+from r1distill.data.traces import (
+    TRACE_SCHEMA,
+    check_schema,
+    file_metadata,
+    q8_error_bound,
+    read_shard,
+    read_table,
+    shard_paths,
+)
 from r1distill.models import load_model, load_tokenizer
 from r1distill.prompts import render_prompt
 
@@ -116,3 +126,58 @@ def test_a_malformed_problem_file_names_file_line_field_and_keeps_the_output(tmp
     with pytest.raises(UserError, match=re.escape(f"{path}: line 2: field 'problem'")):
         generate.run(_file_cfg(tmp_path, path, overwrite=overwrite))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_summary_and_config_record_the_logprobs_kind(traces):
+    summary = json.loads((traces.out / "summary.json").read_text())
+    assert summary["logprobs_kind"] == "raw" and summary["unmapped_tokens"] == 0 and summary["topk_format"] == "exact"
+    assert yaml.safe_load((traces.out / "config.yaml").read_text())["logprobs_kind"] == "raw"
+    assert {file_metadata(p)["r1distill.logprobs_kind"] for p in shard_paths(traces.out)} == {"raw"}
+
+
+def test_a_different_logprobs_kind_refuses_to_resume(tmp_path, teacher_dir):
+    one = SourceConfig(name="synthetic", num_problems=1)
+    cfg = _cfg(tmp_path, source=one, max_new_tokens=4)
+    generate.run(cfg)
+    shard_paths(cfg.out)[0].unlink()  # leave work to do
+    # A dir whose config records another kind than the backend gives is refused before anything is written.
+    path = cfg.out / "config.yaml"
+    path.write_text(path.read_text().replace("logprobs_kind: raw", "logprobs_kind: processed"))
+    with pytest.raises(UserError, match="holds traces with processed top-k log-probs, but the hf backend"):
+        generate.run(cfg)
+    assert shard_paths(cfg.out) == []
+
+    # vLLM's logprobs_mode is a backend option (outside the config hash), so only the kind check stops a
+    # switch from raw to processed; it does so from the options, before vllm (not installed here) is imported.
+    raw = _cfg(tmp_path, output_dir=str(tmp_path / "vllm"), source=one, backend="vllm")
+    processed = _cfg(tmp_path, output_dir=str(tmp_path / "vllm"), source=one, backend="vllm",
+                     backend_options={"logprobs_mode": "processed_logprobs"})
+    assert raw.hash() == processed.hash()
+    generate._prepare_dir(raw)  # the state a raw vLLM run leaves once its backend is up
+    generate._check_kind(raw, "raw", set())
+    with pytest.raises(UserError, match="holds traces with raw top-k log-probs, but the vllm backend"):
+        generate.run(processed)
+
+
+def test_q8_traces_match_the_exact_ones(traces):
+    """The same config but topk_format=q8 draws the same tokens; read back, its log-probs are the exact
+    ones to within the q8 error bound (plus float16 rounding of both)."""
+    q8 = _cfg(traces.out.parent, output_dir=str(traces.out.parent / "q8"), topk_format="q8")
+    assert q8.hash() != traces.hash()
+    generate.run(q8)
+    check_schema(read_table(q8.out), TRACE_SCHEMA, str(q8.out))
+    # Shards of the same name were drawn with the same seed (the resume test above redid one under a new name).
+    common = sorted({p.name for p in shard_paths(traces.out)} & {p.name for p in shard_paths(q8.out)})
+    assert len(common) >= 2
+    exact = [r for n in common for r in read_shard(traces.out / n).to_pylist()]
+    small = [r for n in common for r in read_shard(q8.out / n).to_pylist()]
+    assert [(r["prompt_id"], r["completion_ids"], r["topk_ids"]) for r in small] == \
+        [(r["prompt_id"], r["completion_ids"], r["topk_ids"]) for r in exact]
+    for a, b in zip(exact, small):
+        e, q = np.asarray(a["topk_logprobs"], np.float32), np.asarray(b["topk_logprobs"], np.float32)
+        bound = q8_error_bound(e) + (np.abs(e) + np.abs(q)) * 2.0 ** -11
+        assert (np.abs(q - e) <= bound + 1e-6).all()
+    summary = json.loads((q8.out / "summary.json").read_text())
+    assert summary["topk_format"] == "q8" and summary["logprobs_kind"] == "raw"
+    exact_summary = json.loads((traces.out / "summary.json").read_text())
+    assert summary["topk_bytes_per_token"] < exact_summary["topk_bytes_per_token"]

@@ -17,28 +17,36 @@ than pass `overwrite`, to restart a sharded run.
 
 Problems whose prompt plus `max_new_tokens` exceed the teacher's context are skipped and counted in
 the summary (`skipped: {"prompt_too_long": n}`), not an error.
+
+`output_dir` may be an fsspec URL (`s3://bucket/traces`, `memory://…`, `file:///…`): every file goes
+through `r1distill.data.traces`, which renames into place where the filesystem can and writes to
+the final name on object stores (see its module doc). `topk_format: q8` stores 8-bit top-k
+log-probs (also there); the reader gives float log-probs either way.
+
+The kind of the stored log-probs (`logprobs_kind`: "raw" temperature-1 log-probs, "processed" ones
+after temperature/top-p, or "none") comes from the backend. It is kept in config.yaml, in each
+shard's metadata and in the summary; a run whose backend gives another kind than the one on disk
+refuses to resume, like a changed config.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import yaml
 
-from r1distill.backends import BACKENDS, SamplingConfig, get_backend
+from r1distill.backends import BACKENDS, SamplingConfig, check_options, get_backend
 from r1distill.config import LAYOUT, ConfigError, UserError, config_hash, to_dict
 from r1distill.console import console, progress
+from r1distill.data import traces as store
 from r1distill.data.problems import SourceConfig, load_problems
-from r1distill.data.traces import rows_to_table, shard_paths, write_table_atomic
+from r1distill.data.traces import TOPK_FORMATS, Location, read_shard, rows_to_table, shard_paths, write_table_atomic
 from r1distill.prompts import r1_messages, split_think
 
 SHARD_NAME = re.compile(r"shard-(?:w(\d+)of(\d+)-)?(\d+)\.parquet")
@@ -57,6 +65,7 @@ class GenerateConfig:
     temperature: float = 0.6  # 0 = greedy
     top_p: float = 0.95
     topk_logprobs: int = 20  # top-k log-probs stored per token for offline KD (0 = none)
+    topk_format: str = "exact"  # exact (float16 log-probs) | q8 (8-bit, about half the bytes; see data/traces.py)
     system_prompt: str | None = None  # R1's protocol uses none
     batch_size: int = 32  # sequences per forward batch
     shard_size: int = 256  # rows per Parquet shard
@@ -75,6 +84,9 @@ class GenerateConfig:
             raise ConfigError(f"generate.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.topk_logprobs < 0:
             raise ConfigError("generate.topk_logprobs must be >= 0 (0 stores no log-probs)")
+        if self.topk_format not in TOPK_FORMATS:
+            raise ConfigError(f"generate.topk_format must be one of {', '.join(TOPK_FORMATS)}, "
+                              f"got {self.topk_format!r}")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"generate.top_p must be in (0, 1], got {self.top_p}")
         if self.worker and self.overwrite:
@@ -97,14 +109,17 @@ class GenerateConfig:
         return f"-w{self.worker[0]}of{self.worker[1]}" if self.worker else ""
 
     @property
-    def out(self) -> Path:
-        return Path(self.output_dir or Path(self.run_dir) / LAYOUT["traces"])
+    def out(self) -> Location:
+        """The output dir: a Path, or the URL string when output_dir is an fsspec URL."""
+        return store.as_location(self.output_dir or Path(self.run_dir) / LAYOUT["traces"])
 
     def hash(self) -> str:
         # Settings that do not change what is generated are left out, so they may change on resume
-        # (and workers, which differ only in `shard`, share one output dir).
+        # (and workers, which differ only in `shard`, share one output dir). topk_format changes what is
+        # stored, so it counts, but only when not the default: dirs written before it existed keep their hash.
         return config_hash(self, exclude=("overwrite", "output_dir", "run_dir", "batch_size", "shard_size",
-                                          "shard", "device", "backend_options"))
+                                          "shard", "device", "backend_options",
+                                          *(("topk_format",) if self.topk_format == "exact" else ())))
 
 
 def prompt_id(source: str, problem: str) -> str:
@@ -112,67 +127,99 @@ def prompt_id(source: str, problem: str) -> str:
     return hashlib.sha256(f"{source}\n{problem}".encode()).hexdigest()[:16]
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    # A per-process temporary name: workers sharing the dir may write config.yaml at the same time.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+KIND_KEY = "r1distill.logprobs_kind"
+UNMAPPED_KEY = "r1distill.unmapped_tokens"
+
+
+def _load_config_file(out: Location) -> dict:
+    path = store.join(out, "config.yaml")
+    return (yaml.safe_load(store.read_text(path)) or {}) if store.exists(path) else {}
 
 
 def _prepare_dir(cfg: GenerateConfig) -> None:
     out = cfg.out
-    if cfg.overwrite and out.exists():
-        shutil.rmtree(out)
-    cfg_path = out / "config.yaml"
-    if cfg_path.exists():
-        old = (yaml.safe_load(cfg_path.read_text()) or {}).get("hash")
-        if old != cfg.hash():
-            raise UserError(
-                f"{out} holds traces generated with a different config (hash {old} != {cfg.hash()}). "
-                "Use another output_dir, or pass generate.overwrite=true to start again."
-            )
-    out.mkdir(parents=True, exist_ok=True)
+    if cfg.overwrite and store.exists(out):
+        store.remove(out, recursive=True)
+    old = _load_config_file(out)
+    if old and old.get("hash") != cfg.hash():
+        raise UserError(
+            f"{out} holds traces generated with a different config (hash {old.get('hash')} != {cfg.hash()}). "
+            "Use another output_dir, or pass generate.overwrite=true to start again."
+        )
+    store.makedirs(out)
     # Temporary files a killed run left behind; a worker removes only its own, as the others may be writing.
     tag = re.escape(cfg.tag)
-    stale = re.compile(rf"\.(shard{tag}-\d+\.parquet|(manifest|summary){tag}\.json\.\d+)\.tmp" if cfg.worker else r".*")
-    for p in out.glob(".*.tmp"):
-        if stale.fullmatch(p.name):
-            p.unlink(missing_ok=True)
-    _write_atomic(cfg_path, yaml.safe_dump({"hash": cfg.hash(), **to_dict(cfg), "shard": None}, sort_keys=False))
+    stale = re.compile(rf"\.(shard{tag}-\d+\.parquet|(manifest|summary){tag}\.json\.\d+)\.tmp" if cfg.worker
+                       else r"\..*\.tmp")
+    for name in store.list_names(out):
+        if stale.fullmatch(name):
+            store.remove(store.join(out, name))
+    kind = {"logprobs_kind": old["logprobs_kind"]} if old.get("logprobs_kind") else {}
+    store.write_text_atomic(store.join(out, "config.yaml"),
+                            yaml.safe_dump({"hash": cfg.hash(), **to_dict(cfg), "shard": None, **kind},
+                                           sort_keys=False))
 
 
-def _worker_of(path: Path) -> tuple[int, int] | None:
-    m = SHARD_NAME.fullmatch(path.name)
+def _check_kind(cfg: GenerateConfig, kind: str, on_disk: set[str]) -> None:
+    """Refuse to add `kind` log-probs to a dir holding another kind; record it in config.yaml if new."""
+    old = _load_config_file(cfg.out)
+    known = on_disk | ({old["logprobs_kind"]} if old.get("logprobs_kind") else set())
+    if known - {kind}:
+        raise UserError(
+            f"{cfg.out} holds traces with {'/'.join(sorted(known))} top-k log-probs, but the {cfg.backend} backend "
+            f"(with these backend_options) gives {kind} ones. Use another output_dir, or pass "
+            "generate.overwrite=true to start again."
+        )
+    if old.get("logprobs_kind") != kind:
+        store.write_text_atomic(store.join(cfg.out, "config.yaml"),
+                                yaml.safe_dump({**old, "logprobs_kind": kind}, sort_keys=False))
+
+
+def _expected_kind(cfg: GenerateConfig) -> str | None:
+    """The log-probs kind the backend will give, when its options tell without loading it (else None)."""
+    if not cfg.topk_logprobs:
+        return "none"
+    if cfg.backend == "hf":
+        return "raw"  # HFBackend.logprobs_kind (importing it here would load torch before the config is checked)
+    return getattr(check_options(cfg.backend, cfg.backend_options), "logprobs_kind", None)
+
+
+def _worker_of(path: Location) -> tuple[int, int] | None:
+    m = SHARD_NAME.fullmatch(store.name_of(path))
     return (int(m[1]), int(m[2])) if m and m[1] else None
 
 
-def _shards(cfg: GenerateConfig) -> tuple[list[Path], list[Path]]:
+def _shards(cfg: GenerateConfig) -> tuple[list[Location], list[Location]]:
     """(the shards that may hold this run's problems, this run's own shards)."""
     me = cfg.worker
     relevant = [p for p in shard_paths(cfg.out)
                 if me is None or (w := _worker_of(p)) is None or w == me or w[1] != me[1]]
-    own = [p for p in relevant if SHARD_NAME.fullmatch(p.name) and _worker_of(p) == me]
+    own = [p for p in relevant if SHARD_NAME.fullmatch(store.name_of(p)) and _worker_of(p) == me]
     return relevant, own
 
 
-def _scan_shards(paths: list[Path]) -> list[dict]:
-    """Manifest entries of finished shards: file name and the (prompt_id, sample_idx) pairs it holds.
+def _scan_shards(paths: list[Location]) -> tuple[list[dict], set[str]]:
+    """(manifest entries of finished shards: file name and the (prompt_id, sample_idx) pairs it holds;
+    the log-probs kinds their metadata records).
 
     Read from the shards themselves, so a kill between a shard's rename and the manifest's rewrite
     loses nothing."""
-    entries = []
+    entries, kinds = [], set()
     for p in paths:
-        t = pq.read_table(p, columns=["prompt_id", "sample_idx"])
+        t = read_shard(p, columns=["prompt_id", "sample_idx"])
         pairs = [[a, b] for a, b in zip(t.column("prompt_id").to_pylist(), t.column("sample_idx").to_pylist())]
-        entries.append({"file": p.name, "rows": len(pairs), "pairs": pairs})
-    return entries
+        entries.append({"file": store.name_of(p), "rows": len(pairs), "pairs": pairs})
+        kind = (t.schema.metadata or {}).get(KIND_KEY.encode())
+        if kind:
+            kinds.add(kind.decode())
+    return entries, kinds
 
 
 def _write_manifest(cfg: GenerateConfig, entries: list[dict]) -> None:
-    _write_atomic(cfg.out / f"manifest{cfg.tag}.json", json.dumps({"shards": entries}))
+    store.write_text_atomic(store.join(cfg.out, f"manifest{cfg.tag}.json"), json.dumps({"shards": entries}))
 
 
-def run(cfg: GenerateConfig) -> Path:
+def run(cfg: GenerateConfig) -> Location:
     """Generate `num_samples` traces per problem; resume what an earlier run left unfinished."""
     problems = load_problems(cfg.source)  # before touching the output dir: bad input must not cost old output
     _prepare_dir(cfg)
@@ -183,9 +230,9 @@ def run(cfg: GenerateConfig) -> Path:
         if cfg.worker is None or int(pid, 16) % cfg.worker[1] == cfg.worker[0]:
             by_id.setdefault(pid, p)
     relevant, own = _shards(cfg)
-    scanned = _scan_shards(relevant)
+    scanned, kinds_on_disk = _scan_shards(relevant)
     done = {(a, b) for e in scanned for a, b in e["pairs"]}
-    own_names = {p.name for p in own}
+    own_names = {store.name_of(p) for p in own}
     manifest = scanned if cfg.worker is None else [e for e in scanned if e["file"] in own_names]
     _write_manifest(cfg, manifest)
     todo = [(pid, p) for pid, p in by_id.items()
@@ -198,8 +245,12 @@ def run(cfg: GenerateConfig) -> Path:
     t0 = time.time()
     gen_start = 0.0  # set once the model is loaded: tok/s leaves out the load
     if todo:
+        if expected := _expected_kind(cfg):  # refuse before loading a model, where the options tell
+            _check_kind(cfg, expected, kinds_on_disk)
         backend = get_backend(cfg.backend, cfg.teacher, cfg.backend_options, dtype=cfg.dtype, device=cfg.device,
                               batch_size=cfg.batch_size, trust_remote_code=cfg.trust_remote_code)
+        kind = backend.logprobs_kind if cfg.topk_logprobs else "none"
+        _check_kind(cfg, kind, kinds_on_disk)
         # Prompts that leave no room for max_new_tokens in the context are skipped and counted, not errors.
         lengths = backend.prompt_lengths([r1_messages(p["problem"], cfg.system_prompt) for _, p in todo])
         fits = [n + cfg.max_new_tokens <= backend.context_length for n in lengths]
@@ -209,7 +260,7 @@ def run(cfg: GenerateConfig) -> Path:
                                   temperature=cfg.temperature, top_p=cfg.top_p, logprobs=cfg.topk_logprobs)
         per_shard = max(1, cfg.shard_size // cfg.num_samples)
         # Never reuse a shard number: a gap left by a lost shard must not lead to overwriting a later one.
-        next_index = 1 + max((int(SHARD_NAME.fullmatch(p.name)[3]) for p in own), default=-1)
+        next_index = 1 + max((int(SHARD_NAME.fullmatch(store.name_of(p))[3]) for p in own), default=-1)
         gen_start = time.time()
         with progress() as bar:
             note = f", {skipped['prompt_too_long']} skipped (too long)" if skipped["prompt_too_long"] else ""
@@ -232,21 +283,28 @@ def run(cfg: GenerateConfig) -> Path:
                 outs = backend.generate([r1_messages(p["problem"], cfg.system_prompt) for _, p in chunk],
                                         sampling, progress=tick)
                 rows = _rows(cfg, chunk, outs, stats)
-                shard = write_table_atomic(rows_to_table(rows), out / name)
+                unmapped = sum(c.unmapped_tokens for cs in outs for c in cs)
+                stats["unmapped_tokens"] += unmapped
+                shard = write_table_atomic(rows_to_table(rows, topk_format=cfg.topk_format), store.join(out, name),
+                                           metadata={KIND_KEY: kind, UNMAPPED_KEY: unmapped})
                 own.append(shard)
-                manifest.append({"file": shard.name, "rows": len(rows),
+                manifest.append({"file": store.name_of(shard), "rows": len(rows),
                                  "pairs": [[r["prompt_id"], r["sample_idx"]] for r in rows]})
                 _write_manifest(cfg, manifest)
                 next_index += 1
     elapsed = time.time() - t0
     gen_seconds = time.time() - gen_start if gen_start else 0.0
-    summary = _summarize([out / e["file"] for e in manifest], stats, skipped, elapsed, gen_seconds)
-    _write_atomic(out / f"summary{cfg.tag}.json", json.dumps(summary, indent=1))
+    summary = _summarize([store.join(out, e["file"]) for e in manifest], stats, skipped, elapsed, gen_seconds)
+    summary["logprobs_kind"] = _load_config_file(out).get("logprobs_kind") or "/".join(sorted(kinds_on_disk)) or None
+    summary["topk_format"] = cfg.topk_format
+    store.write_text_atomic(store.join(out, f"summary{cfg.tag}.json"), json.dumps(summary, indent=1))
     too_long = summary["skipped"].get("prompt_too_long", 0)
+    unmapped = f"; {summary['unmapped_tokens']} tokens with unmapped top-k" if summary["unmapped_tokens"] else ""
     console.print(f"generate: {summary['rows']} rows for {summary['problems']} problems ({too_long} skipped: "
                   f"prompt too long), {summary['new_tokens']} new tokens in {elapsed:.0f}s "
                   f"({summary['new_tokens_per_s']:.0f} tok/s generating); finish: {summary['finish_reasons']}; "
-                  f"{summary['bytes_per_token']:.0f} B/token on disk ({summary['topk_bytes_per_token']:.0f} top-k)")
+                  f"{summary['bytes_per_token']:.0f} B/token on disk ({summary['topk_bytes_per_token']:.0f} top-k, "
+                  f"{cfg.topk_format}, {summary['logprobs_kind']} log-probs){unmapped}")
     return out
 
 
@@ -267,26 +325,29 @@ def _rows(cfg: GenerateConfig, chunk, outs, stats: Counter) -> list[dict]:
     return rows
 
 
-def disk_usage(paths: list[Path]) -> tuple[int, int]:
-    """(file bytes, compressed bytes of the top-k columns) of some shards, read from the Parquet footers."""
-    total = topk = 0
+def disk_usage(paths: list[Location]) -> tuple[int, int, int]:
+    """(file bytes, compressed bytes of the top-k columns, unmapped top-k tokens) of some shards, read from
+    the Parquet footers."""
+    total = topk = unmapped = 0
     for p in paths:
-        total += p.stat().st_size
-        meta = pq.ParquetFile(p).metadata
+        total += store.file_size(p)
+        pf = store.parquet_file(p)
+        meta = pf.metadata
         for g in range(meta.num_row_groups):
             group = meta.row_group(g)
             topk += sum(group.column(c).total_compressed_size for c in range(group.num_columns)
                         if group.column(c).path_in_schema.startswith("topk_"))
-    return total, topk
+        unmapped += int((pf.schema_arrow.metadata or {}).get(UNMAPPED_KEY.encode(), 0))
+    return total, topk, unmapped
 
 
-def _summarize(paths: list[Path], stats: Counter, skipped: Counter, elapsed: float, gen_seconds: float) -> dict:
+def _summarize(paths: list[Location], stats: Counter, skipped: Counter, elapsed: float, gen_seconds: float) -> dict:
     """Counts over the given shards (all of them, or a worker's own) and this session's speed."""
     cols = ("finish_reason", "num_tokens", "prompt_id")
-    tables = [pq.read_table(p, columns=list(cols)) for p in paths]
+    tables = [read_shard(p, columns=list(cols)) for p in paths]
     values = {c: [v for t in tables for v in t.column(c).to_pylist()] for c in cols}
     total_tokens = int(sum(values["num_tokens"]))
-    file_bytes, topk_bytes = disk_usage(paths)
+    file_bytes, topk_bytes, unmapped = disk_usage(paths)
     return {
         "rows": len(values["prompt_id"]),
         "problems": len(set(values["prompt_id"])),
@@ -299,4 +360,5 @@ def _summarize(paths: list[Path], stats: Counter, skipped: Counter, elapsed: flo
         "new_tokens_per_s": stats["tokens"] / gen_seconds if gen_seconds > 0 and stats["tokens"] else 0.0,
         "bytes_per_token": file_bytes / total_tokens if total_tokens else 0.0,
         "topk_bytes_per_token": topk_bytes / total_tokens if total_tokens else 0.0,
+        "unmapped_tokens": unmapped,  # tokens whose top-k the backend could not map to ids (id -1 rows)
     }
