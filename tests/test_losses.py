@@ -341,3 +341,44 @@ def test_chunked_frozen_head_gets_no_gradient():
     out = chunked_distill_loss(hidden.detach(), weight, labels, ids, lps, alpha=0.5, chunk_size=4)
     out["loss"].backward()
     assert weight.grad is not None and hidden.grad is None
+
+
+@pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl", "jsd", "tvd"])
+@pytest.mark.parametrize("mode", ["renorm", "tail"])
+def test_unmapped_topk_entries_count_as_absent(divergence, mode):
+    # An API server's top-k entry whose token string could not be mapped is stored as id -1, log-prob -inf:
+    # the loss must equal the loss over the remaining entries, and a position with none left gets no KD term.
+    g = torch.Generator().manual_seed(0)
+    B, T, V, k = 2, 5, 11, 4
+    student = torch.randn(B, T, V, generator=g, requires_grad=True)
+    teacher = torch.log_softmax(torch.randn(B, T, V, generator=g), -1)
+    lps, ids = teacher.topk(k, dim=-1)
+    labels = torch.randint(0, V, (B, T), generator=g)
+    labels[0, 0] = -100
+    kw = dict(alpha=0.3, temperature=2.0, divergence=divergence, topk_mode=mode, num_items=9)
+    # Column 1 unmapped everywhere == that column dropped.
+    ids_u, lps_u = ids.clone(), lps.clone()
+    ids_u[..., 1], lps_u[..., 1] = -1, float("-inf")
+    keep = [0, 2, 3]
+    got = distill_loss(student, labels, ids_u, lps_u, **kw)
+    want = distill_loss(student, labels, ids[..., keep], lps[..., keep], **kw)
+    for key in ("loss", "ce", "kd"):
+        torch.testing.assert_close(got[key], want[key], atol=1e-6, rtol=1e-6)
+    (ga,) = torch.autograd.grad(got["loss"], student)
+    (gb,) = torch.autograd.grad(want["loss"], student)
+    torch.testing.assert_close(ga, gb, atol=1e-6, rtol=1e-6)
+    # A position with every entry unmapped (llama.cpp's eos step) adds nothing to KD; CE is unchanged.
+    ids_e, lps_e = ids.clone(), lps.clone()
+    ids_e[1, 3], lps_e[1, 3] = -1, float("-inf")
+    masked = labels.clone()
+    masked[1, 3] = -100
+    got = distill_loss(student, labels, ids_e, lps_e, **kw)
+    assert torch.isfinite(got["loss"])
+    torch.testing.assert_close(got["kd"], distill_loss(student, masked, ids, lps, **kw)["kd"])
+    torch.testing.assert_close(got["ce"], distill_loss(student, labels, ids, lps, **kw)["ce"])
+    # The chunked path agrees.
+    w = torch.randn(V, 6, generator=g)
+    h = torch.randn(B, T, 6, generator=g)
+    ch = chunked_distill_loss(h, w, labels, ids_u, lps_u, chunk_size=3, **kw)
+    torch.testing.assert_close(ch["loss"], distill_loss(h @ w.t(), labels, ids_u, lps_u, **kw)["loss"])
+    assert torch.isfinite(topk_divergence_sum(student, ids_e, lps_e, labels, divergence, mode))

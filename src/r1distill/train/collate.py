@@ -93,10 +93,11 @@ def _topk_arrays(table: pa.Table, comp_len: np.ndarray, vocab: int, name: Callab
     if ids.shape != cols["topk_logprobs"].shape:
         width = cols["topk_logprobs"].shape[1]
         raise UserError(f"{name(0)}: topk_ids is {ids.shape[1]} wide but topk_logprobs {width}")
-    if ids.size and (ids.max() >= vocab or ids.min() < 0):
-        t = int(np.flatnonzero(((ids >= vocab) | (ids < 0)).any(axis=1))[0])
+    # -1 marks an entry an API server named by a string the tokenizer could not map (losses.UNMAPPED).
+    if ids.size and (ids.max() >= vocab or ids.min() < -1):
+        t = int(np.flatnonzero(((ids >= vocab) | (ids < -1)).any(axis=1))[0])
         i = int(np.searchsorted(off, t, side="right") - 1)
-        bad_id = int(ids[t][(ids[t] >= vocab) | (ids[t] < 0)][0])
+        bad_id = int(ids[t][(ids[t] >= vocab) | (ids[t] < -1)][0])
         raise UserError(f"{name(i)}: top-k id {bad_id} is outside the student's vocabulary of {vocab}: the traces "
                         "come from another tokenizer (cross-tokenizer KD is not in this objective)")
     return ids, cols["topk_logprobs"]

@@ -25,6 +25,11 @@ IGNORE = -100
 # 1 − Σ of k fp32 probabilities is rounding noise below about this; flooring both tail buckets here keeps
 # a vanishing tail on one side from making a KL infinite, at an error of O(TAIL_FLOOR).
 TAIL_FLOOR = 1e-6
+# A top-k entry with id -1 is one an API server named by a string the tokenizer could not map (stored with
+# log-prob -inf). Both sides' log-probs there become this finite floor: the entry then holds no mass on either
+# side (exactly 0 after exp), its mass falls into the tail, and 0·(log p − log q) stays 0 rather than NaN.
+# A position with no mapped entry at all (llama.cpp's eos step) gets no KD term.
+UNMAPPED = -1e4
 
 Divergence = Literal["forward_kl", "reverse_kl", "jsd", "tvd"]
 TopkMode = Literal["renorm", "tail"]
@@ -144,14 +149,21 @@ def topk_log_probs(student_log_probs: torch.Tensor, topk_ids: torch.Tensor, topk
               exact at τ = 1, an approximation otherwise (a lower bound on the tail for τ > 1). Both
               tails are floored at TAIL_FLOOR (the teacher's after softening).
     With k = V both modes give the full distributions (tail buckets at the floor, contributing ~0).
+    Entries with id -1 (unmapped, see UNMAPPED) count as absent from the top-k.
     """
-    return _topk_pair(student_log_probs.gather(-1, topk_ids.long()), topk_logprobs, temperature, topk_mode)
+    mapped = topk_ids >= 0
+    return _topk_pair(student_log_probs.gather(-1, topk_ids.long().clamp_min(0)), topk_logprobs, temperature,
+                      topk_mode, mapped)
 
 
 def _topk_pair(log_q: torch.Tensor, topk_logprobs: torch.Tensor, temperature: float,
-               topk_mode: TopkMode) -> tuple[torch.Tensor, torch.Tensor]:
-    """`topk_log_probs` from the student's log-probs already read at the k ids: (..., k) each."""
+               topk_mode: TopkMode, mapped: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`topk_log_probs` from the student's log-probs already read at the k ids: (..., k) each; `mapped`
+    (..., k) bool marks entries with a real id (None: all)."""
     lp = _upcast(topk_logprobs.detach())
+    if mapped is not None:
+        lp = torch.where(mapped, lp, UNMAPPED)
+        log_q = torch.where(mapped, log_q, UNMAPPED)
     if topk_mode == "renorm":
         return log_q, _log_softmax(lp, temperature)
     if topk_mode == "tail":
@@ -175,7 +187,7 @@ def topk_divergence_sum(student_logits: torch.Tensor, topk_ids: torch.Tensor, to
     log_q, log_p = topk_log_probs(_log_softmax(student_logits, temperature), topk_ids, topk_logprobs,
                                   temperature, topk_mode)
     per_token = token_divergence(log_q, log_p, divergence, beta, sub_normalised=topk_mode == "renorm")
-    return _masked_sum(per_token, labels)
+    return _masked_sum(torch.where((topk_ids >= 0).any(-1), per_token, 0.0), labels)
 
 
 def topk_forward_kl_sum(student_logits: torch.Tensor, topk_ids: torch.Tensor, topk_logprobs: torch.Tensor,
@@ -219,16 +231,19 @@ def _loss_sums(student_logits: torch.Tensor, labels: torch.Tensor, alpha: float,
     # One gather for the label and the teacher's k ids: a single (…, V) scatter in the backward, not two.
     ids = labels.clamp_min(0).unsqueeze(-1)
     if teacher_logits is None:
-        ids = torch.cat([ids, topk_ids.long()], dim=-1)
+        ids = torch.cat([ids, topk_ids.long().clamp_min(0)], dim=-1)
     picked = log_q.gather(-1, ids)
     # At τ = 1 the KD log-softmax serves CE too, rather than a second (…, V) one.
     ce = _masked_sum(-picked[..., 0], labels) if temperature == 1 else ce_sum(student_logits, labels)
     if teacher_logits is not None:
         log_p = _log_softmax(teacher_logits.detach(), temperature)
     else:
-        log_q, log_p = _topk_pair(picked[..., 1:], topk_logprobs, temperature, topk_mode)
+        mapped = topk_ids >= 0
+        log_q, log_p = _topk_pair(picked[..., 1:], topk_logprobs, temperature, topk_mode, mapped)
     per_token = token_divergence(log_q, log_p, divergence, beta,
                                  sub_normalised=teacher_logits is None and topk_mode == "renorm")
+    if teacher_logits is None:
+        per_token = torch.where(mapped.any(-1), per_token, 0.0)
     return ce, _masked_sum(per_token, labels)
 
 
