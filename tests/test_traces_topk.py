@@ -95,7 +95,7 @@ def test_q8_shards_read_back_as_float_logprobs_and_are_smaller(rows, tmp_path):
         # Both went through float16 at the end; q8 adds at most its bound.
         assert (np.abs(q - ref) <= q8_error_bound(ref) + np.abs(ref) * 2.0 ** -11).all()
         assert (np.abs(e - ref) <= np.abs(ref) * 2.0 ** -11 + 1e-7).all()
-    assert sizes["q8"] < 0.8 * sizes["exact"]  # about 0.63x at k=20 on 1.5k tokens (bench_generate.py)
+    assert sizes["q8"] < 0.8 * sizes["exact"]  # 43.3 / 66.7 B per token at k=20 on 2k tokens (bench_generate.py)
     # Column selection works per format, in the order asked.
     sub = read_table(tmp_path / "q8", columns=["topk_logprobs", "prompt_id"])
     assert sub.column_names == ["topk_logprobs", "prompt_id"] and sub.column("topk_logprobs").equals(

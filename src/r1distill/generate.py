@@ -65,7 +65,7 @@ class GenerateConfig:
     temperature: float = 0.6  # 0 = greedy
     top_p: float = 0.95
     topk_logprobs: int = 20  # top-k log-probs stored per token for offline KD (0 = none)
-    topk_format: str = "exact"  # exact (float16 log-probs) | q8 (8-bit, about half the bytes; see data/traces.py)
+    topk_format: str = "exact"  # exact (float16 log-probs) | q8 (8-bit: 0.65x the top-k bytes; see data/traces.py)
     system_prompt: str | None = None  # R1's protocol uses none
     batch_size: int = 32  # sequences per forward batch
     shard_size: int = 256  # rows per Parquet shard
@@ -141,7 +141,7 @@ def _prepare_dir(cfg: GenerateConfig) -> None:
     if cfg.overwrite and store.exists(out):
         store.remove(out, recursive=True)
     old = _load_config_file(out)
-    if old and old.get("hash") != cfg.hash():
+    if store.exists(store.join(out, "config.yaml")) and old.get("hash") != cfg.hash():
         raise UserError(
             f"{out} holds traces generated with a different config (hash {old.get('hash')} != {cfg.hash()}). "
             "Use another output_dir, or pass generate.overwrite=true to start again."
