@@ -435,6 +435,8 @@ def _header(data: dict) -> dict:
     h["versions_note"] = "" if meta.get("versions") else " (at report time: this run dir has no run.json)"
     h["hardware"] = meta.get("hardware")
     h["what"] = _what(meta.get("resolved") or data["configs"])
+    skipped = [n for n, st in (meta.get("stages") or {}).items() if isinstance(st, dict) and st.get("skipped")]
+    h["skipped"] = f" (skipped {', '.join(skipped)}: done by an earlier run)" if skipped else ""
     h["recipe"] = meta.get("recipe")
     h["resolved"] = meta.get("resolved") or {k: v for k, v in data["configs"].items() if v}
     return h
@@ -465,7 +467,7 @@ def render_markdown(data: dict, figs: dict[str, bytes], files_dir: str = "report
         out += ["Reproduce (from `" + str(h["cwd"]) + "`):", "", "```sh", h["command"], "```", ""]
     when = ", ".join(f"{k} {h[k]}" for k in ("started", "finished", "status") if h[k])
     if when:
-        out += [when + (f"; {h['seconds']:.0f} s in all" if h["seconds"] is not None else "") + ".", ""]
+        out += [when + (f"; {h['seconds']:.0f} s{h['skipped']}" if h["seconds"] is not None else "") + ".", ""]
     out += ["Versions" + h["versions_note"] + ": " + ", ".join(f"{k} {v}" for k, v in h["versions"].items()), ""]
     if h["hardware"]:
         out += ["Hardware: " + ", ".join(f"{k} {v}" for k, v in h["hardware"].items()), ""]
@@ -560,7 +562,7 @@ def render_html(data: dict, figs: dict[str, bytes]) -> str:
     out.append(f"<h1>r1distill report</h1><div class=\"sub\">run dir <code>{esc(h['run'])}</code>")
     times = [f"{k} {esc(str(h[k]).replace('T', ' '))}" for k in ("started", "finished") if h[k]]
     if h["seconds"] is not None:
-        times.append(f"{h['seconds']:.0f} s in all")
+        times.append(f"{h['seconds']:.0f} s{esc(h['skipped'])}")
     if h["status"] and h["status"] != "done":
         times.append(f"status: {esc(h['status'])}")
     if times:
