@@ -175,7 +175,8 @@ def load_table(inp: Path, need_topk: bool, objective: str):
     for col in ("prompt", "completion_ids"):
         if col not in names:
             raise UserError(f"{shards[0]}: no column {col!r}; train reads traces written by generate/curate")
-    cols = ["prompt", "completion_ids"] + [c for c in ("prompt_id", "sample_idx") if c in names]
+    cols = ["prompt", "completion_ids"] + [c for c in ("prompt_id", "sample_idx", "completion", "finish_reason")
+                                          if c in names]
     if need_topk:
         missing = [c for c in ("topk_ids", "topk_logprobs") if c not in names]
         if missing:
@@ -200,6 +201,31 @@ def check_vocab(student_path: str, tokenizer, teacher: str | None, what: str) ->
         raise UserError(f"The student ({student_path}) and teacher ({teacher}) tokenizers differ: {what} needs a "
                         "shared vocabulary (cross-tokenizer KD is not in this objective); use train.objective=sft "
                         "or a student from the teacher's family")
+
+
+def same_tokenizer(tokenizer, teacher: str) -> bool:
+    """Whether the traces' completion_ids (the teacher's tokens) are the student's tokens too; False when the
+    teacher's tokenizer cannot be loaded (an API model such as deepseek-reasoner)."""
+    try:
+        return load_tokenizer(teacher).get_vocab() == tokenizer.get_vocab()
+    except Exception:  # noqa: BLE001 - any failure to load means we cannot trust the stored ids
+        return False
+
+
+def retokenize(table, tokenizer):
+    """SFT with a student from another tokenizer: its targets are the completion *text* in the student's
+    tokens (plus eos where the teacher stopped), since the stored ids are the teacher's."""
+    import pyarrow as pa
+
+    texts = table.column("completion").to_pylist()
+    stops = [r == "stop" for r in table.column("finish_reason").to_pylist()]
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    ids = [x + [eos] if stop and eos is not None else x for x, stop in zip(ids, stops)]
+    console.print(f"[dim]train: the student's tokenizer differs from the teacher's: {len(ids)} completions "
+                  "re-tokenized from their text[/]")
+    return table.set_column(table.schema.get_field_index("completion_ids"), "completion_ids",
+                            pa.array(ids, type=pa.list_(pa.int32())))
 
 
 def head_rows(model) -> int:
@@ -328,6 +354,8 @@ def build_trainer(cfg: TrainConfig, student_path: str) -> Setup:
                 "online KD" if online else "offline top-k KD")
     need_topk = kd and not online
     table = load_table(cfg.inp, need_topk, cfg.objective)
+    if not kd and not same_tokenizer(tokenizer, cfg.teacher):
+        table = retokenize(table, tokenizer)
     feats = build_features(table, tokenizer, cfg.max_length, need_topk, _row_locator(cfg.inp))
     if not len(feats):
         raise UserError(f"{cfg.inp}: all {table.num_rows} rows were dropped: their prompts alone fill "
