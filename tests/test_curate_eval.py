@@ -70,3 +70,16 @@ def test_summarize_pass_at_1_is_the_mean_over_samples():
     assert m["maj@k"] == pytest.approx(2 / 3)  # p1: "x" twice wins; p2: four singletons, first ("0") wrong
     assert m["mean_tokens"] == pytest.approx(25.0) and m["truncated"] == pytest.approx(0.25)
     assert (m["problems"], m["k"]) == (3, 4)
+
+
+def test_curate_keeps_the_compact_topk_format(tmp_path):
+    import pyarrow.parquet as pq
+
+    from r1distill.data.traces import shard_paths
+
+    rows = [_row("a", 0, "So the answer is \\boxed{12}.", T=3)]
+    write_table_atomic(rows_to_table(rows, topk_format="q8"), tmp_path / "traces" / "shard-00000.parquet")
+    out = curate.run(curate.CurateConfig(run_dir=str(tmp_path), decontaminate=[]))
+    assert "topk_lp_q8" in pq.ParquetFile(shard_paths(out)[0]).schema_arrow.names
+    kept = read_table(out).to_pylist()
+    assert len(kept) == 1 and np.allclose(np.array(kept[0]["topk_logprobs"], np.float32), -0.7, atol=0.01)

@@ -40,8 +40,11 @@ from r1distill.data.traces import (
     CURATED_SCHEMA,
     TRACE_SCHEMA,
     check_schema,
+    parquet_file,
     read_table,
     rows_to_table,
+    shard_paths,
+    topk_format_of,
     write_table_atomic,
 )
 from r1distill.prompts import has_unclosed_think
@@ -231,8 +234,10 @@ def _verify(cfg: CurateConfig, rows: list[dict], stats: dict) -> None:
 
 def run(cfg: CurateConfig) -> Path:
     t0 = time.time()
-    table = read_table(cfg.inp)
+    table = read_table(cfg.inp)  # q8 top-k comes back as floats; the output keeps the input's format
     check_schema(table, TRACE_SCHEMA, str(cfg.inp))
+    shards = shard_paths(cfg.inp)
+    topk_format = topk_format_of(parquet_file(shards[0]).schema_arrow) if shards else "exact"
     out = cfg.out
     if out.exists():
         shutil.rmtree(out)  # curation is cheap and deterministic: always rebuild
@@ -248,7 +253,7 @@ def run(cfg: CurateConfig) -> Path:
     if not kept:
         raise UserError(f"curate kept no traces out of {len(rows)} ({_counts(rows)}); generate more samples, "
                         "or loosen the filters (e.g. curate.require_correct=false)")
-    write_table_atomic(rows_to_table(kept, CURATED_SCHEMA), out / "data-00000.parquet")
+    write_table_atomic(rows_to_table(kept, CURATED_SCHEMA, topk_format=topk_format), out / "data-00000.parquet")
     with open(out / "rejected.jsonl", "w") as f:
         for r in rows:
             if r["reject_reason"] is not None:
