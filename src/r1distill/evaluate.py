@@ -279,10 +279,17 @@ def _eval_one(cfg: EvalConfig, model: str, label: str, bench: SourceConfig, back
     chunk = max(1, cfg.batch_size // k)
     with progress() as bar, open(path, "a") as f:
         task = bar.add_task(f"eval {label} {bench.label}", total=len(problems) * k, info="")
+        t0, tokens = time.time(), 0
+
+        def tick(seqs: int, toks: int) -> None:
+            nonlocal tokens
+            tokens += toks
+            bar.update(task, advance=seqs, info=f"{tokens / max(time.time() - t0, 1e-9):.0f} tok/s")
+
         for start in range(0, len(problems), chunk):
             batch = problems[start:start + chunk]
             outs = backend.generate([r1_messages(p["problem"], cfg.system_prompt) for p in batch], sampling,
-                                    progress=lambda s, t: bar.update(task, advance=s))
+                                    progress=tick)
             raw = [{"benchmark": bench.label, "id": p["id"], "sample_idx": i, "output": c.text, "answer": p["answer"],
                     "num_tokens": len(c.token_ids), "finish_reason": c.finish_reason}
                    for p, completions in zip(batch, outs) for i, c in enumerate(completions)]
