@@ -9,10 +9,10 @@ on a GPU). Three variants run in this one process, alternating (the order rotate
                dataset (completion-only loss), no packing;
 - `ours kd`:   `r1distill train` with objective kd (α = 0.5, top-20 forward KL).
 
-Time is `Trainer.train` only (no model loading, tokenization or save), measured two ways: wall
-seconds, and CPU seconds of this process (all its threads). On a CPU shared with other jobs the wall
-time swings by up to 4x within one run while the CPU time barely moves, so the CPU-time ratios are
-the ones to trust there; on a quiet machine or a GPU the two agree. tokens/s counts the completion
+Time is `Trainer.train` only (no model loading, tokenization or save), as wall seconds and as CPU
+seconds of this process (all its threads). On a CPU shared with other jobs both stretch with the load
+(CPU time tracked wall time within 5% on the 2-core dev machine), so compare the ratios of the
+alternating runs rather than absolute figures. tokens/s counts the completion
 tokens each variant trains on. Prints the medians over the repeats, the ratios (goals: ours/TRL
 tokens/s ≥ 1.0, kd/sft step time ≤ 1.25) and the git commit, as Markdown.
 
