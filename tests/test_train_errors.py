@@ -8,6 +8,7 @@ import pytest
 from r1distill.cli import main
 from r1distill.config import UserError
 from r1distill.data.traces import CURATED_SCHEMA, rows_to_table, write_table_atomic
+from r1distill.models import StudentConfig
 from r1distill.train import run
 from train_fixtures import student_dir, trace_rows, train_config, write_traces  # noqa: F401
 
@@ -63,3 +64,9 @@ def test_empty_dataset(tmp_path, student_dir):  # noqa: F811
         run(train_config(tmp_path, student_dir, traces, max_length=8))
     with pytest.raises(UserError, match=r"No Parquet shards in .*nothing"):
         run(train_config(tmp_path, student_dir, tmp_path / "nothing"))
+    # Said before any model is loaded or derived: no student_init was written for a student to derive.
+    derive = train_config(tmp_path / "d", student_dir, tmp_path / "nothing")
+    derive.student = StudentConfig(derive_from=str(student_dir), num_layers=1)
+    with pytest.raises(UserError, match=r"No Parquet shards in .*nothing"):
+        run(derive)
+    assert not (tmp_path / "d" / "student_init").exists()

@@ -413,7 +413,11 @@ def build_trainer(cfg: TrainConfig, student_path: str) -> Setup:
 def run(cfg: TrainConfig) -> Path:
     from accelerate import PartialState
 
+    from r1distill.data.traces import shard_paths
+
     t0 = time.time()
+    if not shard_paths(cfg.inp):  # before loading or deriving any model
+        raise UserError(f"No Parquet shards in {cfg.inp}: run curate first (or set train.input_dir)")
     with PartialState().main_process_first():  # one process derives the student, the others read it
         student_path = prepare_student(cfg)
     if cfg.objective == "gkd":
