@@ -23,6 +23,7 @@ from pathlib import Path
 from r1distill import curate, evaluate, generate, train
 from r1distill.config import config_hash, load_recipe, stage_config, to_dict
 from r1distill.console import console
+from r1distill.data.traces import write_text_atomic
 from r1distill.report import hardware, versions, write_report
 
 STAGES = [
@@ -52,9 +53,7 @@ def _now() -> str:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=1, default=str))
 
 
 def run(recipe_path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Path:
