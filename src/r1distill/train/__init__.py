@@ -162,8 +162,9 @@ def _row_locator(inp: Path) -> Callable[[int], str]:
     return where
 
 
-def load_table(inp: Path, need_topk: bool, objective: str):
-    """The columns training reads (an Arrow table); a clear error for a dataset without rows or top-k."""
+def load_table(inp: Path, need_topk: bool, objective: str, text: bool = False):
+    """The columns training reads (an Arrow table); a clear error for a dataset without rows or top-k.
+    text: also read `completion` and `finish_reason` (for `retokenize`)."""
     from r1distill.data.traces import read_table, shard_paths
 
     shards = shard_paths(inp)
@@ -175,8 +176,9 @@ def load_table(inp: Path, need_topk: bool, objective: str):
     for col in ("prompt", "completion_ids"):
         if col not in names:
             raise UserError(f"{shards[0]}: no column {col!r}; train reads traces written by generate/curate")
-    cols = ["prompt", "completion_ids"] + [c for c in ("prompt_id", "sample_idx", "completion", "finish_reason")
-                                          if c in names]
+    cols = ["prompt", "completion_ids"] + [c for c in ("prompt_id", "sample_idx") if c in names]
+    if text:
+        cols += ["completion", "finish_reason"]
     if need_topk:
         missing = [c for c in ("topk_ids", "topk_logprobs") if c not in names]
         if missing:
@@ -353,8 +355,9 @@ def build_trainer(cfg: TrainConfig, student_path: str) -> Setup:
     check_vocab(student_path, tokenizer, cfg.teacher if kd else None,
                 "online KD" if online else "offline top-k KD")
     need_topk = kd and not online
-    table = load_table(cfg.inp, need_topk, cfg.objective)
-    if not kd and not same_tokenizer(tokenizer, cfg.teacher):
+    retok = not kd and not same_tokenizer(tokenizer, cfg.teacher)
+    table = load_table(cfg.inp, need_topk, cfg.objective, text=retok)
+    if retok:
         table = retokenize(table, tokenizer)
     feats = build_features(table, tokenizer, cfg.max_length, need_topk, _row_locator(cfg.inp))
     if not len(feats):
