@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from llama_server import SKIP_REASON, LlamaServer, available, free_port, gguf_path
+from llama_server import SKIP_REASON, LlamaServer, ServerProcess, available, free_port, gguf_path
 from r1distill import evaluate, generate
 from r1distill.backends import SamplingConfig, check_options
 from r1distill.backends.openai import OpenAIBackend, Options, TokenMap, parse_choice
@@ -36,11 +39,18 @@ def tok(teacher_dir):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def llama(tmp_path_factory):
     if not available():
         pytest.skip(SKIP_REASON)
     with LlamaServer(log=tmp_path_factory.mktemp("llama") / "server.log") as s:
         yield s
+
+
+@pytest.fixture
+def server(llama):
+    """The module's llama server; a test fails at once, with the server's exit signal and log, if it dies."""
+    with llama.watch():
+        yield llama
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +78,28 @@ def _post(url: str, body: dict) -> dict:
 
 # ----------------------------------------------------------------------------------------------------------------
 # The real llama.cpp server
+
+
+@needs_llama
+def test_llama_cpp_is_a_portable_build_that_decodes_a_multi_token_chat():
+    """The build `make test` installs: no AVX-512/AMX kernels compiled in, and a chat completion (a multi-token
+    first batch, where a native build died of SIGILL in a VM advertising AMX) works. In a child process, so that a
+    SIGILL fails this test with its signal instead of killing pytest."""
+    code = ("import json, llama_cpp\n"
+            f"llm = llama_cpp.Llama(model_path={str(gguf_path())!r}, n_ctx=512, n_threads=1, verbose=False)\n"
+            "out = llm.create_chat_completion(messages=[{'role': 'user', 'content': 'What is 2+2? Answer briefly.'}],"
+            " max_tokens=4, temperature=0.0)\n"
+            "print(json.dumps({'info': llama_cpp.llama_print_system_info().decode(), 'usage': out['usage'],"
+            " 'text': out['choices'][0]['message']['content']}))\n")
+    p = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, f"exit {p.returncode} ({_signal_name(p.returncode)}):\n{p.stderr[-3000:]}"
+    got = json.loads(p.stdout.strip().splitlines()[-1])
+    assert "AVX512" not in got["info"] and "AMX" not in got["info"], got["info"]
+    assert got["usage"]["prompt_tokens"] > 10 and got["usage"]["completion_tokens"] >= 1 and got["text"], got
+
+
+def _signal_name(rc: int) -> str:
+    return signal.Signals(-rc).name if rc < 0 else "no signal"
 
 
 @needs_llama
@@ -312,6 +344,63 @@ def test_unreachable_server_names_the_url():
     b = OpenAIBackend(MODEL, options=_opts(url, max_retries=1))
     with pytest.raises(UserError, match=rf"cannot reach {re.escape(url)}: .*2 attempts.*is the server running"):
         b.generate(PROMPT, SAMPLING)
+
+
+def test_a_server_that_went_away_is_named_as_such():
+    with ScriptedAPI([], default={"body": ok_body()}) as api:
+        b = OpenAIBackend(MODEL, options=_opts(api.url, max_retries=1))
+        [[c]] = b.generate(PROMPT, SAMPLING)
+        assert c.text == "The answer is four."
+    # The port is closed now: connection refused, from a URL that answered earlier in this backend's life.
+    with pytest.raises(UserError, match=rf"server at {re.escape(api.url)} went away: it answered earlier.*refuses "
+                                        r"connections.*2 attempts.*crashed or was stopped") as e:
+        b.generate(PROMPT, SAMPLING)
+    assert "is the server running" not in str(e.value)
+
+
+# A stand-in for a llama.cpp server built for the wrong CPU: it serves /v1/models, then dies of SIGILL on the
+# first completion request, as a native llama.cpp build does on a CPU that lacks an instruction it was built for.
+DYING_SERVER = r"""
+import http.server, json, os, signal, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"data": [{"id": "m"}]}).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def do_POST(self):
+        print("decoding the first batch", flush=True)
+        os.kill(os.getpid(), signal.SIGILL)
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def test_a_server_that_dies_fails_the_test_at_once_with_its_signal_and_log(tmp_path):
+    port = free_port()
+    srv = ServerProcess([sys.executable, "-X", "faulthandler", "-c", DYING_SERVER, str(port)], port,
+                        log=tmp_path / "server.log")
+    # Without the watch this takes 5 retries with 2-4-8-16-32 s of backoff and ends in "connection refused".
+    b = OpenAIBackend(MODEL, options=_opts(srv.url, max_retries=5, backoff_s=2.0))
+    with srv:
+        t0 = time.monotonic()
+        with pytest.raises(pytest.fail.Exception) as e, srv.watch():
+            b.generate(PROMPT, SAMPLING)
+        elapsed = time.monotonic() - t0
+    msg = str(e.value)
+    assert elapsed < 5, elapsed
+    assert f"server {srv.url} was killed by SIGILL (exit -4)" in msg and "scripts/build_llama_cpp.sh" in msg, msg
+    assert "decoding the first batch" in msg and "Fatal Python error: Illegal instruction" in msg, msg
+    # A later test that asks for the dead server fails at once too, with the same reason.
+    with pytest.raises(pytest.fail.Exception, match="killed by SIGILL"):
+        with srv.watch():
+            pass
+
+
+def test_a_server_that_dies_at_start_names_its_exit(tmp_path):
+    port = free_port()
+    srv = ServerProcess([sys.executable, "-c", "print('no model file'); raise SystemExit(3)"], port,
+                        log=tmp_path / "server.log")
+    with pytest.raises(RuntimeError, match=r"exited with 3\n.*\nlast lines of .*server.log:\nno model file"):
+        srv.start(timeout=30)
 
 
 def test_client_errors_are_not_retried():

@@ -373,6 +373,7 @@ class OpenAIBackend:
         self._next = 0  # round-robin start among equally loaded URLs
         self._n_ignored = not self.opts.use_n
         self.requests_per_url = {u: 0 for u in self.opts.base_urls}  # answered requests, for the record
+        self._reached: set[str] = set()  # URLs that answered (any HTTP status) in this backend's life
         self._context = self.opts.context_length
         self._warned = False
 
@@ -410,6 +411,7 @@ class OpenAIBackend:
         try:
             r = httpx.get(f"{self.opts.base_urls[0]}/models", timeout=10,
                           headers={"Authorization": f"Bearer {key}"} if key else {})
+            self._reached.add(self.opts.base_urls[0])
             for m in r.json().get("data", []):
                 if m.get("id") == self.served_model and m.get("max_model_len"):
                     return int(m["max_model_len"])
@@ -547,6 +549,7 @@ class OpenAIBackend:
         attempts = self.opts.max_retries + 1
         failures: list[str] = []
         unreachable = True
+        refused_url = None  # the URL of the last failure, when it was a connect error
         for attempt in range(attempts):
             wait_hint = None
             async with sem:
@@ -557,12 +560,18 @@ class OpenAIBackend:
                 except (httpx.TimeoutException, httpx.TransportError) as e:
                     failures.append(f"{url}: {type(e).__name__}: {e}".rstrip(": "))
                     # A slow answer (read timeout) means the server is there: only connect errors say it is not.
-                    unreachable &= isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout))
+                    refused = isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout))
+                    unreachable &= refused
+                    refused_url = url if refused else None
+                    if not refused:  # it accepted the connection (then dropped it, or was slow): it was there
+                        self._reached.add(url)
                     r = None
                 finally:
                     self._inflight[url] -= 1
             if r is not None:
                 unreachable = False
+                refused_url = None
+                self._reached.add(url)
                 if r.status_code == 200:
                     try:
                         data = r.json()
@@ -589,6 +598,11 @@ class OpenAIBackend:
                         self.opts.max_retries, delay)
             await asyncio.sleep(delay)
         last = failures[-1]
+        if refused_url in self._reached:
+            # It answered before and now refuses connections: it crashed or was stopped, it is not a wrong address.
+            raise UserError(f"the server at {refused_url} went away: it answered earlier in this run, now it refuses "
+                            f"connections ({last.split(': ', 1)[1]}, after {attempts} attempts); it crashed or was "
+                            "stopped - check its log, then restart it and rerun")
         if unreachable:
             raise UserError(f"cannot reach {_urls(failures)}: {last.split(': ', 1)[1]} (after {attempts} attempts) "
                             "- is the server running?")
