@@ -382,3 +382,44 @@ def test_unmapped_topk_entries_count_as_absent(divergence, mode):
     ch = chunked_distill_loss(h, w, labels, ids_u, lps_u, chunk_size=3, **kw)
     torch.testing.assert_close(ch["loss"], distill_loss(h @ w.t(), labels, ids_u, lps_u, **kw)["loss"])
     assert torch.isfinite(topk_divergence_sum(student, ids_e, lps_e, labels, divergence, mode))
+
+
+@pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl", "jsd", "tvd"])
+@pytest.mark.parametrize("mode", ["renorm", "tail"])
+def test_masked_entries_at_real_ids_count_as_absent(divergence, mode):
+    # A real id with log-prob -inf is a masked entry (vLLM's processed_logprobs after top-p, processed API
+    # log-probs). Before valid_topk, 0·(−inf) made forward KL NaN and reverse KL +inf. Now the loss is finite and
+    # equals the loss with those entries removed, values and gradients, chunked too.
+    g = torch.Generator().manual_seed(1)
+    B, T, V, k = 2, 5, 11, 4
+    student = torch.randn(B, T, V, generator=g, requires_grad=True)
+    teacher = torch.log_softmax(torch.randn(B, T, V, generator=g), -1)
+    lps, ids = teacher.topk(k, dim=-1)
+    labels = torch.randint(0, V, (B, T), generator=g)
+    kw = dict(alpha=0.3, temperature=1.5, divergence=divergence, topk_mode=mode)
+    masked = lps.clone()
+    masked[..., 3] = float("-inf")  # the last entry cut by top-p at every position, its id kept
+    got = distill_loss(student, labels, ids, masked, **kw)
+    want = distill_loss(student, labels, ids[..., :3], lps[..., :3], **kw)
+    for key in ("loss", "ce", "kd"):
+        assert torch.isfinite(got[key]), (key, got[key])
+        torch.testing.assert_close(got[key], want[key], atol=1e-6, rtol=1e-6)
+    (ga,) = torch.autograd.grad(got["loss"], student)
+    (gb,) = torch.autograd.grad(want["loss"], student)
+    assert torch.isfinite(ga).all()
+    torch.testing.assert_close(ga, gb, atol=1e-6, rtol=1e-6)
+    # Per-row masks that differ (2 and 3 entries masked) and a NaN: each row as if those entries were not there.
+    m2 = lps.clone()
+    m2[0, :, 2:] = float("-inf")
+    m2[1, 1, 1] = float("nan")
+    got = topk_divergence_sum(student, ids, m2, labels, divergence, mode)
+    want = (topk_divergence_sum(student[:1], ids[:1, :, :2], lps[:1, :, :2], labels[:1], divergence, mode)
+            + topk_divergence_sum(student[1:, [0, 2, 3, 4]], ids[1:, [0, 2, 3, 4]], lps[1:, [0, 2, 3, 4]],
+                                  labels[1:, [0, 2, 3, 4]], divergence, mode)
+            + topk_divergence_sum(student[1:, 1:2], ids[1:, 1:2, [0, 2, 3]], lps[1:, 1:2, [0, 2, 3]],
+                                  labels[1:, 1:2], divergence, mode))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    w = torch.randn(V, 6, generator=g)
+    h = torch.randn(B, T, 6, generator=g)
+    ch = chunked_distill_loss(h, w, labels, ids, masked, chunk_size=3, **kw)
+    torch.testing.assert_close(ch["loss"], distill_loss(h @ w.t(), labels, ids[..., :3], lps[..., :3], **kw)["loss"])

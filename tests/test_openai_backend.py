@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from llama_server import SKIP_REASON, LlamaServer, ServerProcess, available, free_port, gguf_path
-from r1distill import evaluate, generate
+from r1distill import curate, evaluate, generate
 from r1distill.backends import SamplingConfig, check_options
 from r1distill.backends.openai import OpenAIBackend, Options, TokenMap, parse_choice
 from r1distill.config import ConfigError, UserError
@@ -231,14 +231,29 @@ class ScriptedAPI:
     A step is {"status": int, "body": dict|str, "headers": {...}, "sleep": seconds before answering}, or
     {"forward": base_url}: pass the request on to a real server and record its answer."""
 
-    def __init__(self, script: list[dict], default: dict | None = None):
+    def __init__(self, script: list[dict], default: dict | None = None, models: dict | None = None):
         self.script = list(script)
         self.default = default
+        self.models = models  # what GET /v1/models answers (None: 404, as a server without the route)
         self.requests: list[dict] = []
         self.forwarded: list[tuple[dict, dict]] = []  # (request body, upstream's answer)
         api = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the stdlib's name
+                models = api.models
+                if models is None and "forward" in (api.default or {}):  # a proxy shows the real server's list
+                    import urllib.request
+
+                    with urllib.request.urlopen(api.default["forward"] + "/models", timeout=30) as r:
+                        models = json.load(r)
+                payload = json.dumps(models or {"error": "not found"}).encode()
+                self.send_response(200 if models and self.path == "/v1/models" else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
             def do_POST(self):  # noqa: N802 - the stdlib's name
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 api.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
@@ -401,6 +416,50 @@ def test_a_server_that_dies_at_start_names_its_exit(tmp_path):
                         log=tmp_path / "server.log")
     with pytest.raises(RuntimeError, match=r"exited with 3\n.*\nlast lines of .*server.log:\nno model file"):
         srv.start(timeout=30)
+
+
+def _finishing(reason) -> dict:
+    body = ok_body()
+    body["choices"][0]["finish_reason"] = reason
+    return {"body": body}
+
+
+def test_only_a_clean_stop_is_kept_and_each_other_finish_is_counted_under_its_reason(tmp_path, teacher_dir):
+    # One request per problem, in order (concurrency 1): stop, content_filter, null, DeepSeek's out-of-capacity
+    # answer, length. Before, every one of them but "length" was called "stop" (and eos appended).
+    reasons = ["stop", "content_filter", None, "insufficient_system_resource", "length"]
+    with ScriptedAPI([_finishing(r) for r in reasons]) as api:
+        cfg = generate.GenerateConfig(
+            output_dir=str(tmp_path / "traces"), source=SourceConfig(name="synthetic", num_problems=5),
+            backend="openai", backend_options=_opts(api.url, concurrency=1), num_samples=1, max_new_tokens=8,
+            temperature=0.0, topk_logprobs=2, shard_size=8)
+        generate.run(cfg)
+    rows = read_table(cfg.out).to_pylist()
+    got = sorted(r["finish_reason"] for r in rows)
+    assert got == sorted(["stop", "content_filter", "unknown", "insufficient_system_resource", "length"]), got
+    for r in rows:  # eos is appended to the clean stop only
+        assert (r["completion_ids"][-1] == 2) == (r["finish_reason"] == "stop"), r["finish_reason"]
+    stats = json.loads((curate.run(curate.CurateConfig(
+        input_dir=str(cfg.out), output_dir=str(tmp_path / "curated"), require_correct=False, require_format=False,
+        decontaminate=[], max_repeat_ngram_share=None, max_foreign_script_share=None, dedup_completions=False,
+    )) / "stats.json").read_text())
+    assert stats["kept"] == 1
+    steps = {s["step"]: s.get("rejected") for s in stats["funnel"]}
+    assert steps == {"generated": None, "duplicate_problem": 0, "unknown_tokens": 0, "finish_content_filter": 1,
+                     "finish_insufficient_system_resource": 1, "finish_unknown": 1, "truncated": 1}, steps
+    kept = read_table(tmp_path / "curated").to_pylist()
+    assert [r["finish_reason"] for r in kept] == ["stop"]
+
+
+def test_logprobs_kind_auto_reads_the_server():
+    with ScriptedAPI([], default={"body": ok_body()}) as api:  # answers no GET: not a server known to give raw
+        assert OpenAIBackend(MODEL, options=_opts(api.url)).logprobs_kind == "processed"
+        assert OpenAIBackend(MODEL, options=_opts(api.url, logprobs_kind="raw")).logprobs_kind == "raw"
+    models = {"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "vllm", "max_model_len": 4096}]}
+    with ScriptedAPI([], default={"body": ok_body()}, models=models) as api:
+        b = OpenAIBackend(MODEL, options=_opts(api.url))
+        assert b.logprobs_kind == "raw" and b.context_length == 4096
+        assert OpenAIBackend(MODEL, options=_opts(api.url, logprobs_kind="processed")).logprobs_kind == "processed"
 
 
 def test_client_errors_are_not_retried():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pytest
 from transformers import AutoModelForCausalLM
 
 from r1distill.models import load_tokenizer
@@ -40,3 +41,49 @@ def test_sft_retokenizes_for_another_tokenizer(tmp_path, student_dir):  # noqa: 
     cfg = train_config(tmp_path / "same", student_dir, traces, objective="sft", teacher=str(student_dir))
     feats = build_trainer(cfg, str(student_dir)).features
     assert np.array_equal(feats.comp_ids[:5], np.array(rows[0]["completion_ids"]))
+
+
+def test_only_a_missing_teacher_tokenizer_means_another_tokenizer(monkeypatch, student_dir):  # noqa: F811
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    import r1distill.train as train
+    from r1distill.config import UserError
+
+    tok = load_tokenizer(str(student_dir))
+
+    def not_a_model(name):  # what transformers raises for a name the hub does not know (deepseek-reasoner)
+        import httpx2 as httpx
+
+        response = httpx.Response(404, request=httpx.Request("GET", f"https://huggingface.co/{name}"))
+        try:
+            raise RepositoryNotFoundError("404 Client Error: Repository Not Found", response=response)
+        except RepositoryNotFoundError as e:
+            raise OSError(f"{name} is not a local folder and is not a valid model identifier") from e
+
+    monkeypatch.setattr(train, "load_tokenizer", not_a_model)
+    assert train.same_tokenizer(tok, "deepseek-reasoner") is False
+
+    def hub_down(name):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    monkeypatch.setattr(train, "load_tokenizer", hub_down)
+    with pytest.raises(UserError, match=r"cannot tell whether the teacher's \(Qwen/Qwen2.5-7B\) tokenizer.*couldn't "
+                                        r"connect.*train.retokenize"):
+        train.same_tokenizer(tok, "Qwen/Qwen2.5-7B")
+
+
+def test_kd_on_processed_logprobs_warns_unless_meant(tmp_path, student_dir, capsys):  # noqa: F811
+    from r1distill.data.traces import CURATED_SCHEMA, KIND_KEY, rows_to_table, write_table_atomic
+
+    d = tmp_path / "curated"
+    write_table_atomic(rows_to_table(trace_rows(2), CURATED_SCHEMA), d / "data-00000.parquet",
+                       metadata={KIND_KEY: "processed"})
+    build_trainer(train_config(tmp_path / "a", student_dir, d), str(student_dir))
+    out = " ".join("".join(capsys.readouterr()).split())  # rich wraps long lines
+    assert "holds 'processed' top-k log-probs" in out and "train.allow_processed_logprobs" in out
+    build_trainer(train_config(tmp_path / "b", student_dir, d, allow_processed_logprobs=True), str(student_dir))
+    assert "holds 'processed'" not in " ".join("".join(capsys.readouterr()).split())
+    write_table_atomic(rows_to_table(trace_rows(2), CURATED_SCHEMA), d / "data-00000.parquet",
+                       metadata={KIND_KEY: "raw"})
+    build_trainer(train_config(tmp_path / "c", student_dir, d), str(student_dir))
+    assert "holds 'processed'" not in " ".join("".join(capsys.readouterr()).split())

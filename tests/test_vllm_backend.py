@@ -87,12 +87,16 @@ def test_vllm_outputs_without_logprobs_and_failed_requests():
 
 def test_vllm_sampling_params_accept_what_the_backend_sends():
     _vllm()
-    from r1distill.backends import SamplingConfig
+    from r1distill.backends import SamplingConfig, derive_seed
     from r1distill.backends.vllm import _sampling_params
 
     params = _sampling_params(SamplingConfig(n=4, max_new_tokens=16, temperature=0.6, top_p=0.95, logprobs=20,
                                              seed=7), count=3)
-    assert [p.seed for p in params] == [7, 11, 15]  # vLLM adds the sample index: 7..18, all distinct
+    # Each prompt its own seed, derived from the base seed and its index (no SamplingConfig.seeds given) ...
+    assert [p.seed for p in params] == [derive_seed(7, i) % (1 << 31) for i in range(3)]
+    # ... or the caller's per-prompt seeds (eval derives them from the problem id).
+    given = _sampling_params(SamplingConfig(n=2, seeds=[5, 9]), count=2)
+    assert [p.seed for p in given] == [5, 9]
     assert params[0].n == 4 and params[0].logprobs == 20 and params[0].max_tokens == 16
     greedy = _sampling_params(SamplingConfig(temperature=0, logprobs=0), count=1)[0]
     assert greedy.temperature == 0 and greedy.logprobs is None

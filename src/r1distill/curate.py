@@ -9,7 +9,10 @@ filter, in this order, names the reject reason (the order of `REASONS`):
    `duplicate_problem` (same or near-same text as an earlier problem; the first one keeps its samples),
    `pass_rate` (the teacher's pass rate over all samples of the problem is outside `pass_rate_range`).
 2. Trace filters: `unknown_tokens` (a sampled token an API server named by a string the tokenizer could not
-   identify, stored as id -1: the row cannot be trained on; always on), `truncated` (finish_reason ==
+   identify, stored as id -1: the row cannot be trained on; always on), `finish_<reason>` (the server ended the
+   completion neither at a clean stop nor at max_new_tokens: `finish_content_filter`,
+   `finish_insufficient_system_resource`, `finish_abort`, `finish_unknown` when it gave no reason; such a text
+   is cut off, not complete; always on, one funnel step per reason seen), `truncated` (finish_reason ==
    length), `unclosed_think`, `no_answer`, `gold_unparseable`
    (the gold answer cannot be read, so the trace is flagged rather than called wrong), `incorrect`,
    `too_short` / `too_long` (num_tokens), `repetition` (share of repeated word n-grams),
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import time
 from collections import Counter, defaultdict
@@ -38,8 +42,10 @@ from r1distill.console import console, progress
 from r1distill.data.problems import BENCHMARKS, SourceConfig, load_problems
 from r1distill.data.traces import (
     CURATED_SCHEMA,
+    KIND_KEY,
     TRACE_SCHEMA,
     check_schema,
+    file_metadata,
     parquet_file,
     read_table,
     rows_to_table,
@@ -130,9 +136,19 @@ class CurateConfig:
         return [r for r in REASONS if on[r]]
 
 
+CLEAN_FINISHES = ("stop", "length")  # a completion that ended at eos/a stop string, or at max_new_tokens
+
+
+def finish_reason_key(finish_reason: str | None) -> str:
+    """The reject reason of a completion that ended neither cleanly nor at the length limit."""
+    return "finish_" + (re.sub(r"[^a-z0-9]+", "_", str(finish_reason or "unknown").lower()).strip("_") or "unknown")
+
+
 def _trace_reason(cfg: CurateConfig, row: dict) -> str | None:
     if any(i < 0 for i in row["completion_ids"]):
         return "unknown_tokens"
+    if row["finish_reason"] not in CLEAN_FINISHES:
+        return finish_reason_key(row["finish_reason"])
     if cfg.drop_truncated and row["finish_reason"] == "length":
         return "truncated"
     if cfg.require_format and has_unclosed_think(row["completion"]):
@@ -253,7 +269,10 @@ def run(cfg: CurateConfig) -> Path:
     if not kept:
         raise UserError(f"curate kept no traces out of {len(rows)} ({_counts(rows)}); generate more samples, "
                         "or loosen the filters (e.g. curate.require_correct=false)")
-    write_table_atomic(rows_to_table(kept, CURATED_SCHEMA, topk_format=topk_format), out / "data-00000.parquet")
+    # The log-probs kind travels with the rows: train warns about kd on processed ones.
+    kinds = sorted({k for p in shards if (k := file_metadata(p).get(KIND_KEY))})
+    write_table_atomic(rows_to_table(kept, CURATED_SCHEMA, topk_format=topk_format), out / "data-00000.parquet",
+                       metadata={KIND_KEY: "/".join(kinds)} if kinds else None)
     with open(out / "rejected.jsonl", "w") as f:
         for r in rows:
             if r["reject_reason"] is not None:
@@ -275,13 +294,15 @@ def _stats(cfg: CurateConfig, rows: list[dict], kept: list[dict]) -> dict:
     counts = _counts(rows)
     rates = filters.pass_rates((r["prompt_id"], r["correct"]) for r in rows)
     left, funnel = len(rows), [{"step": "generated", "left": len(rows)}]
-    for reason in cfg.enabled():
+    unclean = sorted(r for r in counts if r.startswith("finish_"))  # filtered right after unknown_tokens
+    steps = [x for r in cfg.enabled() for x in ([r, *unclean] if r == "unknown_tokens" else [r])]
+    for reason in steps:
         left -= counts.get(reason, 0)
         funnel.append({"step": reason, "rejected": counts.get(reason, 0), "left": left})
     return {
         "total": len(rows),
         "kept": len(kept),
-        "rejected": {k: counts.get(k, 0) for k in REASONS},
+        "rejected": {k: counts.get(k, 0) for k in (*REASONS, *unclean)},
         "funnel": funnel,
         "correct": sum(r["correct"] for r in rows),
         "problems": len(rates),

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from r1distill.backends import BACKENDS, SamplingConfig, get_backend
+from r1distill.backends import BACKENDS, SamplingConfig, derive_seed, get_backend
 from r1distill.config import LAYOUT, ConfigError, UserError, to_dict, write_resolved
 from r1distill.console import console, progress
 from r1distill.data.problems import SourceConfig, load_problems
@@ -246,7 +246,8 @@ def _fingerprint(cfg: EvalConfig, model: str, bench: SourceConfig, k: int) -> st
     keys = ("backend", "num_samples", "temperature", "top_p", "max_new_tokens", "think_prefix", "system_prompt",
             "dtype", "seed", "last_number")
     # k in num_samples' place: a run that set num_samples keeps the fingerprint it had before k was per benchmark
-    settings = {name: getattr(cfg, name) for name in keys} | {"num_samples": k}
+    # "seeding": samples drawn per (problem, sample) since v2; v1 runs' samples came from per-chunk streams
+    settings = {name: getattr(cfg, name) for name in keys} | {"num_samples": k, "seeding": 2}
     blob = json.dumps([model, weights, to_dict(bench), settings], default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -288,6 +289,9 @@ def _eval_one(cfg: EvalConfig, model: str, label: str, bench: SourceConfig, back
 
         for start in range(0, len(problems), chunk):
             batch = problems[start:start + chunk]
+            # A stream per (problem, sample), from the problem's identity: chunks never share one (the bootstrap
+            # CI treats problems as independent), and a resumed run redraws the same samples.
+            sampling.seeds = [derive_seed(cfg.seed, bench.label, p["id"]) for p in batch]
             outs = backend.generate([r1_messages(p["problem"], cfg.system_prompt) for p in batch], sampling,
                                     progress=tick)
             raw = [{"benchmark": bench.label, "id": p["id"], "sample_idx": i, "output": c.text, "answer": p["answer"],

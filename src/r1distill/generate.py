@@ -46,7 +46,16 @@ from r1distill.config import LAYOUT, ConfigError, UserError, config_hash, to_dic
 from r1distill.console import console, progress
 from r1distill.data import traces as store
 from r1distill.data.problems import SourceConfig, load_problems
-from r1distill.data.traces import TOPK_FORMATS, Location, read_shard, rows_to_table, shard_paths, write_table_atomic
+from r1distill.data.traces import (
+    KIND_KEY,
+    TOPK_FORMATS,
+    UNMAPPED_KEY,
+    Location,
+    read_shard,
+    rows_to_table,
+    shard_paths,
+    write_table_atomic,
+)
 from r1distill.prompts import r1_messages, split_think
 
 SHARD_NAME = re.compile(r"shard-(?:w(\d+)of(\d+)-)?(\d+)\.parquet")
@@ -127,8 +136,6 @@ def prompt_id(source: str, problem: str) -> str:
     return hashlib.sha256(f"{source}\n{problem}".encode()).hexdigest()[:16]
 
 
-KIND_KEY = "r1distill.logprobs_kind"
-UNMAPPED_KEY = "r1distill.unmapped_tokens"
 
 
 def _load_config_file(out: Location) -> dict:
@@ -181,7 +188,8 @@ def _expected_kind(cfg: GenerateConfig) -> str | None:
         return "none"
     if cfg.backend == "hf":
         return "raw"  # HFBackend.logprobs_kind (importing it here would load torch before the config is checked)
-    return getattr(check_options(cfg.backend, cfg.backend_options), "logprobs_kind", None)
+    kind = getattr(check_options(cfg.backend, cfg.backend_options), "logprobs_kind", None)
+    return None if kind == "auto" else kind  # auto: the backend asks its server once loaded
 
 
 def _worker_of(path: Location) -> tuple[int, int] | None:

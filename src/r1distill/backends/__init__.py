@@ -7,6 +7,7 @@ resuming and writing. Heavy imports happen inside the backend module that needs 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -25,13 +26,19 @@ class SamplingConfig:
     logprobs: int = 0  # top-k log-probs to return per generated token (0 = none)
     think_prefix: bool = False  # force the response to begin with "<think>\n"
     seed: int = 0
+    # One seed per prompt of a `generate` call: sample s of prompt p is drawn from the stream (seeds[p], s), so the
+    # same problem gets the same samples whatever it is batched with, and no two problems share a stream. None: the
+    # seeds come from `seed` and each prompt's index in the call.
+    seeds: list[int] | None = None
 
 
 @dataclass
 class Completion:
     text: str  # decoded completion, special tokens removed
     token_ids: list[int]  # generated ids, including the final eos when finish_reason == "stop"
-    finish_reason: str  # "stop" (eos) | "length" (hit max_new_tokens)
+    # "stop" (a clean stop: eos or a stop string) | "length" (hit max_new_tokens) | anything else a server said
+    # ("content_filter", "abort", "insufficient_system_resource", "unknown" when it said nothing): not a clean stop
+    finish_reason: str
     # Raw (temperature-1) log-probs of the k most likely tokens at each generated position:
     topk_ids: np.ndarray | None = None  # (T, k) int32
     topk_logprobs: np.ndarray | None = None  # (T, k) float32
@@ -41,6 +48,21 @@ class Completion:
 
 
 Progress = Callable[[int, int], None]  # (sequences finished in this call, tokens generated)
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed from any values (a base seed, a benchmark, a problem id, a sample index): distinct inputs give
+    independent streams, the same inputs the same one, on every machine and Python (sha256, not hash())."""
+    return int.from_bytes(hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()[:8], "big") >> 1
+
+
+def prompt_seeds(sampling: SamplingConfig, num_prompts: int) -> list[int]:
+    """Each prompt's seed for this call (see `SamplingConfig.seeds`)."""
+    if sampling.seeds is None:
+        return [derive_seed(sampling.seed, p) for p in range(num_prompts)]
+    if len(sampling.seeds) != num_prompts:
+        raise ValueError(f"SamplingConfig.seeds holds {len(sampling.seeds)} seeds for {num_prompts} prompts")
+    return list(sampling.seeds)
 
 
 class Backend(Protocol):

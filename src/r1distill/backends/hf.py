@@ -1,12 +1,19 @@
 """The `hf` backend: transformers `generate`, batched, with exact top-k log-probs.
 
-Top-k capture uses a LogitsProcessor that records `log_softmax(scores).topk(k)` at each step.
-Custom processors run before the temperature/top-p warpers, so it sees the raw logits: the
-stored log-probs are the teacher's temperature-1 distribution, which is what KD compares
-against. Keeping only (B, k) per step holds memory flat, where `output_logits=True` would keep
-(B, V) per step (measured: 3.8 GB against 1.35 GB peak RSS at batch 32 for SmolLM2). The (B, k)
-slices stay on the model's device until the batch ends: a copy to the CPU at every step would
-stall a GPU once per token.
+Raw log-probs, whatever the model's generation_config.json asks for: transformers would apply the processors
+it names (repetition_penalty, no_repeat_ngram_size, min_new_tokens, suppress_tokens, bad_words_ids, ...; Qwen2.5-
+Instruct ships repetition_penalty 1.05) before any processor of ours, and merges them into any GenerationConfig
+passed in. So during `generate` the model's generation_config is swapped for a plain one holding only its special
+token ids; transformers then builds no processor at all, and ours run in this order:
+  1. TopKRecorder records `log_softmax(logits).topk(k)`: the model's temperature-1 distribution, `raw`;
+  2. the user's temperature and top-p (transformers' own warpers), nothing else: the recipe's sampling settings
+     are the only ones, as with the vllm and openai backends;
+  3. SeededSampler adds Gumbel noise from one generator per sequence, and decoding is greedy: argmax(log p + G) is
+     an exact draw from p, with a stream of its own per (prompt, sample) (`SamplingConfig.seeds`), so a problem's
+     samples do not depend on what it is batched with (torch's one global generator would make them depend on it).
+Keeping only (B, k) per step holds memory flat, where `output_logits=True` would keep (B, V) per step (measured:
+3.8 GB against 1.35 GB peak RSS at batch 32 for SmolLM2). The (B, k) slices stay on the model's device until the
+batch ends: a copy to the CPU at every step would stall a GPU once per token.
 
 Batching: every (prompt, sample) pair of one `generate` call is a sequence, and the sequences of
 the whole call are sorted by prompt length before they are cut into batches, so left padding stays
@@ -16,11 +23,19 @@ comes from `load_model` ("auto": bf16 on a GPU that supports it, fp32 on CPU).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
 
-from r1distill.backends import Completion, Progress, SamplingConfig
+from r1distill.backends import Completion, Progress, SamplingConfig, derive_seed, prompt_seeds
 from r1distill.models import load_model, load_tokenizer
 from r1distill.prompts import render_prompt
 
@@ -41,9 +56,37 @@ class TopKRecorder(LogitsProcessor):
         return scores
 
 
+class SeededSampler(LogitsProcessor):
+    """Turns greedy decoding into sampling from softmax(scores): adds Gumbel noise, drawn from one generator per
+    sequence, so that each sequence's draws depend on its own seed only."""
+
+    def __init__(self, seeds: list[int], device: torch.device):
+        self.gens = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        V = scores.shape[-1]
+        u = torch.stack([torch.rand(V, generator=g, device=scores.device) for g in self.gens])  # (B, V) in [0, 1)
+        gumbel = -torch.log(-torch.log(u.clamp_min(torch.finfo(u.dtype).tiny)))
+        return scores.float() + gumbel  # -inf (filtered by top-p) stays -inf
+
+
+@contextmanager
+def plain_generation_config(model):
+    """The model's generation_config replaced, for the duration, by one holding only its special token ids: no
+    processor the checkpoint asks for runs, and none of its sampling defaults (top_k 50, ...) leaks in."""
+    saved = model.generation_config
+    keep = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+    model.generation_config = GenerationConfig(**{k: getattr(saved, k, None) for k in keep})
+    try:
+        yield
+    finally:
+        model.generation_config = saved
+
+
 class HFBackend:
     name = "hf"
-    logprobs_kind = "raw"  # TopKRecorder runs before the temperature/top-p warpers
+    # TopKRecorder is the first processor and the model's generation_config is not applied (module docstring)
+    logprobs_kind = "raw"
 
     def __init__(self, model: str, dtype: str = "auto", device: str = "auto", batch_size: int = 32,
                  trust_remote_code: bool = False):
@@ -71,9 +114,11 @@ class HFBackend:
         seqs = sorted(((p, s) for p in range(len(prompts)) for s in range(sampling.n)),
                       key=lambda ps: (len(encoded[ps[0]]), ps))
         results: list[list[Completion | None]] = [[None] * sampling.n for _ in prompts]
+        seeds = prompt_seeds(sampling, len(prompts))
         for start in range(0, len(seqs), self.batch_size):
             batch = seqs[start:start + self.batch_size]
-            outs = self._generate_batch([encoded[p] for p, _ in batch], sampling, seed=sampling.seed + start)
+            outs = self._generate_batch([encoded[p] for p, _ in batch], sampling,
+                                        [derive_seed(seeds[p], s) for p, s in batch])
             for (p, s), out in zip(batch, outs):
                 results[p][s] = out
             if progress:
@@ -81,26 +126,28 @@ class HFBackend:
         return results  # type: ignore[return-value]
 
     @torch.no_grad()
-    def _generate_batch(self, ids: list[list[int]], sampling: SamplingConfig, seed: int) -> list[Completion]:
+    def _generate_batch(self, ids: list[list[int]], sampling: SamplingConfig, seeds: list[int]) -> list[Completion]:
+        """One batch; `seeds` holds each sequence's own seed (used when sampling)."""
         pad = self.tokenizer.pad_token_id
         width = max(len(x) for x in ids)
         input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids])  # left padding
         attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
         recorder = TopKRecorder(sampling.logprobs) if sampling.logprobs else None
-        greedy = sampling.temperature <= 0
-        torch.manual_seed(seed)
-        out = self.model.generate(
-            input_ids=input_ids.to(self.model.device),
-            attention_mask=attention.to(self.model.device),
-            max_new_tokens=sampling.max_new_tokens,
-            do_sample=not greedy,
-            temperature=None if greedy else sampling.temperature,
-            top_p=None if greedy else sampling.top_p,
-            top_k=None,
-            pad_token_id=pad,
-            eos_token_id=self.eos_ids,
-            logits_processor=LogitsProcessorList([recorder]) if recorder else None,
-        )
+        processors: list[LogitsProcessor] = [recorder] if recorder else []
+        if sampling.temperature > 0:  # else greedy: plain argmax of the raw logits
+            processors.append(TemperatureLogitsWarper(sampling.temperature))
+            if sampling.top_p < 1.0:
+                processors.append(TopPLogitsWarper(sampling.top_p))
+            processors.append(SeededSampler(seeds, self.model.device))
+        config = GenerationConfig(max_new_tokens=sampling.max_new_tokens, do_sample=False, num_beams=1,
+                                  pad_token_id=pad, eos_token_id=self.eos_ids)
+        with plain_generation_config(self.model):
+            out = self.model.generate(
+                input_ids=input_ids.to(self.model.device),
+                attention_mask=attention.to(self.model.device),
+                generation_config=config,
+                logits_processor=LogitsProcessorList(processors),
+            )
         gen = out[:, width:].cpu()  # (B, T)
         if recorder:
             all_ids = torch.stack(recorder.ids, dim=1).cpu().numpy()  # (B, T, k)

@@ -30,13 +30,19 @@ counted in `Completion.unmapped_tokens`.
 When a completion stops at eos, servers that do not return the eos token (llama-cpp-python) get it
 appended to `token_ids` (training needs it) with an all-unmapped top-k row: its distribution is unknown.
 
-Which log-probs servers return (`logprobs_kind`, set it to match the server):
-  - llama-cpp-python 0.3.x: log_softmax of the model's logits, before repeat penalty and temperature
-    ("raw"). Its sampler defaults are not plain sampling (repeat_penalty 1.1, top_k 40, min_p 0.05): pass
-    `extra_body: {repeat_penalty: 1.0, top_k: 0, min_p: 0.0}` to sample the model's own distribution.
-  - vLLM >= 0.10 serve: `--logprobs-mode` defaults to raw_logprobs ("raw"); processed_logprobs gives
-    post-temperature/top-p values ("processed").
-  - hosted APIs: not documented; most give post-processing values, treat them as "processed".
+Which log-probs servers return (`logprobs_kind`; the default "auto" reads the server from GET /models, once):
+  - llama-cpp-python 0.3.x (`owned_by: "me"`): log_softmax of the model's logits, before repeat penalty and
+    temperature ("raw"). Its sampler defaults are not plain sampling (repeat_penalty 1.1, top_k 40, min_p 0.05):
+    pass `extra_body: {repeat_penalty: 1.0, top_k: 0, min_p: 0.0}` to sample the model's own distribution.
+  - vLLM >= 0.10 serve (`owned_by: "vllm"`): `--logprobs-mode` defaults to raw_logprobs ("raw");
+    processed_logprobs gives post-temperature/top-p values: set `logprobs_kind: processed` for such a server.
+  - anything else (hosted APIs, SGLang, ...): not documented; most give post-processing values: "processed".
+
+Finish reasons are kept as the server gave them. Only "stop" is a clean stop (the completion ended at eos or a
+stop string, and the eos is appended when the server left it out); "length" is a cut-off; any other value
+("content_filter", DeepSeek's "insufficient_system_resource", vLLM's "abort") and a missing one ("unknown") are
+neither, and curate drops them under their own reason. A missing reason with an eos among the returned tokens
+counts as "stop".
 
 `n` > 1: asked for with the API's `n`; a server that returns fewer choices (llama-cpp-python ignores
 `n`) gets one request per missing sample, each with its own seed, and later prompts go straight to
@@ -61,13 +67,14 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from r1distill.backends import Completion, Progress, SamplingConfig
+from r1distill.backends import Completion, Progress, SamplingConfig, prompt_seeds
 from r1distill.config import ConfigError, UserError
 
 log = logging.getLogger(__name__)
 
 ENDPOINTS = ("chat", "completions")
-LOGPROBS_KINDS = ("raw", "processed")
+LOGPROBS_KINDS = ("auto", "raw", "processed")
+RAW_SERVERS = {"vllm": "vLLM (its default --logprobs-mode raw_logprobs)", "me": "llama-cpp-python"}  # by owned_by
 RETRY_STATUS = {408, 425, 429} | set(range(500, 600))
 MAX_RETRY_AFTER_S = 300.0  # an absurd Retry-After must not stall a run for hours
 DEFAULT_CONTEXT = 1 << 30  # no limit known: the server rejects what it cannot fit
@@ -89,7 +96,7 @@ class Options:
     backoff_max_s: float = 60.0
     tokenizer: str | None = None  # maps token strings -> ids, counts prompts; default: the teacher's, if loadable
     context_length: int | None = None  # default: the server's max_model_len (vLLM), else unlimited
-    logprobs_kind: str = "raw"  # what the server's log-probs are (see the module docstring)
+    logprobs_kind: str = "auto"  # raw | processed | auto: from the server's /models (see the module docstring)
     use_n: bool = True  # ask for n samples in one request (servers that ignore it are detected)
     # A top-k string several tokens print as (llama.cpp's " ") -> the one token that is complete text. Off: such
     # entries are unmapped. Measured on llama.cpp with SmolLM2: 7 of 165 resolved " " entries were another token.
@@ -260,7 +267,7 @@ def parse_choice(choice: dict, endpoint: str, k: int, tmap: TokenMap | None, res
                  approx_tokens: int | None = None) -> Completion:
     """One API choice -> a Completion with (T, k) top-k arrays; see the module docstring for the mapping."""
     text, rebuilt = _text(choice, endpoint)
-    finish = "length" if choice.get("finish_reason") == "length" else "stop"
+    finish = str(choice.get("finish_reason") or "unknown")  # as the server said (module docstring)
     entries = _entries(choice, endpoint)
     tokenizer = tmap.tokenizer if tmap else None
     sure: list[bool]
@@ -289,6 +296,8 @@ def parse_choice(choice: dict, endpoint: str, k: int, tmap: TokenMap | None, res
     if not resolve:
         ids = [i if s else -1 for i, s in zip(ids, sure)]
     eos = tmap.eos_id if tmap else None
+    if finish == "unknown" and eos is not None and ids and ids[-1] == eos:
+        finish = "stop"  # no reason given, but the server's own tokens end at eos
     if finish == "stop" and eos is not None and entries and ids[-1] == -1 and not entries[-1].get("token"):
         ids[-1] = eos  # the eos itself, printed as "" by servers that skip special tokens
     topk_ids = topk_lp = None
@@ -364,7 +373,7 @@ class OpenAIBackend:
                               "backend_options (openai)")
         self.model_name = model
         self.served_model = self.opts.served_model or model
-        self.logprobs_kind = self.opts.logprobs_kind
+        self._kind = None if self.opts.logprobs_kind == "auto" else self.opts.logprobs_kind
         self.tokenizer, self.tmap = self._load_tokenizer(model, trust_remote_code)
         if self.opts.endpoint == "completions" and self.tokenizer is None:
             raise ConfigError("backend_options (openai).endpoint: completions renders the chat prompt here and "
@@ -400,11 +409,28 @@ class OpenAIBackend:
     @property
     def context_length(self) -> int:
         if self._context is None:
-            self._context = self._probe_context()
+            self._context = next((int(m["max_model_len"]) for m in self._models
+                                  if m.get("id") == self.served_model and m.get("max_model_len")), DEFAULT_CONTEXT)
         return self._context
 
-    def _probe_context(self) -> int:
-        """vLLM's /models lists max_model_len; other servers' limits are unknown (they reject what is too long)."""
+    @property
+    def logprobs_kind(self) -> str:
+        """What the server's top-k log-probs are; "auto" decides from GET /models (module docstring)."""
+        if self._kind is None:
+            owners = {m.get("owned_by") for m in self._models}
+            server = next((RAW_SERVERS[o] for o in owners if o in RAW_SERVERS), None)
+            self._kind = "raw" if server else "processed"
+            from r1distill.console import console
+
+            console.print(f"[dim]openai backend: logprobs_kind auto -> {self._kind} ("
+                          + (f"{server}" if server else "not a server known to return raw log-probs")
+                          + "); set backend_options.logprobs_kind to say otherwise[/]")
+        return self._kind
+
+    @functools.cached_property
+    def _models(self) -> list[dict]:
+        """The first server's GET /models entries, asked once ([] when it does not answer): vLLM's list
+        max_model_len, and owned_by names the server."""
         import httpx2 as httpx
 
         key = self._api_key()
@@ -412,12 +438,10 @@ class OpenAIBackend:
             r = httpx.get(f"{self.opts.base_urls[0]}/models", timeout=10,
                           headers={"Authorization": f"Bearer {key}"} if key else {})
             self._reached.add(self.opts.base_urls[0])
-            for m in r.json().get("data", []):
-                if m.get("id") == self.served_model and m.get("max_model_len"):
-                    return int(m["max_model_len"])
-        except Exception:  # noqa: BLE001 - only a hint; the requests themselves report unreachable servers
-            pass
-        return DEFAULT_CONTEXT
+            data = r.json().get("data", []) if r.status_code == 200 else []
+            return [m for m in data if isinstance(m, dict)]
+        except Exception:  # noqa: BLE001 - only hints; the requests themselves report unreachable servers
+            return []
 
     def prompt_lengths(self, prompts: list[list[dict]], think_prefix: bool = False) -> list[int]:
         """Prompt token counts by the tokenizer's chat template (0 when there is no tokenizer: not skipped here)."""
@@ -475,6 +499,7 @@ class OpenAIBackend:
         import httpx2 as httpx
 
         n = sampling.n
+        seeds = prompt_seeds(sampling, len(prompts))
         results: list[list[Completion | None]] = [[None] * n for _ in prompts]
         sem = asyncio.Semaphore(self.opts.concurrency)
         key = self._api_key()
@@ -485,8 +510,9 @@ class OpenAIBackend:
         async with httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits) as client:
 
             async def ask(p: int, first: int, count: int) -> list[Completion]:
-                # A distinct seed per request, so one-sample-per-request servers do not repeat a sample.
-                seed = (sampling.seed + p * n + first) % (1 << 31)
+                # The prompt's own seed, shifted by its first sample: one-sample-per-request servers do not repeat
+                # a sample, and a problem's requests do not depend on what else is in the call.
+                seed = (seeds[p] + first) % (1 << 31)
                 data = await self._post(client, sem, self._body(prompts[p], sampling, count, seed))
                 choices = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))[:count]
                 usage = (data.get("usage") or {}).get("completion_tokens")

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from r1distill.backends import Completion, Progress, SamplingConfig
+from r1distill.backends import Completion, Progress, SamplingConfig, prompt_seeds
 from r1distill.config import ConfigError
 from r1distill.models import load_tokenizer, resolve_model
 from r1distill.prompts import render_prompt
@@ -111,16 +111,17 @@ def split_evenly(n: int, parts: int) -> list[range]:
 
 
 def _sampling_params(sampling: SamplingConfig, count: int):
-    """One `SamplingParams` per prompt. vLLM seeds the n samples of a request with seed + index, so
-    prompt p gets seed + p * n: no two sequences of a call share a seed."""
+    """One `SamplingParams` per prompt, seeded with the prompt's own seed (`SamplingConfig.seeds`, 63-bit ones
+    folded to vLLM's 32-bit range): a request's n samples come from its seed's generator, so a problem gets the
+    same samples whatever else is in the call."""
     from vllm import SamplingParams
 
     greedy = sampling.temperature <= 0
     return [SamplingParams(n=sampling.n, temperature=0.0 if greedy else sampling.temperature,
                            top_p=1.0 if greedy else sampling.top_p, max_tokens=sampling.max_new_tokens,
-                           logprobs=sampling.logprobs or None, seed=sampling.seed + p * sampling.n,
+                           logprobs=sampling.logprobs or None, seed=seed % (1 << 31),
                            flat_logprobs=True)  # fewer Python objects per token; indexes like a list
-            for p in range(count)]
+            for seed in prompt_seeds(sampling, count)]
 
 
 def _engine(model: str, opts: Options, dtype: str, trust_remote_code: bool):
@@ -235,10 +236,11 @@ class VLLMBackend:
                 progress(len(prompts) * sampling.n, sum(len(c.token_ids) for cs in results for c in cs))
             return results
         parts = split_evenly(len(ids), len(self._replicas))
+        seeds = prompt_seeds(sampling, len(ids))
         for (_, conn), part in zip(self._replicas, parts):
-            # Replica r's prompts start at part.start: shifting the seed keeps every sequence's seed distinct.
+            # Each replica gets its prompts' own seeds, so the split does not change any sample.
             conn.send(([ids[i] for i in part], SamplingConfig(**{**asdict(sampling),
-                                                                 "seed": sampling.seed + part.start * sampling.n})))
+                                                                 "seeds": [seeds[i] for i in part]})))
         results = []
         for _, conn in self._replicas:
             got = self._receive(conn)

@@ -76,6 +76,8 @@ CURATED_SCHEMA = pa.schema([*TRACE_SCHEMA, *CURATED_FIELDS])
 
 TOPK_FORMATS = ("exact", "q8")
 FORMAT_KEY = b"r1distill.topk_format"
+KIND_KEY = "r1distill.logprobs_kind"  # raw | processed | none: what the top-k log-probs are (generate writes it)
+UNMAPPED_KEY = "r1distill.unmapped_tokens"
 Q8_MAX_DELTA = 20.0  # nats below the top-1 that the q8 grid spans
 Q8_LEVELS = 254  # codes 0..254 on the grid; Q8_NEG_INF for -inf entries (unmapped tokens, masked ones)
 Q8_NEG_INF = 255

@@ -79,6 +79,10 @@ class TrainConfig:
     save_total_limit: int | None = 2  # checkpoints kept (the oldest are deleted); None = all
     resume: bool = False  # continue from the latest complete checkpoint (`r1distill train --resume`)
     gkd: GKDOptions = field(default_factory=GKDOptions)  # objective gkd only
+    # SFT: re-tokenize the completion text with the student's tokenizer (true), train on the stored ids (false),
+    # or decide by comparing the teacher's tokenizer with the student's (null)
+    retokenize: bool | None = None
+    allow_processed_logprobs: bool = False  # kd on "processed" top-k log-probs without the warning
     seed: int = 0
     overwrite: bool = False
 
@@ -206,12 +210,35 @@ def check_vocab(student_path: str, tokenizer, teacher: str | None, what: str) ->
 
 
 def same_tokenizer(tokenizer, teacher: str) -> bool:
-    """Whether the traces' completion_ids (the teacher's tokens) are the student's tokens too; False when the
-    teacher's tokenizer cannot be loaded (an API model such as deepseek-reasoner)."""
+    """Whether the traces' completion_ids (the teacher's tokens) are the student's tokens too. False when the
+    teacher's tokenizer differs, or when the teacher names no model at all (an API model such as
+    deepseek-reasoner: the hub says the repo does not exist). Any other failure to load it (the hub unreachable,
+    a broken download) is raised: guessing would switch SFT between stored ids and re-tokenized text silently."""
+    from huggingface_hub.errors import RepositoryNotFoundError
+
     try:
         return load_tokenizer(teacher).get_vocab() == tokenizer.get_vocab()
-    except Exception:  # noqa: BLE001 - any failure to load means we cannot trust the stored ids
-        return False
+    except OSError as e:
+        if isinstance(e.__cause__, RepositoryNotFoundError) or isinstance(e, RepositoryNotFoundError):
+            return False
+        raise UserError(f"train: cannot tell whether the teacher's ({teacher}) tokenizer is the student's: loading "
+                        f"it failed ({type(e).__name__}: {str(e).splitlines()[0][:300]}). Fix that, or set "
+                        "train.retokenize: true (SFT on the completion text in the student's tokens) or false (the "
+                        "stored ids are the student's)") from None
+
+
+def _check_logprobs_kind(cfg: TrainConfig) -> None:
+    """Offline KD against "processed" log-probs (after the teacher's temperature/top-p) matches a sharpened,
+    truncated distribution, not the teacher's: say so unless the recipe says it is meant."""
+    from r1distill.data.traces import KIND_KEY, file_metadata, shard_paths
+
+    kinds = {file_metadata(p).get(KIND_KEY, "unrecorded") for p in shard_paths(cfg.inp)}
+    if "processed" in kinds and not cfg.allow_processed_logprobs:
+        console.print(f"[yellow]warning[/]: train: {cfg.inp} holds 'processed' top-k log-probs (after the teacher's "
+                      "temperature/top-p: a sampling server's or a hosted API's), so kd learns that sharpened, "
+                      "truncated distribution rather than the teacher's own (generate with the hf backend, or "
+                      "vLLM's --logprobs-mode raw_logprobs, for raw ones). Set train.allow_processed_logprobs: "
+                      "true if that is meant.")
 
 
 def retokenize(table, tokenizer):
@@ -355,7 +382,9 @@ def build_trainer(cfg: TrainConfig, student_path: str) -> Setup:
     check_vocab(student_path, tokenizer, cfg.teacher if kd else None,
                 "online KD" if online else "offline top-k KD")
     need_topk = kd and not online
-    retok = not kd and not same_tokenizer(tokenizer, cfg.teacher)
+    retok = not kd and (cfg.retokenize if cfg.retokenize is not None else not same_tokenizer(tokenizer, cfg.teacher))
+    if need_topk:
+        _check_logprobs_kind(cfg)
     table = load_table(cfg.inp, need_topk, cfg.objective, text=retok)
     if retok:
         table = retokenize(table, tokenizer)

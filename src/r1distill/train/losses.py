@@ -25,10 +25,12 @@ IGNORE = -100
 # 1 − Σ of k fp32 probabilities is rounding noise below about this; flooring both tail buckets here keeps
 # a vanishing tail on one side from making a KL infinite, at an error of O(TAIL_FLOOR).
 TAIL_FLOOR = 1e-6
-# A top-k entry with id -1 is one an API server named by a string the tokenizer could not map (stored with
-# log-prob -inf). Both sides' log-probs there become this finite floor: the entry then holds no mass on either
-# side (exactly 0 after exp), its mass falls into the tail, and 0·(log p − log q) stays 0 rather than NaN.
-# A position with no mapped entry at all (llama.cpp's eos step) gets no KD term.
+# A top-k entry is valid when its id is >= 0 and its log-prob finite (`valid_topk`, the one place that decides).
+# Invalid ones: id -1, a token an API server named by a string the tokenizer could not map (stored with log-prob
+# -inf); a real id with log-prob -inf, a masked entry (vLLM's processed_logprobs after top-p, processed API
+# log-probs); NaN. Both sides' log-probs there become this finite floor: the entry then holds no mass on either
+# side (exactly 0 after exp), its mass falls into the tail, and 0·(log p − log q) stays 0 rather than NaN or inf.
+# A position with no valid entry at all (llama.cpp's eos step) gets no KD term.
 UNMAPPED = -1e4
 
 Divergence = Literal["forward_kl", "reverse_kl", "jsd", "tvd"]
@@ -132,6 +134,11 @@ def _tail_mass(log_probs: torch.Tensor) -> torch.Tensor:
     return -torch.expm1(torch.logsumexp(log_probs, dim=-1, keepdim=True))
 
 
+def valid_topk(topk_ids: torch.Tensor, topk_logprobs: torch.Tensor) -> torch.Tensor:
+    """(..., k) bool: the stored teacher entries that count (id >= 0 and a finite log-prob); see UNMAPPED."""
+    return (topk_ids >= 0) & torch.isfinite(topk_logprobs)
+
+
 def topk_log_probs(student_log_probs: torch.Tensor, topk_ids: torch.Tensor, topk_logprobs: torch.Tensor,
                    temperature: float = 1.0, topk_mode: TopkMode = "renorm") -> tuple[torch.Tensor, torch.Tensor]:
     """The student's and teacher's distributions over the teacher's stored top-k, as (log_q, log_p).
@@ -149,17 +156,17 @@ def topk_log_probs(student_log_probs: torch.Tensor, topk_ids: torch.Tensor, topk
               exact at τ = 1, an approximation otherwise (a lower bound on the tail for τ > 1). Both
               tails are floored at TAIL_FLOOR (the teacher's after softening).
     With k = V both modes give the full distributions (tail buckets at the floor, contributing ~0).
-    Entries with id -1 (unmapped, see UNMAPPED) count as absent from the top-k.
+    Invalid entries (id -1 or a log-prob that is not finite, see `valid_topk`) count as absent from the top-k.
     """
-    mapped = topk_ids >= 0
+    valid = valid_topk(topk_ids, topk_logprobs)
     return _topk_pair(student_log_probs.gather(-1, topk_ids.long().clamp_min(0)), topk_logprobs, temperature,
-                      topk_mode, mapped)
+                      topk_mode, valid)
 
 
 def _topk_pair(log_q: torch.Tensor, topk_logprobs: torch.Tensor, temperature: float,
                topk_mode: TopkMode, mapped: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """`topk_log_probs` from the student's log-probs already read at the k ids: (..., k) each; `mapped`
-    (..., k) bool marks entries with a real id (None: all)."""
+    (..., k) bool marks the valid entries (`valid_topk`; None: all)."""
     lp = _upcast(topk_logprobs.detach())
     if mapped is not None:
         lp = torch.where(mapped, lp, UNMAPPED)
@@ -187,7 +194,7 @@ def topk_divergence_sum(student_logits: torch.Tensor, topk_ids: torch.Tensor, to
     log_q, log_p = topk_log_probs(_log_softmax(student_logits, temperature), topk_ids, topk_logprobs,
                                   temperature, topk_mode)
     per_token = token_divergence(log_q, log_p, divergence, beta, sub_normalised=topk_mode == "renorm")
-    return _masked_sum(torch.where((topk_ids >= 0).any(-1), per_token, 0.0), labels)
+    return _masked_sum(torch.where(valid_topk(topk_ids, topk_logprobs).any(-1), per_token, 0.0), labels)
 
 
 def topk_forward_kl_sum(student_logits: torch.Tensor, topk_ids: torch.Tensor, topk_logprobs: torch.Tensor,
@@ -238,7 +245,7 @@ def _loss_sums(student_logits: torch.Tensor, labels: torch.Tensor, alpha: float,
     if teacher_logits is not None:
         log_p = _log_softmax(teacher_logits.detach(), temperature)
     else:
-        mapped = topk_ids >= 0
+        mapped = valid_topk(topk_ids, topk_logprobs)
         log_q, log_p = _topk_pair(picked[..., 1:], topk_logprobs, temperature, topk_mode, mapped)
     per_token = token_divergence(log_q, log_p, divergence, beta,
                                  sub_normalised=teacher_logits is None and topk_mode == "renorm")
