@@ -113,3 +113,20 @@ def test_decode_keeps_nulls_and_minus_infinity():
     nulls = decode_topk(rows_to_table([{"prompt_id": "c"}, {"prompt_id": "d"}], topk_format="q8"))
     assert nulls.column("topk_logprobs").to_pylist() == [None, None]
     check_schema(nulls, TRACE_SCHEMA, "decoded")
+
+
+def test_list_offsets_past_int32_raise_instead_of_wrapping():
+    from r1distill.data.traces import INT32_MAX, list_offsets
+
+    # The old arithmetic (int32 throughout) wrapped without a word: 2^31 values became a negative offset.
+    lengths = np.array([2**30, 2**30, 5], dtype=np.int64)
+    old = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    assert old[2] < 0
+    with pytest.raises(OverflowError, match="more than int32 offsets hold"):
+        list_offsets(lengths)
+    # Top-k: 107,374,183 tokens x k = 20 is one value past the limit; a token fewer fits exactly below it.
+    with pytest.raises(OverflowError):
+        list_offsets(np.ones(1, np.int64) * 107_374_183, width=20)
+    assert list_offsets(np.array([107_374_182]), width=20)[-1] == 2_147_483_640 <= INT32_MAX
+    edge = list_offsets(np.array([2**30, 2**30 - 1]))
+    assert edge.dtype == np.int32 and edge.tolist() == [0, 2**30, INT32_MAX]

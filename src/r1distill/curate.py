@@ -20,9 +20,17 @@ filter, in this order, names the reject reason (the order of `REASONS`):
 3. Across the surviving traces: `duplicate_completion` (same or near-same text as an earlier one), then
    `over_max_per_problem` (rejection sampling keeps at most m traces per problem, shortest or random).
 
-Kept rows (reject_reason null) are written with their top-k columns to `data-00000.parquet`; rejected
-rows go to `rejected.jsonl` without them, for reading. `stats.json` and `stats.md` give the funnel
-(traces left after each enabled filter), pass-rate histogram, token lengths, and contamination hits.
+Kept rows (reject_reason null) are written with their top-k columns, one output shard per input shard
+(`data-00000.parquet`, ...; a shard with no kept row writes none); rejected rows go to `rejected.jsonl`
+without them, for reading. `stats.json` and `stats.md` give the funnel (traces left after each enabled
+filter), pass-rate histogram, token lengths, and contamination hits.
+
+Memory stays flat in the dataset's size: the decisions are made in a first pass over the thin columns of
+each shard (ids, text, answers, finish reasons, lengths), keeping a few numbers per row and no text; a
+second pass reads each shard in row batches, adds the curated columns, filters and writes it as it is
+stored (the top-k columns never become Python objects, and q8 stays q8). Near-duplicate completions are
+found by MinHash signatures, confirmed on texts read back from their shard when a candidate pair appears.
+The output is written into `{out}.tmp` and renamed into place at the end.
 """
 
 from __future__ import annotations
@@ -33,25 +41,28 @@ import re
 import shutil
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from r1distill import filters
 from r1distill.config import LAYOUT, ConfigError, UserError, write_resolved
 from r1distill.console import console, progress
 from r1distill.data.problems import BENCHMARKS, SourceConfig, load_problems
 from r1distill.data.traces import (
-    CURATED_SCHEMA,
-    KIND_KEY,
+    CURATED_FIELDS,
+    Q8_COLUMNS,
     TRACE_SCHEMA,
     check_schema,
-    file_metadata,
     parquet_file,
-    read_table,
-    rows_to_table,
+    q8_schema,
     shard_paths,
     topk_format_of,
-    write_table_atomic,
 )
 from r1distill.prompts import has_unclosed_think
 from r1distill.verify import verify_many
@@ -145,13 +156,13 @@ def finish_reason_key(finish_reason: str | None) -> str:
 
 
 def _trace_reason(cfg: CurateConfig, row: dict) -> str | None:
-    if any(i < 0 for i in row["completion_ids"]):
+    if row["completion_ids_unknown"]:
         return "unknown_tokens"
     if row["finish_reason"] not in CLEAN_FINISHES:
         return finish_reason_key(row["finish_reason"])
     if cfg.drop_truncated and row["finish_reason"] == "length":
         return "truncated"
-    if cfg.require_format and has_unclosed_think(row["completion"]):
+    if cfg.require_format and row["unclosed_think"]:
         return "unclosed_think"
     if cfg.require_format and row["pred_answer"] is None:
         return "no_answer"
@@ -160,12 +171,9 @@ def _trace_reason(cfg: CurateConfig, row: dict) -> str | None:
         return "incorrect" if row["gold_ok"] else "gold_unparseable"
     if reason := filters.length_reason(row["num_tokens"], cfg.min_tokens, cfg.max_tokens):
         return reason
-    text = row["completion"]
-    if cfg.max_repeat_ngram_share is not None and \
-            filters.repeat_ngram_share(text, cfg.repeat_ngram) > cfg.max_repeat_ngram_share:
+    if cfg.max_repeat_ngram_share is not None and row["repeat_share"] > cfg.max_repeat_ngram_share:
         return "repetition"
-    if cfg.max_foreign_script_share is not None and filters.foreign_script_share(
-            text, filters.dominant_script(row["problem"])) > cfg.max_foreign_script_share:
+    if cfg.max_foreign_script_share is not None and row["foreign_share"] > cfg.max_foreign_script_share:
         return "language_mixing"
     return None
 
@@ -188,11 +196,9 @@ def _benchmark_index(cfg: CurateConfig) -> tuple[filters.NgramIndex, list[str]]:
     return filters.ngram_index(items, cfg.decontam_ngram), skipped
 
 
-def _problem_reasons(cfg: CurateConfig, rows: list[dict], stats: dict) -> dict[str, str]:
-    """Reject reason per prompt_id for the problem filters; records contamination hits in `stats`."""
-    problems: dict[str, str] = {}
-    for r in rows:
-        problems.setdefault(r["prompt_id"], r["problem"])
+def _problem_reasons(cfg: CurateConfig, rows: list[dict], problems: dict[str, str], stats: dict) -> dict[str, str]:
+    """Reject reason per prompt_id for the problem filters (`problems`: prompt_id -> its text, in first-seen
+    order); records contamination hits in `stats`."""
     reasons: dict[str, str] = {}
     hits: dict[str, set[str]] = defaultdict(set)
     if cfg.decontaminate:
@@ -213,11 +219,11 @@ def _problem_reasons(cfg: CurateConfig, rows: list[dict], stats: dict) -> dict[s
     return reasons
 
 
-def _select(cfg: CurateConfig, rows: list[dict]) -> None:
+def _select(cfg: CurateConfig, rows: list[dict], texts: "ShardTexts") -> None:
     """Cross-trace filters on the surviving rows: duplicate completions, then rejection sampling."""
     alive = [r for r in rows if r["reject_reason"] is None]
     if cfg.dedup_completions:
-        dups = filters.find_duplicates([r["completion"] for r in alive], cfg.near_dup_threshold)
+        dups = filters.find_duplicates(texts.subset([r["_row"] for r in alive]), cfg.near_dup_threshold)
         for row, d in zip(alive, dups):
             if d is not None:
                 row["reject_reason"] = "duplicate_completion"
@@ -236,52 +242,147 @@ def _select(cfg: CurateConfig, rows: list[dict]) -> None:
                 row["reject_reason"] = "over_max_per_problem"
 
 
-def _verify(cfg: CurateConfig, rows: list[dict], stats: dict) -> None:
-    with progress() as bar:
-        task = bar.add_task("verify", total=len(rows), info="")
-        verdicts = verify_many([r["completion"] for r in rows], [r["answer"] for r in rows], cfg.last_number,
-                               cfg.verify_timeout, cfg.num_workers, on_done=lambda k: bar.update(task, advance=k))
-    for row, v in zip(rows, verdicts):
-        row["pred_answer"], row["correct"], row["gold_ok"] = v.pred_answer, v.correct, v.gold_ok
-        row["format_ok"] = v.pred_answer is not None and not has_unclosed_think(row["completion"])
-    stats["gold_unparseable"] = sum(not v.gold_ok for v in verdicts)
-    stats["verify_timeouts"] = sum(v.rule == "timeout" for v in verdicts)
+THIN = ["prompt_id", "sample_idx", "problem", "answer", "completion", "finish_reason", "num_tokens",
+        "completion_ids"]  # what the decisions read; never the top-k
+BATCH_ROWS = 256  # rows per record batch in the writing pass: memory is bounded by one batch, not a shard
+
+
+class ShardTexts(Sequence[str]):
+    """The completion texts of the rows of several shards, read back a shard's column at a time (the last two
+    are cached), so that no pass holds every text."""
+
+    def __init__(self, shards: list[Path], counts: list[int], rows: list[int] | None = None):
+        self.shards, self.starts = shards, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.rows = rows  # global row numbers this sequence shows (None: all)
+        self._cache: dict[int, list[str]] = {}
+
+    def subset(self, rows: list[int]) -> "ShardTexts":
+        return ShardTexts(self.shards, list(np.diff(self.starts)), rows)
+
+    def __len__(self) -> int:
+        return int(self.starts[-1]) if self.rows is None else len(self.rows)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        g = i if self.rows is None else self.rows[i]
+        s = int(np.searchsorted(self.starts, g, side="right") - 1)
+        if s not in self._cache:
+            if len(self._cache) >= 2:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[s] = parquet_file(self.shards[s]).read(columns=["completion"]).column(0).to_pylist()
+        return self._cache[s][g - int(self.starts[s])]
+
+
+def _expected_schema(schema: pa.Schema) -> pa.Schema:
+    return q8_schema(TRACE_SCHEMA) if topk_format_of(schema) == "q8" else TRACE_SCHEMA
+
+
+def _decide_shard(cfg: CurateConfig, path: Path, first_row: int, rows: list[dict], problems: dict[str, str],
+                  stats: Counter, on_done) -> None:
+    """Pass 1 over one shard's thin columns: a slim record per row (verdict and trace features, no text)."""
+    t = parquet_file(path).read(columns=THIN)
+    ids = t.column("completion_ids").combine_chunks()  # int32 ids, 4 B/token: one shard's worth at most
+    lengths = pc.list_value_length(ids).fill_null(0).to_numpy(zero_copy_only=False)
+    flat = pc.list_flatten(ids).to_numpy(zero_copy_only=False)
+    row_of = np.repeat(np.arange(t.num_rows), lengths)
+    unknown = np.bincount(row_of[flat < 0], minlength=t.num_rows) > 0
+    cols = {c: t.column(c).to_pylist() for c in THIN if c != "completion_ids"}
+    verdicts = verify_many(cols["completion"], cols["answer"], cfg.last_number, cfg.verify_timeout,
+                           cfg.num_workers, on_done=on_done)
+    for i, v in enumerate(verdicts):
+        text, pid = cols["completion"][i], cols["prompt_id"][i]
+        problems.setdefault(pid, cols["problem"][i])
+        rows.append({
+            "_row": first_row + i, "prompt_id": pid, "sample_idx": cols["sample_idx"][i],
+            "finish_reason": cols["finish_reason"][i], "num_tokens": cols["num_tokens"][i],
+            "completion_ids_unknown": bool(unknown[i]), "pred_answer": v.pred_answer, "correct": v.correct,
+            "gold_ok": v.gold_ok, "format_ok": v.pred_answer is not None and not has_unclosed_think(text),
+            "unclosed_think": has_unclosed_think(text),
+            "repeat_share": filters.repeat_ngram_share(text, cfg.repeat_ngram)
+            if cfg.max_repeat_ngram_share is not None else 0.0,
+            "foreign_share": filters.foreign_script_share(text, filters.dominant_script(cols["problem"][i]))
+            if cfg.max_foreign_script_share is not None else 0.0,
+        })
+        stats["gold_unparseable"] += not v.gold_ok
+        stats["verify_timeouts"] += v.rule == "timeout"
+
+
+def _write_shard(path: Path, out: Path, decided: list[dict], rejected) -> int:
+    """Pass 2 over one shard: its kept rows, as stored plus the curated columns, to `out` (none kept: no
+    file); its rejected rows, without top-k and ids, to the open `rejected` file. Returns the rows kept."""
+    pf = parquet_file(path)
+    curated_names = [n for n, _ in CURATED_FIELDS]
+    stored = [n for n in pf.schema_arrow.names if n not in curated_names]  # an already curated input: redone
+    schema = pa.schema([*(pf.schema_arrow.field(n) for n in stored), *CURATED_FIELDS],
+                       metadata=pf.schema_arrow.metadata)
+    slim = [n for n in stored if n not in ("completion_ids", "topk_ids", "topk_logprobs", *(c for c, _ in Q8_COLUMNS))]
+    kept, writer, tmp, done = 0, None, out.with_name(f".{out.name}.tmp"), 0
+    try:
+        for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=stored):
+            d = decided[done:done + batch.num_rows]
+            done += batch.num_rows
+            table = pa.Table.from_batches([batch])
+            for n, typ in CURATED_FIELDS:
+                table = table.append_column(pa.field(n, typ), pa.array([r[n] for r in d], type=typ))
+            keep = pa.array([r["reject_reason"] is None for r in d])
+            for r in table.filter(pc.invert(keep)).select(slim + curated_names).to_pylist():
+                rejected.write(json.dumps(r) + "\n")
+            table = table.filter(keep)
+            if table.num_rows:
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+                writer.write_table(table.replace_schema_metadata(schema.metadata))
+                kept += table.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    if kept:
+        tmp.replace(out)
+    return kept
 
 
 def run(cfg: CurateConfig) -> Path:
     t0 = time.time()
-    table = read_table(cfg.inp)  # q8 top-k comes back as floats; the output keeps the input's format
-    check_schema(table, TRACE_SCHEMA, str(cfg.inp))
     shards = shard_paths(cfg.inp)
-    topk_format = topk_format_of(parquet_file(shards[0]).schema_arrow) if shards else "exact"
-    out = cfg.out
-    if out.exists():
-        shutil.rmtree(out)  # curation is cheap and deterministic: always rebuild
-    rows = table.to_pylist()
-    console.print(f"[bold]curate[/] {len(rows)} traces from {cfg.inp}")
-    extra: dict = {}
-    _verify(cfg, rows, extra)
-    problem_reason = _problem_reasons(cfg, rows, extra)
+    if not shards:
+        raise UserError(f"No Parquet shards in {cfg.inp}: run generate first (or set curate.input_dir)")
+    for p in shards:  # every shard's footer, before anything is written
+        schema = parquet_file(p).schema_arrow
+        check_schema(schema.empty_table(), _expected_schema(schema), str(p))
+    counts = [parquet_file(p).metadata.num_rows for p in shards]
+    total = sum(counts)
+    console.print(f"[bold]curate[/] {total} traces in {len(shards)} shards from {cfg.inp}")
+    rows: list[dict] = []
+    problems: dict[str, str] = {}
+    tallies: Counter = Counter()
+    with progress() as bar:
+        task = bar.add_task("verify", total=total, info="")
+        for p, start in zip(shards, np.cumsum([0, *counts[:-1]])):
+            _decide_shard(cfg, p, int(start), rows, problems, tallies, lambda k: bar.update(task, advance=k))
+    extra: dict = {"gold_unparseable": tallies["gold_unparseable"], "verify_timeouts": tallies["verify_timeouts"]}
+    problem_reason = _problem_reasons(cfg, rows, problems, extra)
     for row in rows:
         row["reject_reason"] = problem_reason.get(row["prompt_id"]) or _trace_reason(cfg, row)
-    _select(cfg, rows)
-    kept = [r for r in rows if r["reject_reason"] is None]
-    if not kept:
+    _select(cfg, rows, ShardTexts(shards, counts))
+    kept_rows = [r for r in rows if r["reject_reason"] is None]
+    if not kept_rows:
         raise UserError(f"curate kept no traces out of {len(rows)} ({_counts(rows)}); generate more samples, "
                         "or loosen the filters (e.g. curate.require_correct=false)")
-    # The log-probs kind travels with the rows: train warns about kd on processed ones.
-    kinds = sorted({k for p in shards if (k := file_metadata(p).get(KIND_KEY))})
-    write_table_atomic(rows_to_table(kept, CURATED_SCHEMA, topk_format=topk_format), out / "data-00000.parquet",
-                       metadata={KIND_KEY: "/".join(kinds)} if kinds else None)
-    with open(out / "rejected.jsonl", "w") as f:
-        for r in rows:
-            if r["reject_reason"] is not None:
-                slim = {k: v for k, v in r.items() if k not in ("topk_ids", "topk_logprobs", "completion_ids")}
-                f.write(json.dumps(slim) + "\n")
-    stats = {**_stats(cfg, rows, kept), **extra, "seconds": round(time.time() - t0, 2)}
-    (out / "stats.json").write_text(json.dumps(stats, indent=1))
-    (out / "stats.md").write_text(stats_markdown(stats))
-    write_resolved(cfg, out)
+    out = cfg.out
+    work = out.with_name(out.name + ".tmp")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    with open(work / "rejected.jsonl", "w") as rejected, progress() as bar:
+        task = bar.add_task("write", total=total, info="")
+        for i, (p, start, n) in enumerate(zip(shards, np.cumsum([0, *counts[:-1]]), counts)):
+            _write_shard(p, work / f"data-{i:05d}.parquet", rows[start:start + n], rejected)
+            bar.update(task, advance=n)
+    stats = {**_stats(cfg, rows, kept_rows), **extra, "seconds": round(time.time() - t0, 2)}
+    (work / "stats.json").write_text(json.dumps(stats, indent=1))
+    (work / "stats.md").write_text(stats_markdown(stats))
+    write_resolved(cfg, work)
+    if out.exists():
+        shutil.rmtree(out)  # curation is cheap and deterministic: a rerun rebuilds it
+    work.rename(out)
     console.print(f"curate: kept {stats['kept']}/{stats['total']} traces")
     return out
 

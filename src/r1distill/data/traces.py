@@ -238,13 +238,29 @@ def _flat(values: list, dtype) -> tuple[np.ndarray, np.ndarray, int]:
     return flat, lengths, k
 
 
+INT32_MAX = 2**31 - 1  # the last offset an Arrow list<> (int32 offsets) can hold
+
+
+def list_offsets(lengths: np.ndarray, width: int = 1) -> np.ndarray:
+    """int32 Arrow list offsets [0, l0·w, (l0 + l1)·w, ...] for rows of `lengths` items of `width` values each.
+
+    Computed in int64 and checked: past 2^31 − 1 values in one array, int32 offsets would wrap silently (at k = 20,
+    about 107M tokens of top-k in one table). Raises OverflowError then: write the data as several shards (or
+    record batches), each of which has offsets of its own."""
+    ends = np.cumsum(np.asarray(lengths, dtype=np.int64) * np.int64(width))
+    if ends.size and ends[-1] > INT32_MAX:
+        raise OverflowError(f"{int(ends[-1])} values in one Arrow list array: more than int32 offsets hold "
+                            f"({INT32_MAX}); split the rows into several shards or record batches")
+    return np.concatenate([np.zeros(1, np.int64), ends]).astype(np.int32)
+
+
 def _lists(flat: np.ndarray, lengths: np.ndarray, typ: pa.DataType) -> pa.Array:
     """(N, k) or (N,) values and row lengths -> Arrow list<list<>> or list<> of type `typ`."""
-    outer = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    outer = pa.array(list_offsets(lengths))
     if flat.ndim == 1:
         return pa.ListArray.from_arrays(outer, pa.array(flat, type=typ.value_type)).cast(typ)
     k = flat.shape[1]
-    inner = pa.ListArray.from_arrays(pa.array(np.arange(0, flat.size + 1, max(k, 1), dtype=np.int32)),
+    inner = pa.ListArray.from_arrays(pa.array(list_offsets(np.full(flat.shape[0], 1), max(k, 1))),
                                      pa.array(flat.reshape(-1), type=typ.value_type.value_type))
     return pa.ListArray.from_arrays(outer, inner).cast(typ)
 
