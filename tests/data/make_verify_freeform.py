@@ -8,7 +8,9 @@ thousands separators that change the value, truncated outputs...) are ``expected
 
 The completions reuse the reasoning of the reference solution (calculator annotations and the final
 answer line removed) so that the final statement is preceded by realistic intermediate numbers and
-LaTeX. The file is committed; rerun this script only to regenerate it on purpose:
+LaTeX. A second, smaller set (verify_freeform_blind.jsonl) was written after the verifier change with new
+phrasings and measured without tuning to it. Both files are committed; rerun this script only to
+regenerate them on purpose (the main file is unchanged by the blind section, which has its own seed):
 
     python tests/data/make_verify_freeform.py [BENCHMARKS_DIR] [-o OUT]
 """
@@ -443,20 +445,191 @@ def hand_pairs() -> list[dict]:
     return [{"gold": g, "pred": p, "expected": e, "kind": k, "source": "hand"} for g, p, e, k in HAND]
 
 
+# ------------------------------------------------------------------------------------------ blind set
+# Written after the verifier change and measured once, without tuning to it: new phrasings, other GSM8K rows
+# and other MATH-500 answers. Kept in its own file (verify_freeform_blind.jsonl).
+
+BLIND_GSM_TEMPLATES: list[tuple[str, bool, str]] = [
+    ("final_answer_phrase", True, "{r}\nThe final answer is {g} apples."),
+    ("final_answer_phrase", False, "{r}\nThe final answer is {w} apples."),
+    ("answer_colon", True, "{r}\n\nAnswer: {g}"),
+    ("answer_colon", False, "{r}\n\nAnswer: {w}"),
+    ("bold_last", True, "{r}\n\n**{g}**"),
+    ("bold_last", False, "{r}\n\n**{w}**"),
+    ("plain_last_line", True, "{r}\nIn conclusion, {g} is the number we were asked for."),
+    ("plain_last_line", False, "{r}\nIn conclusion, {w} is the number we were asked for."),
+    ("latex_assignment", True, "{r}\nWe find $x = {g}$."),
+    ("latex_assignment", False, "{r}\nWe find $x = {w}$."),
+    ("latex_text", True, "{r}\n$\\text{{Total}} = {g}$"),
+    ("answer_is_then_check", True, "{r}\nThe answer is {g}. Check: {w} - {g} = {d}, so it is consistent."),
+    ("answer_is_then_check", False, "{r}\nThe answer is {w}. Check: {w} - {g} = {d}, so it is consistent."),
+    ("answer_should_be", True, "{r}\nSo the answer should be {g}."),
+    ("currency", True, "{r}\nThus, the total cost is \\$ {g}."),
+    ("currency", False, "{r}\nThus, the total cost is \\$ {w}."),
+    ("units", True, "{r}\nSo he needs {g} more minutes to reach the goal."),
+    ("reasoning_has_gold_final_wrong", False,
+     "{r}\nHmm, but the question asks for the amount left after one more week, which is {w}.\n"
+     "Final answer: {w}"),
+]
+
+BLIND_GSM_BIG_TEMPLATES: list[tuple[str, bool, str]] = [
+    ("spaced_thousands", True, "{r}\nIn total: {gn} dollars."),  # no-break space as the separator
+    ("spaced_thousands", True, "{r}\nThe answer is {gnn}."),  # narrow no-break space
+    ("spaced_thousands", False, "{r}\nThe answer is {wnn}."),
+    ("comma_thousands", True, "{r}\nSo the company earns {gc}.00 dollars."),
+    ("comma_thousands", False, "{r}\nSo the company earns {wc}.00 dollars."),
+]
+
+BLIND_MATH_CASES: list[tuple[str, str, list[tuple[str, bool]]]] = [
+    ("test/intermediate_algebra/1063.json", "complex", [
+        ("Multiplying out gives $1 + 274i$.", True), ("Multiplying out gives $1 - 274i$.", False)]),
+    ("test/precalculus/779.json", "complex", [
+        ("The result of the rotation is $-2+7i$.", True), ("The result of the rotation is $2-7i$.", False)]),
+    ("test/geometry/826.json", "mixed_number", [
+        ("The length is $\\frac{9}{5}$ units.", True), ("The length is 1.8 units.", True),
+        ("The length is $1\\frac{5}{4}$ units.", False)]),
+    ("test/number_theory/598.json", "scientific", [
+        ("The probability is $6.72 \\times 10^{-5}$.", True), ("The probability is 0.000672.", False)]),
+    ("test/number_theory/417.json", "comma_thousands", [
+        ("The number is 11,111,111,100.", True), ("The number is 11 111 111 100.", True),
+        ("The number is 1,111,111,100.", False)]),
+    ("test/prealgebra/1003.json", "degrees", [
+        ("Each angle measures $\\frac{270}{7}$ degrees.", True),
+        ("Each angle measures about $38.57$ degrees.", False)]),
+    ("test/algebra/2780.json", "currency", [
+        ("So she pays 18.9 dollars.", True), ("So she pays $18.09.", False)]),
+    ("test/algebra/101.json", "interval", [
+        ("All $x$ with $-2 \\le x \\le 7$ work.", True), ("so $x \\in [-2, 7)$.", False),
+        ("so $x \\in [-2, 7]$.", True)]),
+    ("test/prealgebra/1924.json", "expression", [
+        ("The sum simplifies to $2(k+1)$.", True), ("The sum simplifies to $2k+1$.", False)]),
+    ("test/intermediate_algebra/1994.json", "expression", [
+        ("Hence it equals $-q + p$.", True), ("Hence it equals $p + q$.", False)]),
+    ("test/precalculus/452.json", "text_answer", [
+        ("The correct option is (E).", True), ("The correct option is (A).", False)]),
+    ("test/precalculus/117.json", "degrees", [
+        ("Therefore $\\theta = 30^\\circ$.", True), ("Therefore $\\theta = 60^\\circ$.", False),
+        ("The angle is 30°.", True)]),
+    ("test/algebra/1519.json", "sqrt_fraction", [
+        ("which rationalizes to $\\frac{1}{\\sqrt{3}}$.", True), ("which rationalizes to $\\frac{1}{3}$.", False),
+        ("which rationalizes to $\\dfrac{\\sqrt3}{3}$.", True)]),
+    ("test/geometry/880.json", "sqrt_shorthand", [
+        ("The diagonal is $\\sqrt{452}$.", True), ("The diagonal is $2\\sqrt{131}$.", False)]),
+    ("test/precalculus/499.json", "interval", [
+        ("The range is $\\left[ \\dfrac{\\pi^2}{8}, \\dfrac{5\\pi^2}{4} \\right]$.", True),
+        ("The range is $\\left( \\dfrac{\\pi^2}{8}, \\dfrac{5\\pi^2}{4} \\right]$.", False)]),
+    ("test/number_theory/410.json", "decimal", [
+        ("As a decimal this is 0.35625.", True), ("As a decimal this is 0.3562.", False)]),
+    ("test/intermediate_algebra/2015.json", "list_answer", [
+        ("The roots are $-2$, $1+\\sqrt5$ and $1-\\sqrt5$.", True),
+        ("The roots are $-2$ and $1+\\sqrt5$.", False)]),
+    ("test/precalculus/356.json", "expression", [
+        ("The line is given by \\(y = -2x\\).", True), ("The line is given by \\(y = 2x\\).", False)]),
+    ("test/intermediate_algebra/1123.json", "display_math", [
+        ("Therefore\n\\[ S = \\frac{10}{11}. \\]", True), ("Therefore\n\\[ S = \\frac{11}{10}. \\]", False)]),
+    ("test/counting_and_probability/377.json", "display_math", [
+        ("The probability is\n$$\\frac{448}{15625}$$", True), ("The probability is\n$$\\frac{448}{15624}$$", False)]),
+    ("test/algebra/1078.json", "interval", [
+        ("The solution is the open interval $(-\\sqrt3, \\sqrt3)$.", True),
+        ("The solution is the interval $[-\\sqrt3, \\sqrt3]$.", False)]),
+    ("test/intermediate_algebra/1981.json", "interval", [
+        ("So $x\\in(2,12)\\cup(12,102)$.", True), ("So $x\\in(2,102)$.", False)]),
+    ("test/intermediate_algebra/690.json", "tuple_inline", [
+        ("The ordered quadruple is $(1, -16, -4, 43)$.", True),
+        ("The ordered quadruple is $(1, 16, -4, 43)$.", False)]),
+    ("test/precalculus/625.json", "matrix_inline", [
+        ("The projection is $\\begin{pmatrix} \\frac{16}{49} \\\\ \\frac{48}{49} \\\\ \\frac{24}{49} \\end{pmatrix}$.",
+         True),
+        ("The projection is $\\begin{pmatrix} \\frac{16}{49} \\\\ \\frac{24}{49} \\\\ \\frac{48}{49} \\end{pmatrix}$.",
+         False)]),
+    ("test/precalculus/881.json", "matrix_inline", [
+        ("so $\\mathbf{v} = \\begin{pmatrix} -18 \\\\ -49 \\\\ 96 \\end{pmatrix}.$", True),
+        ("so $\\mathbf{v} = \\begin{pmatrix} -18 \\\\ -49 \\\\ 69 \\end{pmatrix}.$", False)]),
+    ("test/precalculus/807.json", "tuple_inline", [
+        ("$(r, \\theta) = \\left(3, \\frac{\\pi}{2}\\right)$", True),
+        ("$(r, \\theta) = \\left(\\frac{\\pi}{2}, 3\\right)$", False)]),
+]
+
+BLIND_HAND: list[tuple[str, str, bool, str]] = [
+    ("3.14", "That gives roughly 3,14 as the ratio.", True, "decimal_comma"),
+    ("314", "That gives roughly 3,14 as the ratio.", False, "decimal_comma"),
+    ("2.5", "Il faut payer 2,50 € en tout.", True, "decimal_comma"),
+    ("1000", "She saved 1 000 dollars.", True, "spaced_thousands"),
+    ("1000", "She saved 100 dollars.", False, "spaced_thousands"),
+    ("4", "The answer is 4 or 5, depending on how you count.", False, "hedge"),
+    ("7", "It's definitely not 7; the answer is 8.", False, "answer_is_prose"),
+    ("8", "It's definitely not 7; the answer is 8.", True, "answer_is_prose"),
+    ("-3", "Solving, x = \u22123.", True, "unicode_minus"),
+    ("0.25", "The probability is 25%.", True, "percent"),
+    ("6", "The answer is six.", True, "number_word"),
+    ("\\frac{1}{3}", "So the probability is 1/3 \u2248 0.333.", True, "slash_fraction"),
+    ("\\frac{1}{3}", "So the probability is about 0.3333.", False, "decimal_fraction"),
+    ("x \\le -1", "so $x\\leq -1$", True, "inequality"),
+    ("x \\le -1", "so $x<-1$", False, "inequality"),
+    ("(2,\\infty)", "This holds exactly when $x > 2$.", True, "interval_as_inequality"),
+    ("x=5", "\\boxed{x = 5}", True, "boxed"),
+    ("\\frac{7}{4}", "Thus $\\boxed{\\frac74}$ is the answer.", True, "boxed"),
+    ("\\frac{7}{4}", "Thus $\\boxed{\\frac47}$ is the answer.", False, "boxed"),
+    ("12", "We get \\boxed{12} apples in total, not 13.", True, "boxed"),
+    ("35", "First 7 * 5 = 35. But she ate 5, so 35 - 5 =", False, "truncated"),
+    ("120", "The answer is 12", False, "truncated"),
+    ("1.5", "It took 1,500 seconds.", False, "comma_thousands"),
+    ("1500", "It took 1,500 seconds.", True, "comma_thousands"),
+    ("10", "Let me think step by step.\n1. Count the boxes: there are 4.\n2. Each holds 2", False, "truncated"),
+]
+
+
+def blind_pairs(gsm: dict[str, dict], math: dict[str, dict], used: set[str]) -> list[dict]:
+    rng = random.Random(SEED + 1)
+    out = []
+    free = sorted((r for r in gsm.values() if r["id"].rsplit("/", 1)[-1] not in used), key=lambda r: r["id"])
+    small = [r for r in free if re.fullmatch(r"\d+", r["answer"]) and 10 <= int(r["answer"]) < 1000]
+    big = [r for r in free if re.fullmatch(r"\d+", r["answer"]) and int(r["answer"]) >= 1000]
+    picks = rng.sample(small, 2 * len(BLIND_GSM_TEMPLATES))
+    for i, (kind, expected, tpl) in enumerate(BLIND_GSM_TEMPLATES * 2):
+        row = picks[i]
+        g = int(row["answer"])
+        w = g + rng.choice([1, 2, 10, 11])
+        pred = tpl.format(r=gsm_reasoning(row), g=g, w=w, d=w - g)
+        out.append({"gold": row["answer"], "pred": pred, "expected": expected, "kind": kind,
+                    "source": f"gsm8k:{row['id'].rsplit('/', 1)[-1]}"})
+    picks = rng.sample(big, 2 * len(BLIND_GSM_BIG_TEMPLATES))
+    for i, (kind, expected, tpl) in enumerate(BLIND_GSM_BIG_TEMPLATES * 2):
+        row = picks[i]
+        g = int(row["answer"])
+        w = g + rng.choice([100, 1000, 10])
+        pred = tpl.format(r=gsm_reasoning(row), gn=spaced(g, "\u00a0"), gnn=spaced(g, "\u202f"),
+                          wnn=spaced(w, "\u202f"), gc=f"{g:,}", wc=f"{w:,}")
+        out.append({"gold": row["answer"], "pred": pred, "expected": expected, "kind": kind,
+                    "source": f"gsm8k:{row['id'].rsplit('/', 1)[-1]}"})
+    for mid, kind, finals in BLIND_MATH_CASES:
+        row = math[mid]
+        reasoning = math_reasoning(row)
+        for final, expected in finals:
+            pred = f"{reasoning}\n\n{final}" if reasoning and rng.random() < 0.5 else final
+            out.append({"gold": row["answer"], "pred": pred, "expected": expected, "kind": kind,
+                        "source": f"math500:{mid}"})
+    out += [{"gold": g, "pred": p, "expected": e, "kind": k, "source": "hand"} for g, p, e, k in BLIND_HAND]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("bench", nargs="?", type=Path, default=DEFAULT_BENCH)
     ap.add_argument("-o", "--out", type=Path, default=HERE / "verify_freeform.jsonl")
+    ap.add_argument("--blind-out", type=Path, default=HERE / "verify_freeform_blind.jsonl")
     ap.add_argument("--seed", type=int, default=SEED)
     args = ap.parse_args()
     rng = random.Random(args.seed)
     gsm, math = load(args.bench / "gsm8k_test.jsonl"), load(args.bench / "math500_test.jsonl")
     pairs = gsm_pairs(rng, gsm) + math_pairs(rng, math) + gsm_boxed_pairs(rng, gsm) + hand_pairs()
-    with args.out.open("w") as f:
-        for p in pairs:
-            f.write(json.dumps(p, ensure_ascii=False) + "\n")
-    n_true = sum(p["expected"] for p in pairs)
-    print(f"{len(pairs)} pairs ({n_true} true, {len(pairs) - n_true} false) -> {args.out}")
+    used = {p["source"].split(":", 1)[1] for p in pairs if p["source"].startswith("gsm8k:")}
+    for out, rows in ((args.out, pairs), (args.blind_out, blind_pairs(gsm, math, used))):
+        with out.open("w") as f:
+            for p in rows:
+                f.write(json.dumps(p, ensure_ascii=False) + "\n")
+        n_true = sum(p["expected"] for p in rows)
+        print(f"{len(rows)} pairs ({n_true} true, {len(rows) - n_true} false) -> {out}")
 
 
 if __name__ == "__main__":
