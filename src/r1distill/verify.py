@@ -5,9 +5,15 @@ Pipeline: ``extract_answer`` pulls a final answer out of a model completion with
 fast string/number path before falling back to Math-Verify's symbolic comparison. ``verify_answer``
 grades one completion; ``verify_many`` grades many over worker processes, with a hard time limit per row.
 
-Model output is data: nothing here evals or execs it. Math-Verify's ``ExprExtractionConfig`` does call
-sympy's ``parse_expr`` (which uses ``eval``), but only on regex matches made of digits, dots, spaces and
-arithmetic operators, so no identifiers or attribute access can reach it.
+Free-form answers: without a box, "####" or "the answer is", the answer is the last LaTeX environment
+(found with Math-Verify's own unanchored LaTeX pattern, over the tail of the text) or the last number,
+whichever ends later, as in Math-Verify's own extraction. Numbers follow Math-Verify's formats where they
+are unambiguous: "3 500" and "1,234" are thousands, "2,5" is a decimal comma, "1, 2" and "1,2,3" are lists.
+
+Model output is data: nothing here evals or execs it. Extraction is regular expressions only (no sympy);
+sympy sees an answer only inside Math-Verify's ``parse``/``verify``. Math-Verify's ``ExprExtractionConfig``
+does call sympy's ``parse_expr`` (which uses ``eval``), but only on regex matches made of digits, dots,
+spaces and arithmetic operators, so no identifiers or attribute access can reach it.
 
 Percent policy: ``normalize_answer`` keeps "%" (canonicalising "\\%" to "%") and leaves the decision to
 Math-Verify, which accepts "50%" as equal to both "50" and "0.5". Graders differ on this; we follow
@@ -31,6 +37,7 @@ from typing import Any
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 from math_verify.errors import TimeoutException
+from math_verify.parser import get_extraction_regexes
 
 MAX_TEXT_CHARS = 100_000  # answers sit at the end of a completion; older text is never read
 MAX_ANSWER_CHARS = 1_000
@@ -41,7 +48,7 @@ logging.getLogger("math_verify").setLevel(logging.ERROR)
 @dataclass(frozen=True)
 class Extraction:
     answer: str | None  # the extracted answer text, None if nothing found
-    rule: str | None  # "boxed" | "gsm8k" | "answer_is" | "last_number" | None
+    rule: str | None  # "boxed" | "gsm8k" | "answer_is" | "latex" | "last_number" | None (see extract_answer)
 
 
 @dataclass(frozen=True)
@@ -60,11 +67,20 @@ _BOX_BARE_RE = re.compile(r"\\boxed ([^\s{]\S*)")  # "\boxed 5" (no braces) is v
 _GSM8K_RE = re.compile(r"####\s*([^\n]+)")
 _ANSWER_IS_RE = re.compile(
     # one \s* per gap: two adjacent \s* around an optional group would backtrack quadratically
-    r"\bthe\s+(?:final\s+)?answer\s+is\b[\s*_]*:?|\bfinal\s+answer\b\s*(?:(?:\*\*|__)\s*)?:",
-    re.IGNORECASE,
+    r"\bthe\s+(?:final\s+)?answer\s+is\b[\s*_]*:?|\bfinal\s+answer\b\s*(?:(?:\*\*|__)\s*)?:"
+    r"|^[ \t>#*_]*answer\b\s*(?:(?:\*\*|__)\s*)?:",  # "Answer: 7" / "**Answer:** 7" at the start of a line
+    re.IGNORECASE | re.MULTILINE,
 )
-_SENTENCE_END_RE = re.compile(r"\.(?=\s|$)|\n")
-_NUMBER_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+_SENTENCE_END_RE = re.compile(r"(?<!\bi\.e)(?<!\be\.g)\.(?=\s|$)|\n")  # "i.e." does not end it
+_SPACE_CLASS = "[ \u00a0\u202f]"  # space, no-break space, narrow no-break space (thousands in "3 500")
+_NUMBER_RE = re.compile(
+    r"(?<![\d.])-?(?:"
+    r"\d{1,3}(?:,\d{3})+(?![\d,])"  # 1,234,567: thousands
+    rf"|\d{{1,3}}(?:{_SPACE_CLASS}\d{{3}})+(?![\d,\-/])"  # 3 500: thousands (not "5 100-dollar bills")
+    r"|(?<!\d,)(?P<dcomma>\d+,(?:\d{1,2}|\d{4,}))(?![\d,])"  # 2,5: a decimal comma (not in a list "1,2,3")
+    r"|\d+"
+    r")(?:\.\d+)?(?:/\d+)?%?|-?\.\d+%?"
+)
 
 
 def _matching_braces(text: str) -> dict[int, int]:
@@ -103,34 +119,185 @@ def _last_boxed(text: str) -> str | None:
     return best
 
 
+# Math-Verify's LaTeX environments: $...$, $$...$$, \(...\), \[...\] and bare \frac{a}{b}, chained by "," /
+# "and" / "or" into one answer. Its pattern is lazy and can backtrack, so it only ever sees a bounded text:
+# the tail of a completion or an "answer is" phrase.
+LATEX_TAIL_CHARS = 2_000
+_TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mbox|operatorname|begin|end)\s*\{[^{}]*\}")
+_PROSE_RE = re.compile(r"(?<![\\a-zA-Z])[a-z]{3,}(?![a-zA-Z])")  # a lowercase word that is not a command
+
+
+@lru_cache(maxsize=1)
+def _latex_env_re() -> re.Pattern[str] | None:
+    """Math-Verify's own unanchored LaTeX pattern (priority 300 of ``LatexExtractionConfig``), or None."""
+    try:
+        ((patterns, _config),) = get_extraction_regexes([LatexExtractionConfig()])
+        return next((pat for pat, priority in patterns if priority == 300), None)
+    except Exception:  # noqa: BLE001 - another Math-Verify version: do without the LaTeX rule
+        return None
+
+
+def _is_prose(s: str) -> bool:
+    return bool(_PROSE_RE.search(_TEXT_CMD_RE.sub(" ", s)))
+
+
+def _env_answer(m: re.Match[str]) -> str | None:
+    """The answer in one Math-Verify LaTeX match: its environments joined by ", " (x = 1 and x = -2 ->
+    "1, -2"), "%" kept; None for prose between two currency signs ("$20 and got $5") or a bracket " [3] "."""
+    groups = m.groupdict()
+    parts = []
+    for prefix in ("first_", *(f"next{i}_" for i in range(1, 6))):
+        name, value = next(((k, v) for k, v in groups.items() if k.startswith(prefix + "latex") and v), ("", None))
+        if value is None:
+            continue
+        if name.endswith("InlineBracket") or _is_prose(value):
+            return None
+        parts.append(value.strip() + ("%" if groups.get(prefix + "percent") else ""))
+    if not parts or not all(parts):
+        return None
+    if len(parts) > 1:  # several environments are one list answer: drop each one's "x =" so the list is of values
+        parts = [_ASSIGN_RE.sub("", p) if p.count("=") == 1 else p for p in parts]
+    return ", ".join(parts)
+
+
+def _latex_envs(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, answer) of each valid LaTeX environment match in ``text`` (bounded by the callers)."""
+    pattern = _latex_env_re()
+    if pattern is None:
+        return []
+    out = []
+    for m in pattern.finditer(text):
+        if (ans := _env_answer(m)) is not None:
+            out.append((m.start(), m.end(), ans))
+    return out
+
+
+def _tail_start(text: str) -> int:
+    """Start of the last ``LATEX_TAIL_CHARS`` of ``text``, moved so that it is outside any $...$, $$...$$ or
+    \\[...\\] (a window that starts inside one would pair its closing sign with the next opening one)."""
+    start = len(text) - LATEX_TAIL_CHARS
+    if start <= 0:
+        return 0
+    line = text.find("\n", start)
+    if 0 <= line < len(text) - 1:
+        start = line + 1  # inline math never spans lines
+    elif text.count("$", text.rfind("\n", 0, start) + 1, start) % 2:
+        start = text.find("$", start) + 1
+    if text.count("$$", 0, start) % 2 and (close := text.find("$$", start)) >= 0:
+        start = close + 2
+    if text.rfind("\\[", 0, start) > text.rfind("\\]", 0, start) and (close := text.find("\\]", start)) >= 0:
+        start = close + 2
+    return start
+
+
+def _number_match_answer(m: re.Match[str], text: str) -> str:
+    num, before = m.group(0), text[m.start() - 1 : m.start()]
+    if num.startswith("-") and (before.isalnum() or before in (")", "}")):
+        num = num[1:]  # "5-3" is a subtraction, not the number -3
+    if m.group("dcomma"):
+        num = num.replace(",", ".")  # "2,5 kg" -> "2.5"
+    return num
+
+
+_PLAIN_ITEM = r"-?(?:\d+(?:\.\d+)?(?:/\d+)?|\.\d+|\\infty|infinity|inf|∞)"
+_PLAIN_TUPLE_RE = re.compile(rf"[(\[]\s*{_PLAIN_ITEM}(?:\s*,\s*{_PLAIN_ITEM})+\s*[)\]]")  # "(8, -2)", "[1, 4)"
+_TRAILER_RE = re.compile(r"[\s.!;*_]*")
+MAX_LIST_ITEMS = 10
+
+
+def _last_number(text: str) -> tuple[str, int] | None:
+    """The last number in ``text`` and where it ends; a list of at most ``MAX_LIST_ITEMS`` numbers that ends
+    the text ("The possible values are 1, 2.") is read whole."""
+    last, run_start, run_len = None, 0, 0
+    for m in _NUMBER_RE.finditer(text):
+        if last is not None and text[last.end() : m.start()].strip() == ",":
+            run_len += 1
+        else:
+            run_start, run_len = m.start(), 1
+        last = m
+    if last is None:
+        return None
+    if 1 < run_len <= MAX_LIST_ITEMS and _TRAILER_RE.fullmatch(text, last.end()):
+        return text[run_start : last.end()], last.end()
+    return _number_match_answer(last, text), last.end()
+
+
+def _last_plain_tuple(text: str) -> tuple[str, int] | None:
+    """The last tuple or interval of numbers written without LaTeX ("(8, -2)", "[1, 4)") and where it ends."""
+    last = None
+    for last in _PLAIN_TUPLE_RE.finditer(text):  # noqa: B007 - keep only the last match
+        pass
+    return None if last is None else (last.group(0), last.end())
+
+
+def _answer_in_phrase(phrase: str) -> str:
+    """The answer inside what follows "the answer is": the phrase itself when it is a bare answer ("$\\frac{7}
+    {4}$", "x = 5", "(C)", "Navin"), else the first LaTeX environment or number after its last "=" ("The
+    total is 52" -> "52", "25, which is what we want" -> "25", "that Tom has 7 + 5 = 12 apples" -> "12")."""
+    envs = _latex_envs(phrase)
+    outside, cursor = [], 0
+    for start, end, _ in envs:
+        outside.append(phrase[cursor:start])
+        cursor = end
+    outside.append(phrase[cursor:])
+    if not _is_prose(" ".join(outside)):
+        if m := _NUMBER_RE.fullmatch(_strip_markup(phrase)):
+            return _number_match_answer(m, phrase)  # "2,5" -> "2.5"
+        return phrase
+    after = phrase.rfind("=")  # the answer follows the last "=" that is not inside an environment
+    while after >= 0 and any(s <= after < e for s, e, _ in envs):
+        after = phrase.rfind("=", 0, after)
+    after += 1
+    candidates = [(s, ans) for s, _, ans in envs if s >= after]
+    if m := _NUMBER_RE.search(phrase, after):
+        if not any(s <= m.start() < e for s, e, _ in envs):
+            candidates.append((m.start(), _number_match_answer(m, phrase)))
+    return min(candidates)[1] if candidates else phrase
+
+
 def _answer_is(text: str) -> str | None:
-    """X from the last "the (final) answer is X" / "final answer: X" with non-empty X."""
+    """X from the last "the (final) answer is X" / "final answer: X" / "Answer: X" with non-empty X."""
     for m in reversed(list(_ANSWER_IS_RE.finditer(text))):
         rest = text[m.end() : m.end() + 2 * MAX_ANSWER_CHARS].lstrip(" \t*_:")
         end = _SENTENCE_END_RE.search(rest)
         # markdown bold may be cut unevenly by the match ("is **9**." -> "9**"), so strip it one-sided
-        ans = _strip_markup((rest[: end.start()] if end else rest).strip(" \t*_"))
-        if ans:
+        phrase = _strip_markup((rest[: end.start()] if end else rest).strip(" \t*_"))
+        if phrase and (ans := _strip_markup(_answer_in_phrase(phrase))):
             return ans
     return None
 
 
-def _last_number(text: str) -> str | None:
-    last = None
-    for last in _NUMBER_RE.finditer(text):  # noqa: B007 - keep only the last match
-        pass
-    if last is None:
+def _last_latex_or_number(text: str) -> tuple[str, str] | None:
+    """Math-Verify's unanchored rule: of the last LaTeX environment (in the tail), the last plain-text tuple
+    and the last number, the one that ends last; a number inside the last environment ends before the
+    environment does, so "$\\frac{7}{4}$" is read whole."""
+    candidates = []  # (end, answer, rule)
+    start = _tail_start(text)
+    if envs := _latex_envs(text[start:]):
+        candidates.append((start + envs[-1][1], envs[-1][2], "latex"))
+    for found in (_last_number(text), _last_plain_tuple(text)):
+        if found is not None:
+            candidates.append((found[1], found[0], "last_number"))
+    if not candidates:
         return None
-    num, before = last.group(0), text[last.start() - 1 : last.start()]
-    if num.startswith("-") and (before.isalnum() or before in (")", "}")):
-        num = num[1:]  # "5-3" is a subtraction, not the number -3
-    return num
+    _, answer, rule = max(candidates, key=lambda c: c[0])
+    return answer, rule
 
 
 def extract_answer(text: str, last_number: bool = True) -> Extraction:
-    """Extract the final answer: boxed > "#### N" > "the answer is X" > last number (optional).
+    """Extract the final answer. Rules, first match wins:
 
-    Only the text after the last "</think>" is read, since the answer follows the reasoning.
+    1. "boxed": the last closed, non-empty ``\\boxed{}``/``\\fbox{}`` (or bare "\\boxed 5");
+    2. "gsm8k": the last "#### N" line;
+    3. "answer_is": the last "the (final) answer is X", "final answer: X" or "Answer: X" (line start); X is
+       cut at the sentence end, and from prose in it ("The total is 52") the first environment or number
+       after its last "=" is taken;
+    4. "latex" / "last_number" (only if ``last_number``): the last LaTeX environment ($...$, \\(...\\),
+       \\[...\\], $$...$$, bare \\frac{a}{b}; chained ones as a list) in the last ``LATEX_TAIL_CHARS``, or the
+       last number ("3 500", "1,234", "2,5" -> "2.5", "1/2", "50%"), whichever ends later.
+
+    Only the text after the last "</think>" is read, since the answer follows the reasoning. Every rule is
+    a regular expression over a bounded or linearly scanned text: nothing here parses or evaluates math.
     """
     text = text[-MAX_TEXT_CHARS:]
     think_end = text.rfind("</think>")
@@ -143,8 +310,8 @@ def extract_answer(text: str, last_number: bool = True) -> Extraction:
         found = (gsm[-1].group(1), "gsm8k")
     elif (said := _answer_is(text)) is not None:
         found = (said, "answer_is")
-    elif last_number and (num := _last_number(text)) is not None:
-        found = (num, "last_number")
+    elif last_number:
+        found = _last_latex_or_number(text)
     if found is None or not (answer := found[0].strip()[:MAX_ANSWER_CHARS]):
         return Extraction(None, None)
     return Extraction(answer, found[1])
