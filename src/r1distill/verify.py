@@ -3,7 +3,8 @@
 Pipeline: ``extract_answer`` pulls a final answer out of a model completion with cheap linear scans,
 ``normalize_answer`` removes presentation noise, and ``is_equivalent`` compares two answers with a
 fast string/number path before falling back to Math-Verify's symbolic comparison. ``verify_answer``
-grades one completion; ``verify_many`` grades many over worker processes, with a hard time limit per row.
+grades one completion; ``verify_many`` grades many over worker processes, with a hard time limit per row
+(always with ``hard_limit=True``, else only for batches of ``MIN_PARALLEL_ROWS`` rows or more).
 
 Free-form answers: without a box, "####" or "the answer is", the answer is the last LaTeX environment
 (found with Math-Verify's own unanchored LaTeX pattern, over the tail of the text) or the last number,
@@ -29,6 +30,7 @@ import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -388,31 +390,53 @@ def _as_number(s: str) -> Fraction | None:
 
 def _mv_timeout(timeout: float) -> int | None:
     # Math-Verify times out with signal.alarm, which only works in the main thread and only takes whole
-    # seconds. Off the main thread run without it; `verify_many` adds a process-based hard limit (signals
-    # also cannot interrupt a long C-level sympy call, so that limit is needed anyway).
+    # seconds. Off the main thread run without it; `verify_many(..., hard_limit=True)` adds a process-based
+    # hard limit (an alarm is also lost when it fires inside a garbage-collector callback, and cannot cut a
+    # C call that never checks for signals, such as gmpy2's arithmetic, so that limit is needed anyway).
     if threading.current_thread() is not threading.main_thread():
         return None
     return max(1, math.ceil(timeout))
 
 
+class _OutOfTime(Exception):
+    """A Math-Verify call ran until its alarm: the verdict is undecided ("timeout"), not a real mismatch."""
+
+
+def _ran_out(t0: float, timeout: int | None) -> bool:
+    # Math-Verify swallows its own TimeoutException and answers "[]" / False; a call that took the whole
+    # alarm is how a timeout shows from outside.
+    return timeout is not None and time.monotonic() - t0 >= timeout
+
+
 @lru_cache(maxsize=4096)  # golds repeat across every sample of a problem
 def _mv_parse(s: str, timeout: int | None) -> tuple:
-    """Math-Verify parse of a bare answer; wrapped in \\boxed{} so the LaTeX extractor finds it whole."""
+    """Math-Verify parse of a bare answer; wrapped in \\boxed{} so the LaTeX extractor finds it whole.
+
+    Raises ``_OutOfTime`` when the parse ran out of time; that is not cached, since a parse that timed
+    out on a loaded machine may well finish the next time."""
     cfg = [LatexExtractionConfig(), ExprExtractionConfig()]
+    t0 = time.monotonic()
     try:
-        return tuple(parse("\\boxed{" + s + "}", cfg, parsing_timeout=timeout))
+        out = tuple(parse("\\boxed{" + s + "}", cfg, parsing_timeout=timeout))
     except (Exception, TimeoutException):  # noqa: BLE001 - a grader must never crash on model output
-        return ()
+        out = ()
+    if not out and _ran_out(t0, timeout):
+        raise _OutOfTime
+    return out
 
 
 def _mv_equal(pred: str, gold: str, timeout: int | None) -> bool:
     gold_parsed, pred_parsed = _mv_parse(gold, timeout), _mv_parse(pred, timeout)
     if not gold_parsed or not pred_parsed:
         return False
+    t0 = time.monotonic()
     try:
-        return bool(verify(list(gold_parsed), list(pred_parsed), timeout_seconds=timeout))  # order matters
+        same = bool(verify(list(gold_parsed), list(pred_parsed), timeout_seconds=timeout))  # order matters
     except (Exception, TimeoutException):  # noqa: BLE001 - a grader must never crash on model output
-        return False
+        same = False
+    if not same and _ran_out(t0, timeout):
+        raise _OutOfTime
+    return same
 
 
 def _fast_equal(pred: str, gold: str) -> bool:
@@ -422,14 +446,24 @@ def _fast_equal(pred: str, gold: str) -> bool:
     return p is not None and p == g
 
 
-def is_equivalent(pred: str, gold: str, timeout: float = 5.0) -> bool:
-    """True if ``pred`` is mathematically the same answer as ``gold``. Never raises."""
+def _equivalent(pred: str, gold: str, timeout: float) -> bool:
+    """``is_equivalent``, except that it raises ``_OutOfTime`` when Math-Verify ran out of time."""
     try:
         p, g = normalize_answer(pred), normalize_answer(gold)
         if not p or not g:
             return False
         return _fast_equal(p, g) or _mv_equal(p, g, _mv_timeout(timeout))
+    except _OutOfTime:
+        raise
     except (Exception, TimeoutException):  # noqa: BLE001 - a grader must never crash on model output
+        return False
+
+
+def is_equivalent(pred: str, gold: str, timeout: float = 5.0) -> bool:
+    """True if ``pred`` is mathematically the same answer as ``gold``. Never raises."""
+    try:
+        return _equivalent(pred, gold, timeout)
+    except _OutOfTime:
         return False
 
 
@@ -437,12 +471,17 @@ def verify_answer(text: str, gold: str, last_number: bool = True, timeout: float
     """Extract the answer from a completion and grade it against ``gold``.
 
     Rows with ``gold_ok=False`` have a gold that neither normalizes to a number nor parses with
-    Math-Verify; callers should report them separately rather than count them as wrong.
+    Math-Verify; callers should report them separately rather than count them as wrong. A row whose
+    Math-Verify parse or comparison ran out of its ``timeout`` gets ``correct=False, rule="timeout"``,
+    like a row that ``verify_many`` abandons at its hard limit.
     """
     ext = extract_answer(text, last_number=last_number)
     g = normalize_answer(gold)
-    gold_ok = bool(g) and (_as_number(g) is not None or bool(_mv_parse(g, _mv_timeout(timeout))))
-    correct = ext.answer is not None and is_equivalent(ext.answer, gold, timeout)
+    try:
+        gold_ok = bool(g) and (_as_number(g) is not None or bool(_mv_parse(g, _mv_timeout(timeout))))
+        correct = ext.answer is not None and _equivalent(ext.answer, gold, timeout)
+    except _OutOfTime:
+        return Verdict(pred_answer=ext.answer, rule="timeout", correct=False, gold_ok=True)
     return Verdict(pred_answer=ext.answer, rule=ext.rule, correct=correct, gold_ok=gold_ok)
 
 
@@ -497,27 +536,34 @@ def _verify_row(args: tuple[str, str, bool, float]) -> Verdict:
     return verify_answer(*args)
 
 
+_row_limit = hard_limit  # `verify_many`'s `hard_limit` flag shadows the function there
+
+
 def verify_many(texts: Sequence[str], golds: Sequence[str], last_number: bool = True, timeout: float = 5.0,
-                num_workers: int = 0, on_done: Callable[[int], None] | None = None) -> list[Verdict]:
+                num_workers: int = 0, on_done: Callable[[int], None] | None = None,
+                hard_limit: bool = False) -> list[Verdict]:
     """``verify_answer`` for each (text, gold) pair, over ``num_workers`` processes (0 = all CPUs).
 
     Each worker runs ``verify_answer`` in its main thread, where Math-Verify's SIGALRM limit works. A row
     still running after ``hard_limit(timeout)`` seconds (stuck in C code, which signals cannot interrupt)
     is abandoned and gets ``correct=False, rule="timeout"``. Fewer than ``MIN_PARALLEL_ROWS`` rows, or
-    one worker, run in this process. ``on_done(k)`` is called as rows finish, e.g. to advance a bar.
+    one worker, run in this process, with no hard limit (and off the main thread with no limit at all),
+    unless ``hard_limit=True``: then every batch, even of one row, goes through worker processes (at
+    least one), so that no row can take longer than ``hard_limit(timeout)``. Evaluation wants that; it
+    costs a process start per call. ``on_done(k)`` is called as rows finish, e.g. to advance a bar.
     """
     if len(texts) != len(golds):
         raise ValueError(f"verify_many: {len(texts)} texts but {len(golds)} golds")
     rows = [(t[-MAX_TEXT_CHARS:], g, last_number, timeout) for t, g in zip(texts, golds)]
     workers = min(num_workers or os.cpu_count() or 1, len(rows))
-    if workers <= 1 or len(rows) < MIN_PARALLEL_ROWS:
+    if not rows or (not hard_limit and (workers <= 1 or len(rows) < MIN_PARALLEL_ROWS)):
         out = []
         for row in rows:
             out.append(_verify_row(row))
             if on_done:
                 on_done(1)
         return out
-    results = map_with_hard_limit(_verify_row, rows, workers, hard_limit(timeout), on_done)
+    results = map_with_hard_limit(_verify_row, rows, max(1, workers), _row_limit(timeout), on_done)
     return [_timed_out(row[0], last_number) if r is TIMED_OUT else r for r, row in zip(results, rows)]
 
 
