@@ -218,6 +218,10 @@ def test_off_main_thread() -> None:
          "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}", True),
         ("The point is $(2, 1)$.", "(1, 2)", False),
         ("The answer is 18 because each of the 9 eggs sells for $2.", "18", True),
+        ("Solving, x = \u22123.", "-3", True),  # U+2212 MINUS SIGN
+        ("All $x$ with $-2 \\le x \\le 7$ work.", "x \\in [-2,7]", True),  # a relation for a set gold
+        ("This holds exactly when $x > 2$.", "(2,\\infty)", True),
+        ("This holds exactly when $x \\ge 2$.", "(2,\\infty)", False),
     ],
 )
 def test_verify_free_form(text: str, gold: str, correct: bool) -> None:

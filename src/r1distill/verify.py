@@ -301,7 +301,7 @@ def extract_answer(text: str, last_number: bool = True) -> Extraction:
     Only the text after the last "</think>" is read, since the answer follows the reasoning. Every rule is
     a regular expression over a bounded or linearly scanned text: nothing here parses or evaluates math.
     """
-    text = text[-MAX_TEXT_CHARS:]
+    text = text[-MAX_TEXT_CHARS:].replace("\u2212", "-")  # U+2212 MINUS SIGN, as in "x = \u22123"
     think_end = text.rfind("</think>")
     if think_end >= 0:
         text = text[think_end + len("</think>") :]
@@ -350,7 +350,7 @@ def _strip_markup(s: str) -> str:
 
 def normalize_answer(s: str) -> str:
     """Light, meaning-preserving normalization applied to both sides before comparison."""
-    s = s[:MAX_ANSWER_CHARS]
+    s = s[:MAX_ANSWER_CHARS].replace("\u2212", "-")
     if "\\boxed" in s or "\\fbox" in s:
         s = _last_boxed(s) or s
     s = _strip_markup(s)
@@ -431,7 +431,10 @@ def _mv_equal(pred: str, gold: str, timeout: int | None) -> bool:
         return False
     t0 = time.monotonic()
     try:
-        same = bool(verify(list(gold_parsed), list(pred_parsed), timeout_seconds=timeout))  # order matters
+        # order matters; allow_set_relation_comp: "$-2 \\le x \\le 7$" is the gold "[-2, 7]" too (Math-Verify
+        # compares a relation with a set by default only when the gold is the relation)
+        same = bool(verify(list(gold_parsed), list(pred_parsed), allow_set_relation_comp=True,
+                           timeout_seconds=timeout))
     except (Exception, TimeoutException):  # noqa: BLE001 - a grader must never crash on model output
         same = False
     if not same and _ran_out(t0, timeout):
