@@ -252,6 +252,17 @@ def test_verify_answer() -> None:
         "####" * 250_000,
         "a" * 1_000_000,
         "<think>" + "\\" * 1_000_000,
+        # aimed at the free-form rules: LaTeX environments, the tail window, lists, tuples, thousands
+        "$" + "x" * 1_000_000,
+        "$" + "\\(" * 500_000,
+        "$a$ " * 250_000,
+        "$$" + "x\n" * 500_000,
+        "(1, " * 250_000,
+        "1, " * 330_000,
+        "1 000 " * 160_000,
+        "2,5" * 330_000,
+        "The answer is " + "$x$ and " * 125_000,
+        "\nAnswer: " * 100_000,
     ],
 )
 def test_adversarial_inputs_are_fast(text: str) -> None:

@@ -32,11 +32,16 @@ ADVERSARIAL = [
     "<think>" + "x " * (MB // 2) + "</think>\\boxed{" + "(" * 5_000 + "1" + ")" * 5_000 + "}",
     "\\boxed{\\frac{" * 2_000 + "1" + "}{2}}" * 2_000,
     "$" * MB,
+    "$" + "x" * MB,
+    "$a$ " * (MB // 4),
 ]
 GOLDS = ["1", "\\frac{1}{2}", "9^{9^{9^{9}}}", "x^2+1", "\\{1,2\\}", "\\text{east}"]
 # LaTeX-ish pieces, so random strings reach the boxed/answer-is/Math-Verify paths, not just the fallbacks.
 PIECES = st.sampled_from(["\\boxed{", "}", "{", "^", "9", "\\frac", "\\sqrt", "</think>", "The answer is ",
-                          "####", "$", "\\", ".", "-", "1/2", "x", "\\pi", "e", "=", ",", " ", "\n", "!"])
+                          "####", "$", "\\", ".", "-", "1/2", "x", "\\pi", "e", "=", ",", " ", "\n", "!",
+                          # the free-form rules: environments, "Answer:", tuples, thousands, decimal commas
+                          "\\(", "\\)", "\\[", "\\]", "$$", "(", ")", "[", "Final Answer: ", "\nAnswer: ",
+                          " 000", "2,5", " and ", "\\begin{pmatrix}", "&", "\\end{pmatrix}", "\u2212", "%"])
 RANDOM = st.one_of(st.text(max_size=300), st.lists(PIECES, max_size=60).map("".join))
 # About one draw in five is adversarial (with a random tail): those can take a whole Math-Verify alarm each.
 TEXTS = st.one_of(RANDOM, RANDOM, RANDOM, RANDOM, st.tuples(st.sampled_from(ADVERSARIAL), RANDOM).map("".join))

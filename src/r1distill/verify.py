@@ -183,8 +183,8 @@ def _tail_start(text: str) -> int:
     line = text.find("\n", start)
     if 0 <= line < len(text) - 1:
         start = line + 1  # inline math never spans lines
-    elif text.count("$", text.rfind("\n", 0, start) + 1, start) % 2:
-        start = text.find("$", start) + 1
+    elif text.count("$", text.rfind("\n", 0, start) + 1, start) % 2 and (close := text.find("$", start)) >= 0:
+        start = close + 1
     if text.count("$$", 0, start) % 2 and (close := text.find("$$", start)) >= 0:
         start = close + 2
     if text.rfind("\\[", 0, start) > text.rfind("\\]", 0, start) and (close := text.find("\\]", start)) >= 0:
