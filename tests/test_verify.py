@@ -64,6 +64,10 @@ MATH500 = BENCHMARKS / "math500_test.jsonl"
         ("roots 1,2,3", "1,2,3", "last_number"),
         ("The center is (8, -2).", "(8, -2)", "last_number"),
         ("So 50% of them passed", "50%", "last_number"),
+        ("Thus she has 18 left. $\\blacksquare$", "18", "last_number"),  # a QED mark is no answer
+        ("The area is 15 $\\text{cm}^2$.", "15 \\text{cm}^2", "latex"),  # a unit right after its number
+        ("The area is $15$ $\\text{cm}^2$.", "15 \\text{cm}^2", "latex"),
+        ("the area is 2 $\\pi$", "2 \\pi", "latex"),
         # "the answer is" and "Final Answer:" give the answer, not the phrase
         ("Final Answer: The total is 52.", "52", "answer_is"),
         ("So the answer is 25, which is what we want.", "25", "answer_is"),

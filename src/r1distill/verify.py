@@ -162,15 +162,36 @@ def _env_answer(m: re.Match[str]) -> str | None:
     return ", ".join(parts)
 
 
+_EXPONENT_RE = re.compile(r"\^(?:\{[^{}]*\}|\w)")
+_DECORATION_RE = re.compile(r"(?:\\(?:blacksquare|square|Box|qed|checkmark|quad|qquad|hfill|[,;:! ])|[\s.,;:~])*")
+
+
 def _latex_envs(text: str) -> list[tuple[int, int, str]]:
-    """(start, end, answer) of each valid LaTeX environment match in ``text`` (bounded by the callers)."""
+    """(start, end, answer) of each valid LaTeX environment match in ``text`` (bounded by the callers).
+
+    A QED mark or spacing alone ("$\\blacksquare$") is no answer; an environment without digits right
+    after a number is that number's unit or factor, and is read with it ("15 $\\text{cm}^2$", "2 $\\pi$")."""
     pattern = _latex_env_re()
     if pattern is None:
         return []
     out = []
     for m in pattern.finditer(text):
-        if (ans := _env_answer(m)) is not None:
-            out.append((m.start(), m.end(), ans))
+        ans = _env_answer(m)
+        if ans is None or _DECORATION_RE.fullmatch(ans):
+            continue
+        start = m.start()
+        if not any(c.isdigit() for c in _EXPONENT_RE.sub("", _TEXT_CMD_RE.sub("", ans))):
+            if out and not text[out[-1][1] : start].strip():  # "$15$ $\text{cm}^2$"
+                prev_start, _, prev = out.pop()
+                start, ans = prev_start, f"{prev} {ans}"
+            else:
+                before = text[max(0, start - 40) : start]
+                num = None
+                for num in _NUMBER_RE.finditer(before):  # noqa: B007 - keep only the last match
+                    pass
+                if num is not None and not before[num.end() :].strip():
+                    start, ans = start - len(before) + num.start(), f"{num.group(0)} {ans}"
+        out.append((start, m.end(), ans))
     return out
 
 
