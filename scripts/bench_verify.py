@@ -8,8 +8,8 @@ verdict should be correct and the work is the realistic mix of boxed LaTeX answe
 Agreement (``--pairs``): a JSONL of ``{"gold", "pred", "expected", "kind", "source"}`` pairs (default
 tests/data/verify_freeform.jsonl). Prints how often `verify_answer(pred, gold)` and plain Math-Verify
 (`verify(parse(gold), parse(pred))`, default configs) agree with `expected`, per kind, and every pair where
-either one disagrees. "Math-Verify, boxed gold" wraps the gold in `$...$` first, a stronger baseline for
-golds written as bare LaTeX (plain Math-Verify reads "\\sqrt{5}" as the number 5).
+either one disagrees. "Math-Verify, gold in $...$" wraps the gold in `$...$` first, a stronger baseline for
+golds written as bare LaTeX (plain Math-Verify finds nothing in "\\sqrt{5}" or "(3,4]").
 
     python scripts/bench_verify.py --pairs [PAIRS.jsonl] [--workers W] [--timeout S] [--quiet]
 """
@@ -76,7 +76,7 @@ def math_verify_plain(gold: str, pred: str) -> bool:
         return False
 
 
-def math_verify_boxed_gold(gold: str, pred: str) -> bool:
+def math_verify_gold_in_dollars(gold: str, pred: str) -> bool:
     try:
         return bool(mv_verify(parse(f"${gold}$"), parse(pred)))
     except Exception:  # noqa: BLE001
@@ -93,8 +93,8 @@ def agreement(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     plain = [math_verify_plain(p["gold"], p["pred"]) for p in pairs]
     t_plain = time.perf_counter() - t0
-    boxed = [math_verify_boxed_gold(p["gold"], p["pred"]) for p in pairs]
-    graders = {"verify_answer": ours, "Math-Verify": plain, "Math-Verify, boxed gold": boxed}
+    dollars = [math_verify_gold_in_dollars(p["gold"], p["pred"]) for p in pairs]
+    graders = {"verify_answer": ours, "Math-Verify": plain, "Math-Verify, gold in $...$": dollars}
     n, n_true = len(pairs), sum(p["expected"] for p in pairs)
     print(f"`{shlex.join(['python', *sys.argv])}`: {n} pairs ({n_true} expected true, {n - n_true} false) "
           f"from {args.pairs.name}; verify_answer {t_ours:.1f} s, Math-Verify {t_plain:.1f} s\n")
@@ -108,7 +108,7 @@ def agreement(args: argparse.Namespace) -> None:
     by_kind: dict[str, list[int]] = defaultdict(list)
     for i, p in enumerate(pairs):
         by_kind[p["kind"]].append(i)
-    print("\n| kind | pairs | verify_answer | Math-Verify | Math-Verify, boxed gold |")
+    print("\n| kind | pairs | verify_answer | Math-Verify | Math-Verify, gold in $...$ |")
     print("|---|---:|---:|---:|---:|")
     for kind in sorted(by_kind):
         idx = by_kind[kind]
