@@ -430,18 +430,22 @@ def _ran_out(t0: float, timeout: int | None) -> bool:
 
 
 @lru_cache(maxsize=4096)  # golds repeat across every sample of a problem
-def _mv_parse(s: str, timeout: int | None) -> tuple:
-    """Math-Verify parse of a bare answer; wrapped in \\boxed{} so the LaTeX extractor finds it whole.
-
-    Raises ``_OutOfTime`` when the parse ran out of time; that is not cached, since a parse that timed
-    out on a loaded machine may well finish the next time."""
+def _mv_parse_cached(s: str, timeout: int | None) -> tuple | None:
     cfg = [LatexExtractionConfig(), ExprExtractionConfig()]
     t0 = time.monotonic()
     try:
         out = tuple(parse("\\boxed{" + s + "}", cfg, parsing_timeout=timeout))
     except (Exception, TimeoutException):  # noqa: BLE001 - a grader must never crash on model output
         out = ()
-    if not out and _ran_out(t0, timeout):
+    return None if not out and _ran_out(t0, timeout) else out
+
+
+def _mv_parse(s: str, timeout: int | None) -> tuple:
+    """Math-Verify parse of a bare answer; wrapped in \\boxed{} so the LaTeX extractor finds it whole.
+
+    Raises ``_OutOfTime`` when the parse ran out of time. That is cached like any result, so an answer
+    that timed out once (a gold shared by every sample of a problem) does not cost its timeout again."""
+    if (out := _mv_parse_cached(s, timeout)) is None:
         raise _OutOfTime
     return out
 
