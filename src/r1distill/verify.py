@@ -315,9 +315,11 @@ def extract_answer(text: str, last_number: bool = True) -> Extraction:
     3. "answer_is": the last "the (final) answer is X", "final answer: X" or "Answer: X" (line start); X is
        cut at the sentence end, and from prose in it ("The total is 52") the first environment or number
        after its last "=" is taken;
-    4. "latex" / "last_number" (only if ``last_number``): the last LaTeX environment ($...$, \\(...\\),
-       \\[...\\], $$...$$, bare \\frac{a}{b}; chained ones as a list) in the last ``LATEX_TAIL_CHARS``, or the
-       last number ("3 500", "1,234", "2,5" -> "2.5", "1/2", "50%"), whichever ends later.
+    4. "latex" / "last_number" (only if ``last_number``): whichever ends last of the last LaTeX environment
+       ($...$, \\(...\\), \\[...\\], $$...$$, bare \\frac{a}{b}; chained ones as a list; not a QED mark; a
+       digit-less one right after a number joins it) in the last ``LATEX_TAIL_CHARS`` ("latex"), the last
+       plain-text tuple "(8, -2)", and the last number ("3 500", "1,234", "2,5" -> "2.5", "1/2", "50%"; a
+       list "1, 2" that ends the text is read whole).
 
     Only the text after the last "</think>" is read, since the answer follows the reasoning. Every rule is
     a regular expression over a bounded or linearly scanned text: nothing here parses or evaluates math.
