@@ -45,6 +45,40 @@ MATH500 = BENCHMARKS / "math500_test.jsonl"
         ("x = -3", "-3", "last_number"),
         ("<think>maybe \\boxed{3}</think>So the answer is \\boxed{5}.", "5", "boxed"),
         ("<think>\\boxed{3} #### 9</think>It is 5", "5", "last_number"),
+        # free-form: the last LaTeX environment or the last number, whichever ends later
+        ("so $x = \\frac{7}{4}$", "x = \\frac{7}{4}", "latex"),
+        ("$\\dfrac{2}{3}$ of them", "\\dfrac{2}{3}", "latex"),
+        ("We get $y \\ge 2$.", "y \\ge 2", "latex"),
+        ("the set is \\([1, 4)\\) here", "[1, 4)", "latex"),
+        ("The solutions are $x = 1$ and $x = -2$.", "1, -2", "latex"),
+        ("We know $x = 2$, so there are 15 apples.", "15", "last_number"),
+        ("She paid $20 and got $5 back.", "5", "last_number"),  # "$20 and got $" is prose, not math
+        ("so x = \\frac{7}{4}", "\\frac{7}{4}", "latex"),
+        ("$a$ " * 2_000 + "so $\\frac{7}{4}$", "\\frac{7}{4}", "latex"),  # the tail window keeps $ pairs
+        ("$$\n" + "x\n" * 3_000 + "$$ and so $y = 3$.", "y = 3", "latex"),  # tail starts inside $$...$$
+        ("about 3 500 people", "3 500", "last_number"),
+        ("it weighs 2,5 kg", "2.5", "last_number"),  # a decimal comma
+        ("the total is 1,234", "1,234", "last_number"),  # a thousands separator
+        ("I have 5 100-dollar bills", "100", "last_number"),
+        ("The possible values are 1, 2.", "1, 2", "last_number"),  # a list that ends the text
+        ("roots 1,2,3", "1,2,3", "last_number"),
+        ("The center is (8, -2).", "(8, -2)", "last_number"),
+        ("So 50% of them passed", "50%", "last_number"),
+        ("Thus she has 18 left. $\\blacksquare$", "18", "last_number"),  # a QED mark is no answer
+        ("The area is 15 $\\text{cm}^2$.", "15 \\text{cm}^2", "latex"),  # a unit right after its number
+        ("The area is $15$ $\\text{cm}^2$.", "15 \\text{cm}^2", "latex"),
+        ("the area is 2 $\\pi$", "2 \\pi", "latex"),
+        # "the answer is" and "Final Answer:" give the answer, not the phrase
+        ("Final Answer: The total is 52.", "52", "answer_is"),
+        ("So the answer is 25, which is what we want.", "25", "answer_is"),
+        ("The answer is: Tom has 7 + 5 = 12 apples.", "12", "answer_is"),
+        ("The answer is $\\frac{1}{2}$ of the cake.", "\\frac{1}{2}", "answer_is"),
+        ("So the answer is Navin.", "Navin", "answer_is"),
+        ("The answer is 2,5.", "2.5", "answer_is"),
+        ("The answer is 1, 2.", "1, 2", "answer_is"),
+        ("the answer is: forty-two, i.e. 42.", "42", "answer_is"),
+        ("Answer: 7", "7", "answer_is"),
+        ("work...\n**Answer:** $3$", "3", "answer_is"),
     ],
 )
 def test_extract_rules(text: str, answer: str, rule: str) -> None:
@@ -61,6 +95,7 @@ def test_extract_nothing() -> None:
 def test_last_number_switch() -> None:
     assert extract_answer("Step 1: think harder") == Extraction("1", "last_number")
     assert extract_answer("Step 1: think harder", last_number=False) == Extraction(None, None)
+    assert extract_answer("so $x = 3$", last_number=False) == Extraction(None, None)  # also a guess
     assert extract_answer("Step 1 \\boxed{2}", last_number=False) == Extraction("2", "boxed")
 
 
@@ -166,6 +201,37 @@ def test_off_main_thread() -> None:
 # -------------------------------------------------------------------------------------------------- verdict
 
 
+@pytest.mark.parametrize(
+    ("text", "gold", "correct"),
+    [
+        ("so $x = \\frac{7}{4}$", "7/4", True),
+        ("We get $y \\ge 2$.", "y>=2", True),
+        ("We get $y > 2$.", "y>=2", False),
+        ("Final Answer: The total is 52.", "52", True),
+        ("about 3 500 people", "3500", True),
+        ("The bag weighs 2,5 kg.", "2.5", True),
+        ("The bag weighs 2,5 kg.", "25", False),
+        ("The distance is 1,234 km.", "1234", True),
+        ("The distance is 1,234 km.", "1.234", False),  # "1,234" is a thousands separator
+        ("The population grew to 2,500.", "2.5", False),
+        ("The possible values are 1, 2.", "12", False),  # a list is neither
+        ("The solution set is $[1, 4)$.", "[1, 4)", True),
+        ("The solution set is $[1, 4]$.", "[1, 4)", False),
+        ("The length is $\\sqrt5$.", "\\sqrt{5}", True),
+        ("We find $A = \\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}$.",
+         "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}", True),
+        ("The point is $(2, 1)$.", "(1, 2)", False),
+        ("The answer is 18 because each of the 9 eggs sells for $2.", "18", True),
+        ("Solving, x = \u22123.", "-3", True),  # U+2212 MINUS SIGN
+        ("All $x$ with $-2 \\le x \\le 7$ work.", "x \\in [-2,7]", True),  # a relation for a set gold
+        ("This holds exactly when $x > 2$.", "(2,\\infty)", True),
+        ("This holds exactly when $x \\ge 2$.", "(2,\\infty)", False),
+    ],
+)
+def test_verify_free_form(text: str, gold: str, correct: bool) -> None:
+    assert verify_answer(text, gold).correct is correct
+
+
 def test_verify_answer() -> None:
     v = verify_answer("Tom has 7 + 5 = 12 apples. The final answer is 12.", "12")
     assert (v.pred_answer, v.rule, v.correct, v.gold_ok) == ("12", "answer_is", True, True)
@@ -190,6 +256,17 @@ def test_verify_answer() -> None:
         "####" * 250_000,
         "a" * 1_000_000,
         "<think>" + "\\" * 1_000_000,
+        # aimed at the free-form rules: LaTeX environments, the tail window, lists, tuples, thousands
+        "$" + "x" * 1_000_000,
+        "$" + "\\(" * 500_000,
+        "$a$ " * 250_000,
+        "$$" + "x\n" * 500_000,
+        "(1, " * 250_000,
+        "1, " * 330_000,
+        "1 000 " * 160_000,
+        "2,5" * 330_000,
+        "The answer is " + "$x$ and " * 125_000,
+        "\nAnswer: " * 100_000,
     ],
 )
 def test_adversarial_inputs_are_fast(text: str) -> None:

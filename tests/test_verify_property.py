@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 
@@ -31,11 +32,16 @@ ADVERSARIAL = [
     "<think>" + "x " * (MB // 2) + "</think>\\boxed{" + "(" * 5_000 + "1" + ")" * 5_000 + "}",
     "\\boxed{\\frac{" * 2_000 + "1" + "}{2}}" * 2_000,
     "$" * MB,
+    "$" + "x" * MB,
+    "$a$ " * (MB // 4),
 ]
 GOLDS = ["1", "\\frac{1}{2}", "9^{9^{9^{9}}}", "x^2+1", "\\{1,2\\}", "\\text{east}"]
 # LaTeX-ish pieces, so random strings reach the boxed/answer-is/Math-Verify paths, not just the fallbacks.
 PIECES = st.sampled_from(["\\boxed{", "}", "{", "^", "9", "\\frac", "\\sqrt", "</think>", "The answer is ",
-                          "####", "$", "\\", ".", "-", "1/2", "x", "\\pi", "e", "=", ",", " ", "\n", "!"])
+                          "####", "$", "\\", ".", "-", "1/2", "x", "\\pi", "e", "=", ",", " ", "\n", "!",
+                          # the free-form rules: environments, "Answer:", tuples, thousands, decimal commas
+                          "\\(", "\\)", "\\[", "\\]", "$$", "(", ")", "[", "Final Answer: ", "\nAnswer: ",
+                          " 000", "2,5", " and ", "\\begin{pmatrix}", "&", "\\end{pmatrix}", "\u2212", "%"])
 RANDOM = st.one_of(st.text(max_size=300), st.lists(PIECES, max_size=60).map("".join))
 # About one draw in five is adversarial (with a random tail): those can take a whole Math-Verify alarm each.
 TEXTS = st.one_of(RANDOM, RANDOM, RANDOM, RANDOM, st.tuples(st.sampled_from(ADVERSARIAL), RANDOM).map("".join))
@@ -98,3 +104,47 @@ def test_timed_out_rows_get_a_timeout_verdict(monkeypatch):
     n = verify.MIN_PARALLEL_ROWS
     verdicts = verify_many(["The answer is \\boxed{3}."] * n, ["3"] * n, num_workers=2)
     assert verdicts[0] == Verdict(pred_answer="3", rule="timeout", correct=False, gold_ok=True)
+
+
+# A row that really hangs Math-Verify: sympy evaluates 9^(9^9) = 9**387420489 in its numeric comparison.
+# Without a time limit (Math-Verify's alarms off, as off the main thread) it was still running after 120 s
+# on a 2-core machine; with the alarm in a main thread it is cut after `timeout` seconds.
+HANGS = "So the answer is $\\boxed{9^{9^{9}}}$."
+
+
+def test_a_hanging_row_times_out_in_process_in_the_main_thread():
+    v, seconds = _timed(verify_answer, HANGS, "1", timeout=TIMEOUT)
+    assert v == Verdict(pred_answer="9^{9^{9}}", rule="timeout", correct=False, gold_ok=True)
+    assert seconds < LIMIT
+
+
+def test_hard_limit_grades_a_small_batch_off_the_main_thread_within_the_limit():
+    # In-process grading off the main thread has no limit at all (signal.alarm needs the main thread); with
+    # hard_limit=True even two rows go to a worker process, where the row is cut and counted wrong.
+    out: list = []
+    worker = threading.Thread(target=lambda: out.append(_timed(
+        verify_many, [HANGS, "The answer is 1."], ["1", "1"], timeout=TIMEOUT, hard_limit=True)))
+    worker.start()
+    worker.join(60)
+    assert out, "verify_many(hard_limit=True) did not return within 60 s"
+    (verdicts, seconds), = out
+    assert verdicts[0].rule == "timeout" and not verdicts[0].correct
+    assert verdicts[1] == Verdict(pred_answer="1", rule="answer_is", correct=True, gold_ok=True)
+    assert seconds < LIMIT + 2  # + the pool's start-up
+
+
+def test_hard_limit_kills_a_row_that_no_alarm_can_stop(monkeypatch):
+    # Math-Verify's alarm cannot stop a long C call (gmpy2 arithmetic, or an alarm lost in a gc callback):
+    # turn the alarms off so that the worker really hangs in sympy; the parent's hard limit kills it.
+    monkeypatch.setattr(verify, "_mv_timeout", lambda timeout: None)
+    texts = ["The answer is 2.", HANGS, "The answer is 3."]
+    verdicts, seconds = _timed(verify_many, texts, ["2", "1", "3"], timeout=TIMEOUT, num_workers=1,
+                               hard_limit=True)
+    assert verdicts[1] == Verdict(pred_answer="9^{9^{9}}", rule="timeout", correct=False, gold_ok=True)
+    assert [v.correct for v in verdicts] == [True, False, True]
+    assert LIMIT <= seconds < LIMIT + 3  # abandoned at the limit, then a fresh pool for the last row
+
+
+def test_hard_limit_for_one_row_and_for_none():
+    assert verify_many(["\\boxed{7}"], ["7"], hard_limit=True)[0].correct
+    assert verify_many([], [], hard_limit=True) == []
