@@ -125,3 +125,32 @@ def test_killed_run_resumes_with_the_built_in_model(tmp_path: Path, monkeypatch:
     assert sum(len(p) for p in prompts) == 6
     redone = _rows(path)
     assert len(redone) == 6 and all(r["num_tokens"] <= 8 for r in redone)
+
+
+class HangingBackend(FakeBackend):
+    """The first problem's output makes sympy evaluate 9^(9^9) (minutes); the others answer 1."""
+
+    def generate(self, prompts, sampling, progress=None):
+        super().generate(prompts, sampling, progress)
+        text = lambda m: "So $\\boxed{9^{9^{9}}}$." if _problem(m) == "Problem 0?" else "So \\boxed{1}."
+        return [[Completion(text=text(m), token_ids=[1, 2], finish_reason="stop")] for m in prompts]
+
+
+def test_an_output_that_hangs_the_verifier_is_cut_at_the_hard_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import time
+
+    from r1distill.verify import hard_limit
+
+    path = tmp_path / "bench.jsonl"
+    path.write_text("".join(json.dumps({"id": f"p{i}", "problem": f"Problem {i}?", "answer": "1"}) + "\n"
+                            for i in range(3)))
+    monkeypatch.setattr(evaluate, "get_backend", lambda *args, **kwargs: HangingBackend())
+    cfg = EvalConfig(run_dir=str(tmp_path / "run"), models=["fake"], temperature=0.0, verify_timeout=1.0,
+                     benchmarks=[SourceConfig(name="file", path=str(path))], bootstrap=10)
+    t0 = time.monotonic()
+    out = evaluate.run(cfg)
+    elapsed = time.monotonic() - t0
+    assert elapsed < hard_limit(1.0) + 6, elapsed  # the limit (4 s) plus process starts, not sympy's minutes
+    rows = {r["id"]: r for r in _rows(out / "fake" / "bench.jsonl")}
+    assert rows["p0"]["correct"] is False and rows["p1"]["correct"] and rows["p2"]["correct"]
+    assert json.loads((out / "summary.json").read_text())["fake"]["bench"]["pass@1"] == pytest.approx(2 / 3)

@@ -287,7 +287,7 @@ def _decide_shard(cfg: CurateConfig, path: Path, first_row: int, rows: list[dict
     unknown = np.bincount(row_of[flat < 0], minlength=t.num_rows) > 0
     cols = {c: t.column(c).to_pylist() for c in THIN if c != "completion_ids"}
     verdicts = verify_many(cols["completion"], cols["answer"], cfg.last_number, cfg.verify_timeout,
-                           cfg.num_workers, on_done=on_done)
+                           cfg.num_workers, on_done=on_done, hard_limit=True)
     for i, v in enumerate(verdicts):
         text, pid = cols["completion"][i], cols["prompt_id"][i]
         problems.setdefault(pid, cols["problem"][i])

@@ -31,7 +31,7 @@ from r1distill.config import LAYOUT, ConfigError, UserError, to_dict, write_reso
 from r1distill.console import console, progress
 from r1distill.data.problems import SourceConfig, load_problems
 from r1distill.prompts import r1_messages
-from r1distill.verify import is_equivalent, verify_answer
+from r1distill.verify import is_equivalent, verify_many
 
 ALIASES = ("teacher", "student_init", "student")
 
@@ -61,6 +61,7 @@ class EvalConfig:
     dtype: str = "auto"
     device: str = "auto"
     last_number: bool = True  # fall back to the last number in the output as the answer
+    verify_timeout: float = 5.0  # seconds per Math-Verify call; a row is abandoned (wrong) after ~3x
     pass_at_k: list[int] = field(default_factory=list)  # ks for pass@k; empty = powers of two up to each k
     bootstrap: int = 1000  # resamples of problems for the pass@1 confidence interval
     seed: int = 0
@@ -77,6 +78,8 @@ class EvalConfig:
             raise ConfigError(f"eval.pass_at_k must hold ks >= 1, got {self.pass_at_k}")
         if self.bootstrap < 1:
             raise ConfigError("eval.bootstrap must be >= 1")
+        if not self.verify_timeout > 0:
+            raise ConfigError(f"eval.verify_timeout must be > 0 seconds, got {self.verify_timeout}")
 
     def k_for(self, bench: SourceConfig) -> int:
         """Samples per problem on ``bench``: num_samples when set, else DEFAULT_K (1 when greedy, as greedy
@@ -212,15 +215,18 @@ def summarize(samples: list[dict], ks: Sequence[int] = (), bootstrap: int = 1000
     }
 
 
-def score_outputs(rows: list[dict], last_number: bool = True) -> list[dict]:
-    """Grade each row's ``output`` against its gold ``answer`` with the shared verifier.
+def score_outputs(rows: list[dict], last_number: bool = True, timeout: float = 5.0) -> list[dict]:
+    """Grade each row's ``output`` against its gold ``answer`` with the shared verifier, in worker processes
+    with a hard time limit per row (``verify_many(hard_limit=True)``, as curate does): an output that would
+    hang Math-Verify is abandoned after ``hard_limit(timeout)`` seconds and counted wrong.
 
     Each row needs benchmark, id, sample_idx, output, answer, num_tokens and finish_reason; the result rows
     hold those plus pred_answer and correct (recomputed), in the order the eval stage writes them.
     """
+    verdicts = verify_many([r["output"] for r in rows], [r["answer"] for r in rows], last_number=last_number,
+                           timeout=timeout, hard_limit=True)
     scored = []
-    for r in rows:
-        v = verify_answer(r["output"], r["answer"], last_number=last_number)
+    for r, v in zip(rows, verdicts):
         scored.append({"benchmark": r["benchmark"], "id": r["id"], "sample_idx": r["sample_idx"],
                        "output": r["output"], "answer": r["answer"], "pred_answer": v.pred_answer,
                        "correct": v.correct, "num_tokens": r["num_tokens"], "finish_reason": r["finish_reason"]})
@@ -297,7 +303,7 @@ def _eval_one(cfg: EvalConfig, model: str, label: str, bench: SourceConfig, back
             raw = [{"benchmark": bench.label, "id": p["id"], "sample_idx": i, "output": c.text, "answer": p["answer"],
                     "num_tokens": len(c.token_ids), "finish_reason": c.finish_reason}
                    for p, completions in zip(batch, outs) for i, c in enumerate(completions)]
-            scored = score_outputs(raw, last_number=cfg.last_number)
+            scored = score_outputs(raw, last_number=cfg.last_number, timeout=cfg.verify_timeout)
             samples += scored
             f.write("".join(json.dumps(row) + "\n" for row in scored))
             f.flush()
