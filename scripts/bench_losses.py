@@ -56,12 +56,13 @@ def model_worker(args: argparse.Namespace) -> dict:
     from transformers import AutoModelForCausalLM
 
     from r1distill.models import resolve_model
-    from r1distill.train.trainer import LossOptions, add_distill_head
+    from r1distill.train.config import LossConfig
+    from r1distill.train.head import add_distill_head
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(resolve_model(args.student), dtype=torch.float32).train()
     V, T = model.config.vocab_size, args.tokens
-    add_distill_head(model, LossOptions(alpha=0.5, chunk_size=args.chunk_size, vocab_size=V))
+    add_distill_head(model, LossConfig(alpha=0.5, chunk_size=args.chunk_size), V)
     ids = torch.randint(100, V, (1, T))
     labels = ids.clone()
     labels[:, : args.prompt] = -100

@@ -100,7 +100,7 @@ def ours(args: argparse.Namespace, objective: str, student: Path, data: Path, ru
     overrides = [f"run_dir={args.work}", f"train.student={{name: {student}}}", f"train.input_dir={data}",
                  f"train.output_dir={out}", f"train.objective={objective}", "train.epochs=1",
                  f"train.batch_size={args.batch_size}", f"train.max_length={args.max_length}",
-                 f"train.learning_rate={args.lr}", "train.logging_steps=1", "train.alpha=0.5", "--overwrite"]
+                 f"train.learning_rate={args.lr}", "train.logging_steps=1", "train.loss.alpha=0.5", "--overwrite"]
     if "report_to" in {f.name for f in dataclasses.fields(TrainConfig)}:
         overrides.insert(-1, "train.report_to=[]")  # measure the loop, not the tensorboard writer
     assert main(["train", *overrides]) == 0

@@ -51,9 +51,9 @@ def test_wrong_type_and_range_errors(recipe_file):
     with pytest.raises(ConfigError, match="generate.num_samples: expected an integer"):
         build_configs(load_recipe(recipe_file, ["generate.num_samples=many"]))
     with pytest.raises(ConfigError, match="alpha must be in"):
-        build_configs(load_recipe(recipe_file, ["train.alpha=1.5"]))
+        build_configs(load_recipe(recipe_file, ["train.loss.alpha=1.5"]))
     with pytest.raises(ConfigError, match="not of the form key=value"):
-        load_recipe(recipe_file, ["train.alpha"])
+        load_recipe(recipe_file, ["train.loss.alpha"])
 
 
 def test_student_shorthand_and_missing_recipe(tmp_path):

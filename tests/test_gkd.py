@@ -11,7 +11,7 @@ import torch
 
 from r1distill.cli import main
 from r1distill.config import ConfigError
-from r1distill.train.gkd import GKDOptions
+from r1distill.train import GKDOptions
 
 TINY = Path(__file__).with_name("tiny.yaml")
 ROWS, COMPLETION = 4, 16
@@ -46,10 +46,10 @@ def test_off_policy_step_is_the_jsd_on_the_teacher_traces(run_dir):
     recomputed here with our own `jsd` (a different implementation from TRL's)."""
     from transformers import AutoModelForCausalLM
 
+    from loss_oracle import jsd
     from r1distill.data.traces import read_table
     from r1distill.models import load_model, load_tokenizer
     from r1distill.prompts import render_prompt
-    from r1distill.train.losses import jsd
 
     summary, log, _ = _train(run_dir, "off", "train.gkd.lmbda=0", "train.gkd.beta=0.3", f"train.batch_size={ROWS}")
     assert (summary["steps"], summary["rows"]) == (1, ROWS)

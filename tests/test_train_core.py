@@ -18,7 +18,7 @@ def _log(out) -> list[dict]:
 
 def test_chunked_head_trains_like_full_logits_and_logs(tmp_path, student_dir):  # noqa: F811
     traces = write_traces(tmp_path / "traces", trace_rows(6))
-    kw = {"divergence": "jsd", "jsd_beta": 0.3, "topk_mode": "tail", "kd_temperature": 2.0, "alpha": 0.25}
+    kw = {"divergence": "jsd", "beta": 0.3, "topk_mode": "tail", "temperature": 2.0, "alpha": 0.25}
     chunked = run(train_config(tmp_path / "chunked", student_dir, traces, chunk_size=7, report_to=["tensorboard"],
                                **kw))
     full = run(train_config(tmp_path / "full", student_dir, traces, chunk_size=0, **kw))

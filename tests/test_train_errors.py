@@ -25,6 +25,7 @@ def test_kd_without_topk_columns(tmp_path, student_dir, capsys):  # noqa: F811
     # sft reads the same table without complaint up to training (checked here through the CLI's exit code).
     args = ["train", f"run_dir={tmp_path}", f"student.name={student_dir}", f"train.input_dir={traces}",
             "train.objective=kd"]
+    capsys.readouterr()  # what the runs above printed
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "topk_ids is empty" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -80,7 +80,8 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, student_dir):  # no
 def test_resume_picks_the_latest_complete_checkpoint_of_the_same_config(tmp_path):
     from r1distill.config import UserError
     from r1distill.models import StudentConfig
-    from r1distill.train import TrainConfig, _prepare_work
+    from r1distill.train import TrainConfig
+    from r1distill.train import prepare_work as _prepare_work
 
     cfg = TrainConfig(run_dir=str(tmp_path), student=StudentConfig(name="x"), resume=True)
     assert _prepare_work(cfg, main=True) is None  # nothing to resume from: a fresh start

@@ -29,24 +29,25 @@ def test_sft_retokenizes_for_another_tokenizer(tmp_path, student_dir):  # noqa: 
         row.update(completion=text, finish_reason=finish)
     traces = write_traces(tmp_path / "curated", rows)
     cfg = train_config(tmp_path, other, traces, objective="sft", teacher=str(student_dir))
-    feats = build_trainer(cfg, str(other)).features
+    feats = build_trainer(cfg, str(other)).data
     tok = load_tokenizer(str(other))
     want = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
     want = [want[0] + [tok.eos_token_id], want[1], want[2] + [tok.eos_token_id]]
-    got = [feats.comp_ids[feats.comp_off[i]:feats.comp_off[i + 1]].tolist() for i in range(3)]
+    got = [feats.row(i)["input_ids"][feats.row(i)["prompt_len"]:].tolist() for i in range(3)]
     assert got == want
     assert len(tok) - 1 in want[2]  # the student's own added token, which the teacher's ids could not hold
 
     # The same student tokenizer as the teacher's: the stored ids are kept as they are.
     cfg = train_config(tmp_path / "same", student_dir, traces, objective="sft", teacher=str(student_dir))
-    feats = build_trainer(cfg, str(student_dir)).features
-    assert np.array_equal(feats.comp_ids[:5], np.array(rows[0]["completion_ids"]))
+    feats = build_trainer(cfg, str(student_dir)).data
+    r0 = feats.row(0)
+    assert np.array_equal(r0["input_ids"][r0["prompt_len"]:], np.array(rows[0]["completion_ids"]))
 
 
 def test_only_a_missing_teacher_tokenizer_means_another_tokenizer(monkeypatch, student_dir):  # noqa: F811
     from huggingface_hub.errors import RepositoryNotFoundError
 
-    import r1distill.train as train
+    import r1distill.train.data as train
     from r1distill.config import UserError
 
     tok = load_tokenizer(str(student_dir))

@@ -10,7 +10,7 @@ import pytest
 
 from r1distill.data.traces import CURATED_SCHEMA, rows_to_table, write_table_atomic
 from r1distill.models import StudentConfig, derive_student
-from r1distill.train import TrainConfig
+from r1distill.train import LossConfig, TrainConfig
 
 
 @pytest.fixture(scope="session")
@@ -48,10 +48,13 @@ def write_traces(directory: Path, rows: list[dict]) -> Path:
 
 
 def train_config(tmp: Path, student: Path, traces: Path, **kw) -> TrainConfig:
-    """A small, fast config: 1 epoch, batch 2, lr 1e-3, no warmup, constant schedule, no report_to."""
+    """A small, fast config: 1 epoch, batch 2, lr 1e-3, no warmup, constant schedule, no report_to, alpha 0.5.
+    Keywords that are LossConfig fields (alpha, temperature, divergence, beta, topk_mode, topk, chunk_size) go
+    into train.loss; the rest into TrainConfig."""
+    loss = {"alpha": 0.5} | {k: kw.pop(k) for k in list(kw) if k in LossConfig.__dataclass_fields__}
     base = {"run_dir": str(tmp), "student": StudentConfig(name=str(student)), "teacher": str(student),
-            "input_dir": str(traces), "output_dir": str(tmp / "student"), "objective": "kd", "alpha": 0.5,
-            "epochs": 1.0, "batch_size": 2, "learning_rate": 1e-3, "warmup_ratio": 0.0,
-            "lr_scheduler": "constant", "report_to": [], "max_length": 64}
+            "input_dir": str(traces), "output_dir": str(tmp / "student"), "objective": "kd",
+            "loss": LossConfig(**loss), "epochs": 1.0, "batch_size": 2, "learning_rate": 1e-3, "warmup_ratio": 0.0,
+            "lr_scheduler": "constant", "report_to": [], "max_length": 64, "cache_dir": str(tmp / "token_cache")}
     base.update(kw)
     return TrainConfig(**base)

@@ -4,42 +4,21 @@ Each step, with probability `lmbda` the student samples completions for the batc
 (on-policy); otherwise, with `seq_kd` the teacher samples them, else the curated teacher traces
 are used as they are. The loss is TRL's generalized JSD(β) between the teacher's and the
 student's full next-token distributions on the completion tokens. The loop, sampling and loss
-are TRL's (`trl.experimental.gkd.GKDTrainer`); this module builds its dataset and reuses
-`train.run`'s checkpoints/--resume, LoRA, report_to and outputs, so that eval and report work unchanged.
+are TRL's (`trl.experimental.gkd.GKDTrainer`); this module builds its dataset and trainer from the
+shared skeleton (arguments, precision, LoRA, checkpoints), so that run.py's outputs, eval and the report
+work unchanged.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import shutil
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-from r1distill.config import ConfigError, UserError
-
-if TYPE_CHECKING:
-    from r1distill.train import TrainConfig
-
-
-@dataclass
-class GKDOptions:
-    lmbda: float = 0.5  # share of batches whose completions the student samples (on-policy)
-    beta: float = 0.5  # generalized JSD interpolation: 0 = forward KL, 1 = reverse KL
-    seq_kd: bool = False  # off-policy batches: the teacher samples new completions (sequence-level KD)
-    max_new_tokens: int = 128  # length of the sampled completions (student or teacher)
-    temperature: float = 0.9  # sampling temperature (the loss itself is at τ = 1)
-
-    def __post_init__(self) -> None:
-        for name in ("lmbda", "beta"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"train.gkd.{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.max_new_tokens < 1:
-            raise ConfigError("train.gkd.max_new_tokens must be >= 1")
-        if self.temperature <= 0:
-            raise ConfigError("train.gkd.temperature must be > 0 (GKD samples; there is no greedy mode)")
+from r1distill.config import UserError
+from r1distill.console import console
+from r1distill.models import load_model, load_tokenizer
+from r1distill.train import data
+from r1distill.train.config import TrainConfig
+from r1distill.train.skeleton import Setup, lora_config, prepare_work, training_args, use_bf16
 
 
 def build_gkd_rows(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
@@ -68,20 +47,6 @@ def build_gkd_rows(rows: list[dict], tokenizer, max_length: int) -> tuple[list[d
             "completion_mask": [0] * len(prompt_ids) + [1] * (len(ids) - len(prompt_ids)),
         })
     return out, truncated
-
-
-LOG_KEYS = ("step", "epoch", "loss", "ce", "kd", "learning_rate", "tokens_per_s")
-
-
-def write_gkd_log(log_history: list[dict], path: Path) -> None:
-    """The same JSONL as the other objectives: one record per logging step (the whole gkd loss is the
-    divergence, so kd = loss and ce = null), then the Trainer's summary marked `"summary": true`."""
-    with open(path, "w") as f:
-        for rec in log_history:
-            if "loss" in rec:
-                f.write(json.dumps({**{k: rec.get(k) for k in LOG_KEYS}, "ce": None, "kd": rec["loss"]}) + "\n")
-            elif "train_runtime" in rec:
-                f.write(json.dumps({"summary": True, **rec}) + "\n")
 
 
 def _trainer_class():
@@ -125,82 +90,42 @@ def _trainer_class():
     return CountingGKDTrainer
 
 
-def train_gkd(cfg: TrainConfig, student_path: str) -> Path:
-    """Train with TRL's GKDTrainer; outputs, checkpoints/--resume, LoRA and report_to as in `train.run`."""
+def build(cfg: TrainConfig, student_path: str) -> Setup:
+    """TRL's GKDTrainer over the curated prompts and completions, the teacher loaded beside the student."""
     import torch
     from accelerate import PartialState
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
     from trl.experimental.gkd import GKDConfig
 
-    from r1distill.config import write_resolved
-    from r1distill.console import console
-    from r1distill.models import load_model, load_tokenizer
-    from r1distill.train import _prepare_work, _save, check_vocab, load_table
-
-    t0 = time.time()
     g = cfg.gkd
     tokenizer = load_tokenizer(student_path)
-    check_vocab(student_path, tokenizer, cfg.teacher, "gkd (full next-token distributions)")
-    rows = load_table(cfg.inp, need_topk=False, objective="gkd").select(["prompt", "completion_ids"]).to_pylist()
+    data.check_vocab(student_path, tokenizer, cfg.teacher, "gkd (full next-token distributions)")
+    rows = data.read_columns(cfg.inp, ["prompt", "completion_ids"]).to_pylist()
     for r in rows:  # the assistant turn of `messages`, for reading; training uses the ids
         r["completion"] = tokenizer.decode(r["completion_ids"], skip_special_tokens=True)
     examples, truncated = build_gkd_rows(rows, tokenizer, cfg.max_length)
     if not examples:
         raise UserError(f"{cfg.inp}: all {len(rows)} rows were dropped: their prompts alone fill "
                         f"train.max_length={cfg.max_length}; raise it")
-    on_gpu = torch.cuda.is_available()
-    bf16 = cfg.bf16 if cfg.bf16 is not None else (on_gpu and torch.cuda.is_bf16_supported())
     console.print(f"[bold]train[/] gkd (lmbda={g.lmbda}, beta={g.beta}, seq_kd={g.seq_kd}) on {len(examples)} "
                   f"prompts ({truncated} cut to max_length) from {student_path}, teacher {cfg.teacher} -> {cfg.out}")
-    args = GKDConfig(
-        output_dir=str(cfg.work), num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-        logging_steps=cfg.logging_steps, report_to=[r for r in cfg.report_to if r != "none"] or "none",
-        save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 500,
-        save_total_limit=cfg.save_total_limit, seed=cfg.seed, bf16=bf16, use_cpu=not on_gpu,
-        activation_checkpointing=cfg.gradient_checkpointing, max_length=cfg.max_length, dataloader_num_workers=0,
-        lmbda=g.lmbda, beta=g.beta, seq_kd=g.seq_kd, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
-    )
-    ckpt = _prepare_work(cfg, args.process_index == 0)
+    args = training_args(cfg, GKDConfig, lmbda=g.lmbda, beta=g.beta, seq_kd=g.seq_kd,
+                         max_new_tokens=g.max_new_tokens, temperature=g.temperature)
+    ckpt = prepare_work(cfg, args.process_index == 0)
     PartialState().wait_for_everyone()
     model = AutoModelForCausalLM.from_pretrained(student_path, dtype=torch.float32, use_safetensors=True)
     # The trainer moves the teacher to the training device (or shards it under ZeRO-3); frozen, eval mode.
-    teacher = load_model(cfg.teacher, dtype="bfloat16" if bf16 else "float32", device="cpu")
-    peft_config = None
-    if cfg.lora.enabled:
-        from peft import LoraConfig
-
-        lo = cfg.lora
-        peft_config = LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout,
-                                 target_modules=list(lo.target_modules), task_type="CAUSAL_LM")
-    trainer = _trainer_class()(model=model, teacher_model=teacher, args=args, peft_config=peft_config,
+    teacher = load_model(cfg.teacher, dtype="bfloat16" if use_bf16(cfg) else "float32", device="cpu")
+    trainer = _trainer_class()(model=model, teacher_model=teacher, args=args, peft_config=lora_config(cfg),
                                train_dataset=Dataset.from_list(examples), processing_class=tokenizer)
-    result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
-    out = cfg.out
-    _save(trainer, tokenizer, out, cfg.lora.enabled)
-    if not trainer.is_world_process_zero():
-        return out
-    if (cfg.work / "runs").is_dir():  # tensorboard event files
-        shutil.copytree(cfg.work / "runs", out / "runs", dirs_exist_ok=True)
-    write_gkd_log(trainer.state.log_history, out / "train_log.jsonl")
-    shutil.rmtree(cfg.work, ignore_errors=True)
-    train_seconds = result.metrics.get("train_runtime", 0.0)
-    # The counts are this process's and this session's (a resumed run counts from the checkpoint on).
-    summary = {"objective": "gkd", "rows": len(examples), "truncated": truncated,
-               "steps": trainer.state.global_step, "train_loss": result.training_loss,
-               "seconds": round(time.time() - t0, 2), "completion_tokens_seen": trainer.tokens_trained,
-               "completion_tokens_per_s": trainer.tokens_trained / train_seconds if train_seconds else 0.0,
-               "student_sampled_batches": trainer.sampled["student"],
-               "teacher_sampled_batches": trainer.sampled["teacher"], "generated_tokens": trainer.generated_tokens,
-               "resumed_from": ckpt.name if ckpt else None, "lora": cfg.lora.enabled,
-               "student_init": student_path, "teacher": cfg.teacher}
-    if not math.isfinite(result.training_loss):
-        console.print(f"[red]train: the gkd loss is {result.training_loss}[/]")
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    write_resolved(cfg, out, "r1distill_train_config.yaml")
-    console.print(f"train: {summary['steps']} gkd steps ({summary['student_sampled_batches']} student-sampled, "
-                  f"{summary['teacher_sampled_batches']} teacher-sampled), mean loss {result.training_loss:.3f}, "
-                  f"{summary['seconds']:.0f}s -> {out}")
-    return out
+    tokens = sum(sum(e["completion_mask"]) for e in examples)
+    return Setup(trainer, tokenizer, len(examples), truncated, tokens, ckpt, extra={"teacher": cfg.teacher})
+
+
+def summary(trainer) -> dict:
+    """The counts only a finished GKD run knows (this process's, this session's: a resumed run counts from the
+    checkpoint on)."""
+    return {"student_sampled_batches": trainer.sampled["student"],
+            "teacher_sampled_batches": trainer.sampled["teacher"], "generated_tokens": trainer.generated_tokens,
+            "completion_tokens_seen": trainer.tokens_trained}

@@ -3,10 +3,13 @@
 Shapes: B batch, T positions, V vocabulary, H hidden size, k stored teacher log-probs per position,
 N valid (label != -100) positions. Inputs are already shifted: `student_logits[:, t]` is the student's
 prediction of `labels[:, t]`, and the teacher's distribution at [:, t] is for that same token. Positions
-whose label is -100 (prompt, padding) count for nothing. The `*_sum` functions and the divergences
-return a SUM over valid tokens, so the caller divides once by the number of valid tokens in the whole
-(accumulated, all-rank) batch: that keeps gradient accumulation exact, as in transformers'
-`num_items_in_batch`. `distill_loss` and `chunked_distill_loss` do that division themselves.
+whose label is -100 (prompt, padding) count for nothing. Sums run over valid tokens and are divided once by
+the number of valid tokens in the whole (accumulated, all-rank) batch (`num_items`): that keeps gradient
+accumulation exact, as in transformers' `num_items_in_batch`.
+
+One implementation: `distill_loss` (from logits) and `chunked_distill_loss` (from hidden states, the LM head
+applied a chunk at a time) share `_loss_sums`. The tests check both against independent reference formulas
+(tests/loss_oracle.py), TRL's `generalized_jsd_loss` and hand-computed values.
 
 Notation: p is the teacher, q the student, both softened by the temperature τ (logits / τ). The teacher
 is a fixed target: it never receives a gradient.
@@ -88,47 +91,6 @@ def token_divergence(log_q: torch.Tensor, log_p: torch.Tensor, divergence: Diver
     raise ValueError(f"unknown divergence {divergence!r}; expected forward_kl, reverse_kl, jsd or tvd")
 
 
-def divergence_sum(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                   divergence: Divergence = "forward_kl", beta: float = 0.5,
-                   temperature: float = 1.0) -> torch.Tensor:
-    """Summed full-vocabulary divergence between teacher and student at temperature τ.
-
-    student_logits: (B, T, V); teacher_logits: (B, T, V) logits or log-probs (the same thing after
-    log_softmax); labels: (B, T), -100 positions excluded. Returns a scalar: Σ over valid positions of
-    `token_divergence` (not multiplied by τ²; the caller does that).
-    """
-    log_q = _log_softmax(student_logits, temperature)
-    log_p = _log_softmax(teacher_logits.detach(), temperature)
-    return _masked_sum(token_divergence(log_q, log_p, divergence, beta), labels)
-
-
-def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-               temperature: float = 1.0) -> torch.Tensor:
-    """Σ over valid positions of KL(p_teacher ‖ q_student). Logits (B, T, V), labels (B, T); scalar."""
-    return divergence_sum(student_logits, teacher_logits, labels, "forward_kl", temperature=temperature)
-
-
-def reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-               temperature: float = 1.0) -> torch.Tensor:
-    """Σ over valid positions of KL(q_student ‖ p_teacher). Logits (B, T, V), labels (B, T); scalar."""
-    return divergence_sum(student_logits, teacher_logits, labels, "reverse_kl", temperature=temperature)
-
-
-def jsd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, beta: float = 0.5,
-        temperature: float = 1.0) -> torch.Tensor:
-    """Σ over valid positions of TRL's generalized JSD (see `token_divergence`; β=0 forward KL, β=1 reverse KL).
-
-    Logits (B, T, V), labels (B, T); scalar. Equals `GKDTrainer.generalized_jsd_loss(..., reduction="sum")`.
-    """
-    return divergence_sum(student_logits, teacher_logits, labels, "jsd", beta, temperature)
-
-
-def tvd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-        temperature: float = 1.0) -> torch.Tensor:
-    """Σ over valid positions of ½ Σ_v |p_v − q_v|. Logits (B, T, V), labels (B, T); scalar."""
-    return divergence_sum(student_logits, teacher_logits, labels, "tvd", temperature=temperature)
-
-
 def _tail_mass(log_probs: torch.Tensor) -> torch.Tensor:
     """1 − Σ exp(log_probs) over the last dim: (..., k) -> (..., 1)."""
     return -torch.expm1(torch.logsumexp(log_probs, dim=-1, keepdim=True))
@@ -139,34 +101,22 @@ def valid_topk(topk_ids: torch.Tensor, topk_logprobs: torch.Tensor) -> torch.Ten
     return (topk_ids >= 0) & torch.isfinite(topk_logprobs)
 
 
-def topk_log_probs(student_log_probs: torch.Tensor, topk_ids: torch.Tensor, topk_logprobs: torch.Tensor,
-                   temperature: float = 1.0, topk_mode: TopkMode = "renorm") -> tuple[torch.Tensor, torch.Tensor]:
-    """The student's and teacher's distributions over the teacher's stored top-k, as (log_q, log_p).
-
-    student_log_probs: (B, T, V) = log_softmax(student_logits / τ); topk_ids: (B, T, k) int;
-    topk_logprobs: (B, T, k) teacher log-probs at τ = 1. Returns two (B, T, k) tensors for "renorm" and
-    two (B, T, k+1) for "tail":
-      renorm  p = softmax(topk_logprobs / τ) over the k entries (the teacher's mass outside its top-k is
-              dropped and the rest rescaled to 1, which is exact at any τ); q = the student's
-              full-vocabulary probabilities read at the k ids (sub-normalised, Σq ≤ 1, so mass it puts
-              elsewhere still costs it).
-      tail    (k+1)-way: p = [teacher's k probs, 1 − Σ], q = [student's k probs, its remaining mass].
-              The student side is exact at any τ. The teacher's tempered tail would need its whole
-              distribution, so its k+1 log-probs are softened together, the tail as one pseudo-token:
-              exact at τ = 1, an approximation otherwise (a lower bound on the tail for τ > 1). Both
-              tails are floored at TAIL_FLOOR (the teacher's after softening).
-    With k = V both modes give the full distributions (tail buckets at the floor, contributing ~0).
-    Invalid entries (id -1 or a log-prob that is not finite, see `valid_topk`) count as absent from the top-k.
-    """
-    valid = valid_topk(topk_ids, topk_logprobs)
-    return _topk_pair(student_log_probs.gather(-1, topk_ids.long().clamp_min(0)), topk_logprobs, temperature,
-                      topk_mode, valid)
-
-
 def _topk_pair(log_q: torch.Tensor, topk_logprobs: torch.Tensor, temperature: float,
                topk_mode: TopkMode, mapped: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """`topk_log_probs` from the student's log-probs already read at the k ids: (..., k) each; `mapped`
-    (..., k) bool marks the valid entries (`valid_topk`; None: all)."""
+    """The student's and the teacher's distributions over the teacher's stored top-k, as (log_q, log_p).
+
+    log_q: (..., k) the student's log-probs at τ (log_softmax(logits / τ) over the full vocabulary) read at the
+    k ids; topk_logprobs: (..., k) the teacher's log-probs at τ = 1; `mapped`: (..., k) bool, the valid entries
+    (`valid_topk`; None: all). Returns two (..., k) tensors for "renorm", two (..., k+1) for "tail":
+      renorm  p = softmax(topk_logprobs / τ) over the k entries (the teacher's mass outside its top-k is
+              dropped and the rest rescaled to 1, which is exact at any τ); q = the student's full-vocabulary
+              probabilities at the k ids (sub-normalised, Σq ≤ 1, so mass it puts elsewhere still costs it).
+      tail    (k+1)-way: p = [teacher's k probs, 1 − Σ], q = [student's k probs, its remaining mass]. The
+              student side is exact at any τ. The teacher's tempered tail would need its whole distribution,
+              so its k+1 log-probs are softened together, the tail as one pseudo-token: exact at τ = 1, an
+              approximation otherwise (a lower bound on the tail for τ > 1). Both tails are floored at
+              TAIL_FLOOR (the teacher's after softening).
+    With k = V both modes give the full distributions (tail buckets at the floor, contributing ~0)."""
     lp = _upcast(topk_logprobs.detach())
     if mapped is not None:
         lp = torch.where(mapped, lp, UNMAPPED)
@@ -181,31 +131,6 @@ def _topk_pair(log_q: torch.Tensor, topk_logprobs: torch.Tensor, temperature: fl
         log_p = torch.cat([log_p[..., :-1], log_p[..., -1:].clamp_min(math.log(TAIL_FLOOR))], dim=-1)
         return torch.cat([log_q, _tail_mass(log_q).clamp_min(TAIL_FLOOR).log()], dim=-1), log_p
     raise ValueError(f"unknown topk_mode {topk_mode!r}; expected 'renorm' or 'tail'")
-
-
-def topk_divergence_sum(student_logits: torch.Tensor, topk_ids: torch.Tensor, topk_logprobs: torch.Tensor,
-                        labels: torch.Tensor, divergence: Divergence = "forward_kl", topk_mode: TopkMode = "renorm",
-                        beta: float = 0.5, temperature: float = 1.0) -> torch.Tensor:
-    """Summed divergence against the teacher's stored top-k (offline KD); see `topk_log_probs` for the modes.
-
-    student_logits: (B, T, V); topk_ids: (B, T, k) int; topk_logprobs: (B, T, k) teacher log-probs at τ = 1;
-    labels: (B, T), -100 marks positions without a teacher distribution. Returns a scalar (not × τ²).
-    """
-    log_q, log_p = topk_log_probs(_log_softmax(student_logits, temperature), topk_ids, topk_logprobs,
-                                  temperature, topk_mode)
-    per_token = token_divergence(log_q, log_p, divergence, beta, sub_normalised=topk_mode == "renorm")
-    return _masked_sum(torch.where(valid_topk(topk_ids, topk_logprobs).any(-1), per_token, 0.0), labels)
-
-
-def topk_forward_kl_sum(student_logits: torch.Tensor, topk_ids: torch.Tensor, topk_logprobs: torch.Tensor,
-                        labels: torch.Tensor, temperature: float = 1.0, topk_mode: TopkMode = "renorm") -> torch.Tensor:
-    """Summed KL(p_teacher ‖ q_student) over the teacher's top-k: `topk_divergence_sum` with forward_kl.
-
-    In "renorm" mode, per token Σ_k p_k (log p_k − log q_k): minimised when the student matches the
-    renormalised teacher on the top-k; with k = V it is the exact forward KL. Shapes as there.
-    """
-    return topk_divergence_sum(student_logits, topk_ids, topk_logprobs, labels, "forward_kl", topk_mode,
-                               temperature=temperature)
 
 
 def ce_sum(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

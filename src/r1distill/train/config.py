@@ -1,0 +1,151 @@
+"""The train stage's settings: one dataclass per concern, as TRL pairs a config with each trainer.
+
+`TrainConfig` is the recipe's `train:` section. `LossConfig` (`train.loss`) holds the distillation loss's
+settings under the names `losses.chunked_distill_loss` takes, so they reach it unrenamed; `LoraOptions` and
+`GKDOptions` are the `train.lora` and `train.gkd` sections.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from r1distill.config import LAYOUT, ConfigError
+from r1distill.models import StudentConfig
+
+OBJECTIVES = ("sft", "kd", "kd_online", "gkd")
+DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "tvd")
+TOPK_MODES = ("renorm", "tail")
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class LossConfig:
+    """`train.loss`: α·CE + (1−α)·τ²·D(teacher ‖ student), computed `chunk_size` tokens at a time. The field
+    names are `chunked_distill_loss`'s keywords (see losses.py for the math)."""
+
+    alpha: float = 0.5  # weight of cross-entropy; (1 - alpha) weighs the KD term (sft uses 1)
+    temperature: float = 1.0  # τ; the KD term is scaled by τ²
+    divergence: str = "forward_kl"  # D for kd/kd_online: forward_kl | reverse_kl | jsd | tvd
+    beta: float = 0.5  # jsd's β (0 = forward KL, 1 = reverse KL)
+    topk_mode: str = "renorm"  # kd: renorm over the stored top-k, or tail (a k+1-th bucket for the rest)
+    topk: int | None = None  # kd: use only the teacher's first k stored entries (null: all of them)
+    chunk_size: int = 1024  # tokens per LM-head chunk inside the loss; 0 = the model's full logits
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"train.loss.alpha must be in [0, 1] (the CE weight), got {self.alpha}")
+        if self.temperature <= 0:
+            raise ConfigError(f"train.loss.temperature must be > 0, got {self.temperature}")
+        if self.divergence not in DIVERGENCES:
+            raise ConfigError(f"train.loss.divergence must be one of {', '.join(DIVERGENCES)}, "
+                              f"got {self.divergence!r}")
+        if not 0.0 <= self.beta <= 1.0:
+            raise ConfigError(f"train.loss.beta must be in [0, 1], got {self.beta}")
+        if self.topk_mode not in TOPK_MODES:
+            raise ConfigError(f"train.loss.topk_mode must be renorm or tail, got {self.topk_mode!r}")
+        if self.topk is not None and self.topk < 1:
+            raise ConfigError(f"train.loss.topk must be >= 1 (or null for every stored entry), got {self.topk}")
+        if self.chunk_size < 0:
+            raise ConfigError(f"train.loss.chunk_size must be >= 0 (0 = unchunked), got {self.chunk_size}")
+
+    def loss_kwargs(self) -> dict:
+        """The keywords of `distill_loss`/`chunked_distill_loss` (chunk_size and topk are applied elsewhere)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("chunk_size", "topk")}
+
+
+@dataclass
+class LoraOptions:
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32  # LoRA scaling is alpha / r
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ConfigError(f"train.lora.r must be >= 1, got {self.r}")
+        if not self.target_modules:
+            raise ConfigError("train.lora.target_modules is empty: name the linear layers to adapt (e.g. q_proj)")
+
+
+@dataclass
+class GKDOptions:
+    lmbda: float = 0.5  # share of batches whose completions the student samples (on-policy)
+    beta: float = 0.5  # generalized JSD interpolation: 0 = forward KL, 1 = reverse KL
+    seq_kd: bool = False  # off-policy batches: the teacher samples new completions (sequence-level KD)
+    max_new_tokens: int = 128  # length of the sampled completions (student or teacher)
+    temperature: float = 0.9  # sampling temperature (the loss itself is at τ = 1)
+
+    def __post_init__(self) -> None:
+        for name in ("lmbda", "beta"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"train.gkd.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.max_new_tokens < 1:
+            raise ConfigError("train.gkd.max_new_tokens must be >= 1")
+        if self.temperature <= 0:
+            raise ConfigError("train.gkd.temperature must be > 0 (GKD samples; there is no greedy mode)")
+
+
+@dataclass
+class TrainConfig:
+    run_dir: str = "runs/default"
+    teacher: str = "smollm2-135m-instruct"  # `student.derive_from: teacher` and kd_online's teacher model
+    student: StudentConfig = field(default_factory=lambda: StudentConfig(derive_from="teacher", num_layers=8))
+    input_dir: str | None = None  # default: {run_dir}/curated
+    output_dir: str | None = None  # default: {run_dir}/student
+    objective: str = "kd"  # sft | kd | kd_online | gkd
+    loss: LossConfig = field(default_factory=LossConfig)  # kd / kd_online: the loss (sft: CE only)
+    epochs: float = 2.0
+    learning_rate: float = 1e-4
+    batch_size: int = 8  # per device
+    grad_accum: int = 1
+    max_length: int = 1024  # prompt + completion tokens; longer rows are cut
+    warmup_ratio: float = 0.05
+    lr_scheduler: str = "cosine"
+    weight_decay: float = 0.0
+    bf16: bool | None = None  # None: bf16 on a GPU that supports it, fp32 on CPU
+    gradient_checkpointing: bool = False
+    lora: LoraOptions = field(default_factory=LoraOptions)
+    teacher_device: str = "auto"  # kd_online: where the teacher runs (auto = the student's device; cpu, cuda:1…)
+    logging_steps: int = 1
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])  # or [] / none, wandb, …
+    save_steps: int = 0  # checkpoint every N optimizer steps to {output}.work; 0 = no checkpoints
+    save_total_limit: int | None = 2  # checkpoints kept (the oldest are deleted); None = all
+    resume: bool = False  # continue from the latest complete checkpoint (`r1distill train --resume`)
+    gkd: GKDOptions = field(default_factory=GKDOptions)  # objective gkd only
+    # SFT: re-tokenize the completion text with the student's tokenizer (true), train on the stored ids (false),
+    # or decide by comparing the teacher's tokenizer with the student's (null)
+    retokenize: bool | None = None
+    allow_processed_logprobs: bool = False  # kd on "processed" top-k log-probs without the warning
+    cache_dir: str | None = None  # the token cache (memory-mapped Arrow); default: ~/.cache/r1distill/tokens
+    seed: int = 0
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"train.objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.save_steps < 0 or self.logging_steps < 1:
+            raise ConfigError("train.save_steps must be >= 0 and train.logging_steps >= 1")
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise ConfigError("train.save_total_limit must be >= 1 (or null to keep every checkpoint)")
+        if self.max_length < 2:
+            raise ConfigError(f"train.max_length must be >= 2 tokens, got {self.max_length}")
+
+    @property
+    def inp(self) -> Path:
+        return Path(self.input_dir or Path(self.run_dir) / LAYOUT["curated"])
+
+    @property
+    def out(self) -> Path:
+        return Path(self.output_dir or Path(self.run_dir) / LAYOUT["student"])
+
+    @property
+    def work(self) -> Path:
+        """Checkpoints and the trainer's scratch files; removed after a successful run."""
+        return self.out.with_name(self.out.name + ".work")
+
+    @property
+    def kd(self) -> bool:
+        """Whether a KD term is trained (kd/kd_online with alpha < 1)."""
+        return self.objective in ("kd", "kd_online") and self.loss.alpha < 1.0

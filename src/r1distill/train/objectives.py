@@ -1,0 +1,103 @@
+"""Objectives `sft`, `kd` and `kd_online`: one `DistillTrainer` (trainer.py) over the token rows (data.py).
+
+- sft: cross-entropy on the teacher's completion tokens (alpha 1; no teacher needed; a student with another
+  tokenizer learns the completion text re-tokenized);
+- kd: α·CE + (1−α)·τ²·D against the teacher's stored top-k (its first `loss.topk` entries when set);
+- kd_online: the same against a teacher model loaded beside the student, full vocabulary, computed per batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from r1distill.config import ConfigError, UserError
+from r1distill.console import console
+from r1distill.models import load_tokenizer, resolve_model
+from r1distill.train import data
+from r1distill.train.config import TrainConfig
+from r1distill.train.skeleton import Setup, lora_config, prepare_work, training_args, use_bf16
+
+
+def head_rows(model) -> int:
+    return model.get_output_embeddings().weight.shape[0]
+
+
+def aligned_vocab(tokenizer, student, teacher_model, student_path: str, teacher: str) -> int:
+    """len(tokenizer): logits beyond it (embedding rows padded to a multiple, e.g. 151,936 vs 152,064)
+    are dropped on both sides, so the two distributions are over the same tokens."""
+    n = len(tokenizer)
+    sizes = {"student": (head_rows(student), student_path)}
+    if teacher_model is not None:
+        sizes["teacher"] = (head_rows(teacher_model), teacher)
+    for who, (rows, path) in sizes.items():
+        if rows < n:
+            raise UserError(f"The {who} ({path}) has {rows} output rows but its tokenizer {n} tokens: "
+                            "the model and tokenizer do not belong together")
+    if any(rows != n for rows, _ in sizes.values()):
+        console.print("vocabulary: " + ", ".join(f"{w} {r}" for w, (r, _) in sizes.items())
+                      + f" output rows, aligned to the tokenizer's {n}")
+    return n
+
+
+def build(cfg: TrainConfig, student_path: str) -> Setup:
+    """Read and check the data, load the student (and an online teacher), prepare the work dir, and build
+    the trainer; nothing is trained yet (tests use this to inspect the trainer's logs and gradients)."""
+    import torch
+    from accelerate import PartialState
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig
+
+    from r1distill.train.collate import DistillCollator
+    from r1distill.train.trainer import DistillTrainer
+
+    tokenizer = load_tokenizer(student_path)
+    online = cfg.kd and cfg.objective == "kd_online"
+    data.check_vocab(student_path, tokenizer, cfg.teacher if cfg.kd else None,
+                     "online KD" if online else "offline top-k KD")
+    need_topk = cfg.kd and not online
+    retok = not cfg.kd and (cfg.retokenize if cfg.retokenize is not None
+                            else not data.same_tokenizer(tokenizer, cfg.teacher))
+    if need_topk:
+        data.check_logprobs_kind(cfg)
+    with PartialState().local_main_process_first():  # one conversion per node; the other ranks map its files
+        cache = data.prepare_tokens(cfg, tokenizer, need_topk, retok)
+    rows = data.TokenData(cache, cfg.max_length)
+    if not rows.rows_total:
+        raise UserError(f"{cfg.inp}: 0 rows to train on (curation kept none: see {cfg.inp / 'stats.md'})")
+    if not len(rows):
+        raise UserError(f"{cfg.inp}: all {rows.rows_total} rows were dropped: their prompts alone fill "
+                        f"train.max_length={cfg.max_length}; raise it")
+    if retok:
+        console.print(f"[dim]train: the student's tokenizer differs from the teacher's: {rows.rows_total} "
+                      "completions re-tokenized from their text[/]")
+    console.print(f"[bold]train[/] {cfg.objective} on {len(rows)} traces ({rows.truncated} cut to max_length) "
+                  f"from {student_path} -> {cfg.out}")
+    bf16 = use_bf16(cfg)
+    args = training_args(cfg, SFTConfig, remove_unused_columns=False,
+                         dataset_kwargs={"skip_prepare_dataset": True})
+    ckpt = prepare_work(cfg, args.process_index == 0)
+    PartialState().wait_for_everyone()
+    model = AutoModelForCausalLM.from_pretrained(student_path, dtype=torch.float32, use_safetensors=True)
+    teacher = None
+    if online:
+        device = args.device if cfg.teacher_device == "auto" else torch.device(cfg.teacher_device)
+        teacher = AutoModelForCausalLM.from_pretrained(resolve_model(cfg.teacher), use_safetensors=True,
+                                                       dtype=torch.bfloat16 if bf16 else torch.float32)
+        teacher = teacher.to(device).eval().requires_grad_(False)
+    vocab = aligned_vocab(tokenizer, model, teacher, student_path, cfg.teacher)
+    loss = cfg.loss if cfg.kd else dataclasses.replace(cfg.loss, alpha=1.0)
+    try:
+        trainer = DistillTrainer(
+            # The dataset holds row numbers; the collator reads the rows' tokens from the memory-mapped cache.
+            model=model, args=args, train_dataset=Dataset.from_dict({"idx": list(range(len(rows)))}),
+            processing_class=tokenizer, peft_config=lora_config(cfg), loss=loss, vocab_size=vocab, teacher=teacher,
+            data_collator=DistillCollator(tokenizer.pad_token_id, rows, topk=cfg.loss.topk if need_topk else None),
+        )
+    except ValueError as e:
+        if cfg.lora.enabled and "not found in the base model" in str(e):
+            raise ConfigError(f"train.lora.target_modules: {e}") from None
+        raise
+    k = rows.k if need_topk else None
+    extra = {"topk_stored": k, "topk_used": min(k, cfg.loss.topk or k)} if k else {}
+    return Setup(trainer, tokenizer, len(rows), rows.truncated, rows.completion_tokens, ckpt, data=rows, extra=extra)

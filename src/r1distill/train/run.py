@@ -1,0 +1,95 @@
+"""Stage `train`: curated traces -> a student checkpoint (plain HF model dir).
+
+Objectives: `sft` (cross-entropy on the teacher's completion tokens), `kd` (offline: α·CE + (1−α)·τ²·D
+to the teacher's stored top-k), `kd_online` (the same against a teacher model's full distributions,
+computed per batch) and `gkd` (on-policy, TRL's GKD trainer). D is `train.loss.divergence`; the student's
+logits go through the LM head `train.loss.chunk_size` tokens at a time inside the loss (memory flat in T×V).
+The student is a model name or is derived from the teacher (`student: {derive_from: teacher,
+num_layers: 8}`); a derived student is saved to `{run_dir}/student_init` so that it can be evaluated
+before training. Checkpoints go to `{output}.work/checkpoint-N` (every `save_steps`); `resume` continues
+from the latest complete one. Outputs: the model (merged, with LoRA; the adapter in `{output}/adapter`),
+`train_log.jsonl` (one record per logging step, then a summary record), tensorboard logs in `{output}/runs`,
+and `summary.json`.
+
+The package, one concern per module: config.py (the settings), data.py (token rows: a memory-mapped cache of
+the curated shards), collate.py (batches), losses.py (the math, pure), head.py (the chunked LM head),
+trainer.py (TRL's SFTTrainer with the distillation loss), skeleton.py (arguments, precision, LoRA, work dir,
+saving, logs), one builder per objective (objectives.py: sft/kd/kd_online; gkd.py), and this stage.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+from r1distill.config import LAYOUT, write_resolved
+from r1distill.console import console
+from r1distill.models import derive_student, pick_layers, resolve_model
+from r1distill.train import data, gkd, objectives
+from r1distill.train.config import TrainConfig
+from r1distill.train.skeleton import Setup, save_student, write_train_log
+
+
+def prepare_student(cfg: TrainConfig) -> str:
+    """The student's starting point: a named model, or a model derived from the teacher (reused when
+    `{run_dir}/student_init` already holds the same derivation)."""
+    from transformers import AutoConfig
+
+    s = cfg.student
+    if s.name:
+        return resolve_model(s.name)
+    source = cfg.teacher if s.derive_from == "teacher" else s.derive_from
+    out = Path(cfg.run_dir) / LAYOUT["student_init"]
+    total = AutoConfig.from_pretrained(resolve_model(source)).num_hidden_layers
+    layers = list(s.layers) or pick_layers(total, s.num_layers or total)
+    marker = out / "r1distill_derived.json"
+    if marker.exists() and json.loads(marker.read_text()) == {"source": source, "layers": layers}:
+        return str(out)
+    console.print(f"deriving a student from {source}: layers {layers} -> {out}")
+    return str(derive_student(source, out, layers=layers))
+
+
+def build_trainer(cfg: TrainConfig, student_path: str) -> Setup:
+    """The trainer for cfg.objective, built but not run."""
+    return (gkd.build if cfg.objective == "gkd" else objectives.build)(cfg, student_path)
+
+
+def run(cfg: TrainConfig) -> Path:
+    from accelerate import PartialState
+
+    t0 = time.time()
+    data.input_shards(cfg.inp)  # a missing curated dir is reported before any model is loaded or derived
+    with PartialState().main_process_first():  # one process derives the student, the others read it
+        student_path = prepare_student(cfg)
+    setup = build_trainer(cfg, student_path)
+    trainer, ckpt = setup.trainer, setup.checkpoint
+    result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    out = cfg.out
+    save_student(trainer, setup.tokenizer, out, student_path, cfg.lora.enabled)
+    if not trainer.is_world_process_zero():
+        return out
+    if (cfg.work / "runs").is_dir():  # tensorboard event files (one subdir per session, resumed ones too)
+        shutil.copytree(cfg.work / "runs", out / "runs", dirs_exist_ok=True)
+    write_train_log(trainer.state.log_history, out / "train_log.jsonl", setup.log_keys,
+                    kd_is_loss=cfg.objective == "gkd")
+    shutil.rmtree(cfg.work, ignore_errors=True)
+    seconds = result.metrics.get("train_runtime", 0.0)
+    summary = {"objective": cfg.objective, "rows": setup.rows, "truncated": setup.truncated,
+               "steps": trainer.state.global_step, "train_loss": result.training_loss,
+               "seconds": round(time.time() - t0, 2), "completion_tokens_seen": setup.completion_tokens * cfg.epochs,
+               "completion_tokens_per_s": result.metrics.get("tokens_per_s", 0.0),  # this session's
+               "resumed_from": ckpt.name if ckpt else None, "lora": cfg.lora.enabled,
+               "student_init": student_path, **setup.extra}
+    if cfg.objective == "gkd":
+        summary.update(gkd.summary(trainer))
+        summary["completion_tokens_per_s"] = summary["completion_tokens_seen"] / seconds if seconds else 0.0
+    if not math.isfinite(result.training_loss):
+        console.print(f"[red]train: the loss is {result.training_loss}[/]")
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_resolved(cfg, out, "r1distill_train_config.yaml")
+    console.print(f"train: {summary['steps']} steps, mean loss {result.training_loss:.3f}, "
+                  f"{summary['seconds']:.0f}s -> {out}")
+    return out

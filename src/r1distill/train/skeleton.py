@@ -1,0 +1,147 @@
+"""What every objective's trainer is built with and leaves behind: the training arguments, precision, the
+LoRA config, the work dir with its checkpoints, the saved student and its log. The builders (objectives.py,
+gkd.py) take these; run.py calls them in order. Nothing here knows an objective.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from r1distill.config import UserError, config_hash
+from r1distill.console import console
+from r1distill.train.config import TrainConfig
+
+LOG_KEYS = ("step", "epoch", "loss", "ce", "kd", "learning_rate", "tokens_per_s")  # train_log.jsonl's records
+
+
+@dataclass
+class Setup:
+    """A built trainer and what `run` reports about it."""
+
+    trainer: object
+    tokenizer: object
+    rows: int  # training rows (after dropping rows whose prompt fills max_length)
+    truncated: int  # rows whose completion was cut to max_length
+    completion_tokens: int  # per epoch
+    checkpoint: Path | None  # the checkpoint to resume from
+    data: object = None  # the rows themselves (data.TokenData for sft/kd/kd_online)
+    log_keys: tuple[str, ...] = LOG_KEYS
+    extra: dict = field(default_factory=dict)  # objective-specific summary fields known at build time
+
+
+def use_bf16(cfg: TrainConfig) -> bool:
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    return cfg.bf16 if cfg.bf16 is not None else (on_gpu and torch.cuda.is_bf16_supported())
+
+
+def training_args(cfg: TrainConfig, cls, **extra):
+    """`cls` (SFTConfig, GKDConfig) with the fields every objective shares, then `extra`."""
+    import torch
+
+    return cls(
+        output_dir=str(cfg.work), num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+        logging_steps=cfg.logging_steps, report_to=[r for r in cfg.report_to if r != "none"] or "none",
+        save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 500,
+        save_total_limit=cfg.save_total_limit, seed=cfg.seed, bf16=use_bf16(cfg),
+        use_cpu=not torch.cuda.is_available(), activation_checkpointing=cfg.gradient_checkpointing,
+        max_length=cfg.max_length, dataloader_num_workers=0, **extra,
+    )
+
+
+def lora_config(cfg: TrainConfig):
+    if not cfg.lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    lo = cfg.lora
+    return LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=list(lo.target_modules),
+                      task_type="CAUSAL_LM")
+
+
+# ---- the work dir and its checkpoints ----
+
+def latest_checkpoint(work: Path) -> Path | None:
+    """The highest `checkpoint-N` in `work` whose trainer_state.json (written last) is complete."""
+    found = []
+    for d in work.glob("checkpoint-*"):
+        try:
+            step = int(d.name.split("-")[1])
+            json.loads((d / "trainer_state.json").read_text())
+        except (ValueError, IndexError, OSError):
+            continue
+        found.append((step, d))
+    return max(found)[1] if found else None
+
+
+def prepare_work(cfg: TrainConfig, main: bool) -> Path | None:
+    """Set up `{output}.work`: keep it when resuming (returning the checkpoint to resume from), else start
+    it empty. A checkpoint made under another config is refused rather than silently mixed in."""
+    work = cfg.work
+    stamp = config_hash(cfg, exclude=("overwrite", "resume", "report_to", "logging_steps", "save_steps",
+                                      "save_total_limit", "teacher_device", "cache_dir"))
+    ckpt = latest_checkpoint(work) if cfg.resume else None
+    if ckpt is not None:
+        marker = work / "r1distill_config_hash"
+        if marker.exists() and marker.read_text() != stamp:
+            raise UserError(f"The checkpoints in {work} were made with another train config: resume with the "
+                            "same recipe, or drop --resume to start over")
+        console.print(f"resuming from {ckpt}")
+    elif cfg.resume:
+        console.print(f"[yellow]--resume: no complete checkpoint in {work}; starting from the beginning[/]")
+    if main:
+        if ckpt is None:
+            shutil.rmtree(work, ignore_errors=True)
+        else:  # a checkpoint half-written when the run was killed would be picked up or rotated later
+            for d in work.glob("checkpoint-*"):
+                if d.name.split("-")[-1].isdigit() and int(d.name.split("-")[-1]) > int(ckpt.name.split("-")[-1]):
+                    shutil.rmtree(d)
+        if cfg.out.exists() and ckpt is None:
+            shutil.rmtree(cfg.out)
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "r1distill_config_hash").write_text(stamp)
+    return ckpt
+
+
+# ---- outputs ----
+
+def save_student(trainer, tokenizer, out: Path, student_path: str, lora: bool) -> None:
+    """The student as a plain HF dir at `out`. Without LoRA every process takes part in `save_model` (FSDP's and
+    ZeRO-3's gathers) and the main one writes. With LoRA the adapter is saved the same way to `out/adapter`, then
+    merged on the main process into a fresh full-precision copy of the base model read from `student_path`: the
+    merge never sees a sharded model (under FSDP/ZeRO-3 the in-memory one is)."""
+    trainer.save_model(str(out / "adapter" if lora else out))
+    if not trainer.is_world_process_zero():
+        return
+    if lora:
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        base = AutoModelForCausalLM.from_pretrained(student_path, dtype=torch.float32, use_safetensors=True)
+        merged = PeftModel.from_pretrained(base, str(out / "adapter")).merge_and_unload()
+        merged.save_pretrained(str(out), safe_serialization=True)
+        tokenizer.save_pretrained(str(out / "adapter"))
+    tokenizer.save_pretrained(str(out))
+    for d in (out, out / "adapter"):
+        (d / "training_args.bin").unlink(missing_ok=True)  # a pickle; the resolved config is saved as YAML
+
+
+def write_train_log(log_history: list[dict], path: Path, keys: tuple[str, ...], kd_is_loss: bool = False) -> None:
+    """One JSON record per logging step with exactly `keys`, then the run summary marked `"summary": true`.
+    kd_is_loss: the whole loss is the divergence (gkd), so kd = loss and ce = null."""
+    with open(path, "w") as f:
+        for rec in log_history:
+            if "loss" in rec and ("ce" in rec or kd_is_loss):
+                row = {k: rec.get(k) for k in keys}
+                if kd_is_loss:
+                    row.update(ce=None, kd=rec["loss"])
+                f.write(json.dumps(row) + "\n")
+            elif "train_runtime" in rec:
+                f.write(json.dumps({"summary": True, **rec}) + "\n")
