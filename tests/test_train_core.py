@@ -91,3 +91,38 @@ def test_chunked_forward_gradients_match_full_logits(tmp_path, student_dir, obje
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) == sum(1 for _ in model.parameters())
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_several_curated_shards_train_as_one_dataset(tmp_path, student_dir):  # noqa: F811
+    from r1distill.data.traces import CURATED_SCHEMA, rows_to_table, write_table_atomic
+
+    rows = trace_rows(7, seed=3)
+    d = tmp_path / "curated"
+    for i, part in enumerate((rows[:3], rows[3:4], rows[4:])):  # 3 shards: 3 + 1 + 3 rows
+        write_table_atomic(rows_to_table(part, CURATED_SCHEMA), d / f"data-{i:05d}.parquet")
+    setup = build_trainer(train_config(tmp_path / "t", student_dir, d, batch_size=7), str(student_dir))
+    feats = setup.data
+    assert len(feats) == 7 and feats.completion_tokens == sum(r["num_tokens"] for r in rows)
+    for i, r in enumerate(rows):  # row order across the shards, each row's completion and top-k
+        got = feats.row(i)
+        assert got["input_ids"][got["prompt_len"]:].tolist() == r["completion_ids"]
+        assert got["topk_ids"].tolist() == r["topk_ids"]
+    out = run(train_config(tmp_path / "run", student_dir, d, batch_size=4))
+    assert json.loads((out / "summary.json").read_text())["steps"] == 2  # 7 rows at batch 4
+
+
+def test_an_unknown_output_transform_fails_on_the_first_batch(tmp_path, student_dir):  # noqa: F811
+    from r1distill.config import ConfigError
+    from r1distill.train.head import check_head
+
+    traces = write_traces(tmp_path / "traces", trace_rows(2))
+    trainer = build_trainer(train_config(tmp_path / "t", student_dir, traces), str(student_dir)).trainer
+    batch = next(iter(trainer.get_train_dataloader()))
+    model = trainer.model
+    assert check_head(model, batch["input_ids"], batch["attention_mask"]) < 1e-5  # the plain head agrees
+    # A model whose forward scales its logits in a way no config field names: the chunked head would not.
+    hook = model.get_output_embeddings().register_forward_hook(lambda _m, _i, out: out * 1.5)
+    with pytest.raises(ConfigError, match=r"chunked LM head's logits differ .* set train.loss.chunk_size=0"):
+        trainer.compute_loss(model.train(), batch)
+    hook.remove()
+    assert torch.isfinite(trainer.compute_loss(model, batch))  # without the transform the check passes: it trains

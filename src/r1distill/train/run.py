@@ -66,6 +66,9 @@ def run(cfg: TrainConfig) -> Path:
         student_path = prepare_student(cfg)
     setup = build_trainer(cfg, student_path)
     trainer, ckpt = setup.trainer, setup.checkpoint
+    acc = trainer.accelerator
+    if acc.num_processes > 1 and acc.is_main_process:
+        console.print(f"train: {acc.num_processes} processes, {acc.distributed_type.value}")
     result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     out = cfg.out
     save_student(trainer, setup.tokenizer, out, student_path, cfg.lora.enabled)

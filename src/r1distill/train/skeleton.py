@@ -120,17 +120,22 @@ def save_student(trainer, tokenizer, out: Path, student_path: str, lora: bool) -
     if not trainer.is_world_process_zero():
         return
     if lora:
-        import torch
-        from peft import PeftModel
-        from transformers import AutoModelForCausalLM
-
-        base = AutoModelForCausalLM.from_pretrained(student_path, dtype=torch.float32, use_safetensors=True)
-        merged = PeftModel.from_pretrained(base, str(out / "adapter")).merge_and_unload()
-        merged.save_pretrained(str(out), safe_serialization=True)
+        merge_lora(student_path, out / "adapter", out)
         tokenizer.save_pretrained(str(out / "adapter"))
     tokenizer.save_pretrained(str(out))
     for d in (out, out / "adapter"):
         (d / "training_args.bin").unlink(missing_ok=True)  # a pickle; the resolved config is saved as YAML
+
+
+def merge_lora(student_path: str, adapter: Path, out: Path) -> None:
+    """The saved adapter merged into a fresh fp32 copy of the base model, written to `out` as a plain HF dir."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(student_path, dtype=torch.float32, use_safetensors=True)
+    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    merged.save_pretrained(str(out), safe_serialization=True)
 
 
 def write_train_log(log_history: list[dict], path: Path, keys: tuple[str, ...], kd_is_loss: bool = False) -> None:
