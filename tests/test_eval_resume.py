@@ -53,6 +53,7 @@ def test_per_benchmark_k_drives_resume_fingerprint_and_summary(tmp_path: Path, m
         "".join(json.dumps({"id": f"m{i}", "problem": f"Problem {i}?", "answer": "1"}) + "\n" for i in range(3)))
     fake = FakeBackend()
     monkeypatch.setattr(evaluate, "get_backend", lambda *args, **kwargs: fake)
+    monkeypatch.setattr(evaluate, "check_model", lambda name: name)  # no such model: the fake stands in for it
     cfg = EvalConfig(run_dir=str(tmp_path / "run"), models=["fake-model"],
                      benchmarks=[SourceConfig(name="math500", path=str(bench_dir))])
     out = evaluate.run(cfg)  # R1's defaults: k = 4 on math500
