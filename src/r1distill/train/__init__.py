@@ -10,6 +10,10 @@ before training. Checkpoints go to `{output}.work/checkpoint-N` (every `save_ste
 from the latest complete one. Outputs: the model (merged, with LoRA; the adapter in `{output}/adapter`),
 `train_log.jsonl` (one record per logging step, then a summary record), tensorboard logs in `{output}/runs`,
 and `summary.json`.
+
+Reruns follow `r1distill.rerun`: a student finished with the same config and the same curated input (the shards'
+content) is left as it is ("done"; `overwrite` trains again); one of another config or input is moved aside to
+`student.old-<stamp>` before training starts, never deleted.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from r1distill import rerun
 from r1distill.config import LAYOUT, ConfigError, UserError, config_hash, write_resolved
 from r1distill.console import console
 from r1distill.models import StudentConfig, derive_student, load_tokenizer, pick_layers, resolve_model
@@ -442,20 +447,44 @@ def build_trainer(cfg: TrainConfig, student_path: str) -> Setup:
     return Setup(trainer, tokenizer, feats, ckpt)
 
 
+def stamp(cfg: TrainConfig) -> str:
+    """The rerun stamp: the settings that change the student, and the curated shards' content (not their path)."""
+    from r1distill.data.traces import shard_paths
+
+    return config_hash(cfg, rerun.fingerprint(shard_paths(cfg.inp)),
+                       exclude=("overwrite", "resume", "report_to", "logging_steps", "save_steps", "save_total_limit",
+                                "teacher_device", "run_dir", "input_dir", "output_dir"))
+
+
 def run(cfg: TrainConfig) -> Path:
     from accelerate import PartialState
 
     from r1distill.data.traces import shard_paths
+    from r1distill.models import check_model
 
     t0 = time.time()
     if not shard_paths(cfg.inp):  # before loading or deriving any model
         raise UserError(f"No Parquet shards in {cfg.inp}: run curate first (or set train.input_dir)")
+    for name in (cfg.teacher, cfg.student.name, cfg.student.derive_from):
+        if name and name != "teacher":
+            check_model(name)
+    done_stamp, state = stamp(cfg), PartialState()
+    if not cfg.overwrite and rerun.is_done(cfg.out, done_stamp):
+        console.print(f"train: {cfg.out} already holds the student of this config and input (stamp {done_stamp}); "
+                      "nothing to do (train.overwrite=true trains again)")
+        return cfg.out
+    if state.is_main_process:  # a finished student of another config or input is moved aside, not overwritten
+        rerun.claim(cfg.out, done_stamp, "train", overwrite=cfg.overwrite)
+    state.wait_for_everyone()
     with PartialState().main_process_first():  # one process derives the student, the others read it
         student_path = prepare_student(cfg)
     if cfg.objective == "gkd":
         from r1distill.train.gkd import train_gkd
 
-        return train_gkd(cfg, student_path)
+        out = train_gkd(cfg, student_path)
+        if state.is_main_process:
+            rerun.finish(out, done_stamp)
+        return out
     setup = build_trainer(cfg, student_path)
     trainer, ckpt, feats = setup.trainer, setup.checkpoint, setup.features
     result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
@@ -475,7 +504,8 @@ def run(cfg: TrainConfig) -> Path:
                "resumed_from": ckpt.name if ckpt else None, "lora": cfg.lora.enabled,
                "student_init": student_path}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    write_resolved(cfg, out, "r1distill_train_config.yaml")
+    write_resolved(cfg, out, "train", "r1distill_train_config.yaml")
+    rerun.finish(out, done_stamp)
     console.print(f"train: {summary['steps']} steps, mean loss {result.training_loss:.3f}, "
                   f"{summary['seconds']:.0f}s -> {out}")
     return out

@@ -199,7 +199,7 @@ def train_gkd(cfg: TrainConfig, student_path: str) -> Path:
     if not math.isfinite(result.training_loss):
         console.print(f"[red]train: the gkd loss is {result.training_loss}[/]")
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    write_resolved(cfg, out, "r1distill_train_config.yaml")
+    write_resolved(cfg, out, "train", "r1distill_train_config.yaml")
     console.print(f"train: {summary['steps']} gkd steps ({summary['student_sampled_batches']} student-sampled, "
                   f"{summary['teacher_sampled_batches']} teacher-sampled), mean loss {result.training_loss:.3f}, "
                   f"{summary['seconds']:.0f}s -> {out}")
