@@ -271,8 +271,8 @@ class Checker:
             shown = "; ".join(str(e) for e in bad[:SHOWN_BAD_ROWS])
             more = f"; ... and {len(bad) - SHOWN_BAD_ROWS} more" if len(bad) > SHOWN_BAD_ROWS else ""
             count = f"{len(bad)} bad rows: " if len(bad) > 1 else ""
-            raise UserError(f"{origin}: {count}{shown}{more} (fix them, or set skip_bad_rows: true to leave "
-                            "bad rows out, counted)")
+            raise UserError(f"{origin}: {count}{shown}{more} ({'fix it' if len(bad) == 1 else 'fix them'}, or set "
+                            "skip_bad_rows: true to leave bad rows out, counted)")
         self.skipped.update(e.kind for e in bad)
         if not out:
             raise UserError(f"{origin}: no problems found" + (f" ({len(bad)} bad rows left out)" if bad else ""))
