@@ -212,7 +212,10 @@ def write_resolved(cfg: Any, out_dir: str | Path, section: str, name: str = "con
 
 def resolved_yaml(cfg: Any, section: str) -> str:
     head = f"# The {section} config as it ran; a recipe: r1distill {section} THIS_FILE [key=value ...]\n"
-    return head + yaml.safe_dump({section: to_dict(cfg)}, sort_keys=False)
+    data = to_dict(cfg)
+    if data.get("overwrite"):
+        data["overwrite"] = False  # running the recipe again must not delete what this run made
+    return head + yaml.safe_dump({section: data}, sort_keys=False)
 
 
 def read_resolved(path: str | Path, section: str) -> dict | None:

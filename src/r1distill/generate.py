@@ -175,7 +175,7 @@ def _prepare_dir(cfg: GenerateConfig) -> None:
             store.remove(store.join(out, name))
     # `shard: null`: workers differ only in it and share one config file
     store.write_text_atomic(store.join(out, "config.yaml"),
-                            resolved_yaml(dataclasses.replace(cfg, shard=None, overwrite=False), "generate"))
+                            resolved_yaml(dataclasses.replace(cfg, shard=None), "generate"))
     kind = {"logprobs_kind": old["logprobs_kind"]} if old.get("logprobs_kind") else {}
     rerun.write_stamp(out, cfg.hash(), complete=False, **kind)
 
