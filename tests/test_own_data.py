@@ -106,6 +106,21 @@ def test_2_an_edited_gold_answer_is_scored_again(tmp_path, teacher_dir, capsys):
     assert "moved them to" in _said(capsys)
 
 
+def test_2_generate_refuses_to_resume_problems_whose_answer_changed(tmp_path, teacher_dir):
+    from r1distill import generate
+
+    bench = _jsonl(tmp_path / "mine.jsonl", [{"id": "q", "problem": "What is 2 + 2?", "answer": "5"}])
+    cfg = from_dict(generate.GenerateConfig, {"run_dir": str(tmp_path), "source": {"path": str(bench)},
+                                              "num_samples": 1, "max_new_tokens": 4, "topk_logprobs": 0})
+    generate.run(cfg)
+    before = {p.name: p.read_bytes() for p in cfg.out.glob("*.parquet")}
+    _jsonl(bench, [{"id": "q", "problem": "What is 2 + 2?", "answer": "4"}])  # the gold fixed in place
+    with pytest.raises(UserError, match=r"1 problems whose gold answer has changed since they were generated "
+                                        r"\(q: '5' -> '4'\)"):
+        generate.run(cfg)  # was: resumed as done, the traces keeping the old answer
+    assert {p.name: p.read_bytes() for p in cfg.out.glob("*.parquet")} == before
+
+
 # 3 ---------------------------------------------------------------------------------------------------------------
 def test_3_duplicate_ids_and_ungradeable_answers_are_errors_or_skipped_and_counted(tmp_path, teacher_dir, capsys):
     path = _jsonl(tmp_path / "bad.jsonl", [
@@ -269,6 +284,19 @@ def test_7_a_200kb_problem_is_skipped_and_named_while_its_batch_is_scored(tmp_pa
     monkeypatch.setattr(evaluate, "get_backend", lambda *a, **k: pytest.fail("nothing is left to generate"))
     assert main(args) == 0  # the skip is remembered: a rerun loads no model
     assert _summary(tmp_path)["mine"]["skipped_ids"] == {"prompt_too_long": ["huge"]}
+
+
+def test_7_generate_names_the_prompts_it_skips(tmp_path, teacher_dir, capsys):
+    from r1distill import generate
+
+    bench = _jsonl(tmp_path / "mine.jsonl", [{"id": "small", "problem": "What is 2 + 2?", "answer": "4"},
+                                             {"id": "huge", "problem": "apple " * 34_000, "answer": "1"}])
+    cfg = from_dict(generate.GenerateConfig, {"run_dir": str(tmp_path), "source": {"path": str(bench)},
+                                              "num_samples": 1, "max_new_tokens": 4, "topk_logprobs": 0})
+    out = generate.run(cfg)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped"] == {"prompt_too_long": 1} and summary["skipped_ids"] == {"prompt_too_long": ["huge"]}
+    assert summary["problems"] == 1 and "1 problems skipped" in _said(capsys)  # was a count without a name
 
 
 def test_7_max_new_tokens_past_the_context_is_an_error(tmp_path, teacher_dir, capsys):
