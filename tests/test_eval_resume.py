@@ -53,6 +53,7 @@ def test_per_benchmark_k_drives_resume_fingerprint_and_summary(tmp_path: Path, m
         "".join(json.dumps({"id": f"m{i}", "problem": f"Problem {i}?", "answer": "1"}) + "\n" for i in range(3)))
     fake = FakeBackend()
     monkeypatch.setattr(evaluate, "get_backend", lambda *args, **kwargs: fake)
+    monkeypatch.setattr(evaluate, "check_model", lambda name: name)  # no such model: the fake stands in for it
     cfg = EvalConfig(run_dir=str(tmp_path / "run"), models=["fake-model"],
                      benchmarks=[SourceConfig(name="math500", path=str(bench_dir))])
     out = evaluate.run(cfg)  # R1's defaults: k = 4 on math500
@@ -145,6 +146,7 @@ def test_an_output_that_hangs_the_verifier_is_cut_at_the_hard_limit(tmp_path: Pa
     path.write_text("".join(json.dumps({"id": f"p{i}", "problem": f"Problem {i}?", "answer": "1"}) + "\n"
                             for i in range(3)))
     monkeypatch.setattr(evaluate, "get_backend", lambda *args, **kwargs: HangingBackend())
+    monkeypatch.setattr(evaluate, "check_model", lambda name: name)  # no such model: the fake stands in for it
     cfg = EvalConfig(run_dir=str(tmp_path / "run"), models=["fake"], temperature=0.0, verify_timeout=1.0,
                      benchmarks=[SourceConfig(name="file", path=str(path))], bootstrap=10)
     t0 = time.monotonic()

@@ -8,7 +8,6 @@ import re
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from r1distill import generate
 from r1distill.config import UserError
@@ -131,7 +130,7 @@ def test_a_malformed_problem_file_names_file_line_field_and_keeps_the_output(tmp
 def test_summary_and_config_record_the_logprobs_kind(traces):
     summary = json.loads((traces.out / "summary.json").read_text())
     assert summary["logprobs_kind"] == "raw" and summary["unmapped_tokens"] == 0 and summary["topk_format"] == "exact"
-    assert yaml.safe_load((traces.out / "config.yaml").read_text())["logprobs_kind"] == "raw"
+    assert json.loads((traces.out / "r1distill_stamp.json").read_text())["logprobs_kind"] == "raw"
     assert {file_metadata(p)["r1distill.logprobs_kind"] for p in shard_paths(traces.out)} == {"raw"}
 
 
@@ -141,8 +140,8 @@ def test_a_different_logprobs_kind_refuses_to_resume(tmp_path, teacher_dir):
     generate.run(cfg)
     shard_paths(cfg.out)[0].unlink()  # leave work to do
     # A dir whose config records another kind than the backend gives is refused before anything is written.
-    path = cfg.out / "config.yaml"
-    path.write_text(path.read_text().replace("logprobs_kind: raw", "logprobs_kind: processed"))
+    path = cfg.out / "r1distill_stamp.json"
+    path.write_text(path.read_text().replace('"logprobs_kind": "raw"', '"logprobs_kind": "processed"'))
     with pytest.raises(UserError, match="holds traces with processed top-k log-probs, but the hf backend"):
         generate.run(cfg)
     assert shard_paths(cfg.out) == []

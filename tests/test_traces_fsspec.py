@@ -32,8 +32,8 @@ def test_generate_to_a_url_resumes_and_reads_back(scheme, tmp_path, teacher_dir)
     generate.run(cfg)
     fs, root = fsspec.core.url_to_fs(url)
     names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
-    assert names == ["config.yaml", "manifest.json", "shard-00000.parquet", "shard-00001.parquet",
-                     "shard-00002.parquet", "summary.json"]  # no temporaries left behind
+    assert names == ["config.yaml", "manifest.json", "r1distill_stamp.json", "shard-00000.parquet",
+                     "shard-00001.parquet", "shard-00002.parquet", "summary.json"]  # no temporaries left behind
     shards = shard_paths(url)
     assert shards == [f"{url}/shard-0000{i}.parquet" for i in range(3)]
     first = _pairs(url)

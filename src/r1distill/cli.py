@@ -39,6 +39,25 @@ STAGE_EXAMPLE = {
     "train": "r1distill train recipes/quickstart.yaml train.objective=sft train.epochs=1",
     "eval": "r1distill eval eval.models=[smollm2-135m-instruct] eval.benchmarks=[gsm8k] eval.max_new_tokens=256",
 }
+SOURCES_HELP = """problem sources (generate.source, and each entry of eval.benchmarks):
+  gsm8k | math500 | aime24 | aime25 | amc23   a local <name>_test.jsonl (path=FILE_OR_DIR or $R1DISTILL_BENCHMARKS_DIR),
+                                              else the Hugging Face hub
+  synthetic                                   the built-in generator (eval: the frozen test set)
+  {path: mine.jsonl}                          your file (.jsonl, .json or .parquet); a path alone means name: file
+  {name: hf, path: org/dataset, split: test}  a hub dataset
+columns maps our fields (id, problem, answer) to yours: a column, a list of columns joined by a space, or a
+"{Col} ..." template. Worked example, svamp.jsonl with rows such as
+  {"ID": "chal-1", "Body": "Jack had 8 pens and gave 3 away.", "Question": "How many pens are left?", "Answer": 5.0}
+  r1distill eval eval.models=[smollm2-135m-instruct] eval.max_new_tokens=256 \\
+    'eval.benchmarks=[{path: svamp.jsonl, columns: {id: ID, problem: [Body, Question], answer: Answer}}]'
+grades problem "Jack had 8 pens and gave 3 away. How many pens are left?" against answer "5" (the same as a
+template: problem: "{Body} {Question}"). Every row is checked first and all bad rows are listed (a duplicate id,
+an answer the verifier cannot grade such as "twelve"); skip_bad_rows: true leaves them out, counted."""
+CURATE_HELP = """traces you already have: curate.input_dir=DIR reads every *.parquet in DIR that has the trace
+schema (r1distill.data.traces.TRACE_SCHEMA; README "Your own data" shows a script that writes it), e.g.
+  r1distill curate run_dir=runs/mine curate.input_dir=my_traces curate.decontaminate=[gsm8k]
+and train on what it kept: r1distill train run_dir=runs/mine train.objective=sft"""
+STAGE_NOTES = {"generate": SOURCES_HELP, "eval": SOURCES_HELP, "curate": CURATE_HELP}
 # section -> (module, config dataclass); imported only to print --help
 STAGE_CONFIGS = {"generate": ("r1distill.generate", "GenerateConfig"), "curate": ("r1distill.curate", "CurateConfig"),
                  "train": ("r1distill.train", "TrainConfig"), "eval": ("r1distill.evaluate", "EvalConfig")}
@@ -127,7 +146,8 @@ def _epilog(name: str, full: bool) -> str:
         return (text + f"\ntop-level keys: {', '.join(SHARED_KEYS)} (filled into every section that has them), "
                 "and one section per stage: generate, curate, train, eval.\nstudent: a model name, or\n" + student
                 + "\n\nEach section's keys and defaults: r1distill generate|curate|train|eval --help")
-    return text + "\n" + stage_keys_help(name)
+    notes = f"\n{STAGE_NOTES[name]}\n" if name in STAGE_NOTES else ""
+    return text + notes + "\n" + stage_keys_help(name)
 
 
 def _parser(full_help: bool = False) -> argparse.ArgumentParser:

@@ -200,10 +200,31 @@ def config_hash(cfg: Any, *extra: str, exclude: tuple[str, ...] = ("overwrite", 
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def write_resolved(cfg: Any, out_dir: str | Path, name: str = "config.yaml") -> Path:
-    """Write the resolved stage config beside the stage's outputs."""
+def write_resolved(cfg: Any, out_dir: str | Path, section: str, name: str = "config.yaml") -> Path:
+    """Write the resolved stage config beside the stage's outputs, as a recipe for that stage (`{section: ...}`):
+    `r1distill SECTION that/config.yaml` runs it again."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / name
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    path.write_text(resolved_yaml(cfg, section))
     return path
+
+
+def resolved_yaml(cfg: Any, section: str) -> str:
+    head = f"# The {section} config as it ran; a recipe: r1distill {section} THIS_FILE [key=value ...]\n"
+    data = to_dict(cfg)
+    if data.get("overwrite"):
+        data["overwrite"] = False  # running the recipe again must not delete what this run made
+    return head + yaml.safe_dump({section: data}, sort_keys=False)
+
+
+def read_resolved(path: str | Path, section: str) -> dict | None:
+    """A stage's written config (a recipe `{section: ...}`, or the flat mapping older versions wrote); None when
+    missing or unreadable."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    if isinstance(data, dict) and isinstance(data.get(section), dict) and set(data) <= set(TOP_LEVEL_KEYS):
+        return data[section]
+    return data if isinstance(data, dict) else None

@@ -31,6 +31,13 @@ second pass reads each shard in row batches, adds the curated columns, filters a
 stored (the top-k columns never become Python objects, and q8 stays q8). Near-duplicate completions are
 found by MinHash signatures, confirmed on texts read back from their shard when a candidate pair appears.
 The output is written into `{out}.tmp` and renamed into place at the end.
+
+Decontamination against a benchmark that cannot be loaded (no local file, and the hub unreachable: one probe,
+`r1distill.hub`) is skipped with one warning, and `stats.md` says "skipped" rather than a count of 0.
+
+Reruns follow `r1distill.rerun`: the traces are read and checked first; a dir holding the results of the same
+config and input is left as it is ("done"), one of another config or input is moved aside to
+`curated.old-<stamp>`. `config.yaml` is a recipe (`r1distill curate curated/config.yaml`).
 """
 
 from __future__ import annotations
@@ -50,10 +57,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from r1distill import filters
-from r1distill.config import LAYOUT, ConfigError, UserError, write_resolved
+from r1distill import filters, hub, rerun
+from r1distill.config import LAYOUT, ConfigError, UserError, config_hash, write_resolved
 from r1distill.console import console, progress
-from r1distill.data.problems import BENCHMARKS, SourceConfig, load_problems
+from r1distill.data.problems import BENCHMARKS, BENCHMARKS_ENV, SourceConfig, load_problems
 from r1distill.data.traces import (
     CURATED_FIELDS,
     Q8_COLUMNS,
@@ -182,17 +189,23 @@ HELD_OUT = (*BENCHMARKS, "synthetic")  # what `decontaminate` may name
 
 
 def _benchmark_index(cfg: CurateConfig) -> tuple[filters.NgramIndex, list[str]]:
-    """N-gram index of the benchmarks to hold out, and the names of those that could not be loaded."""
-    items, skipped = [], []
+    """N-gram index of the benchmarks to hold out, and the names of those that could not be loaded. Offline this
+    costs one fast probe of the hub (`r1distill.hub`), not minutes of retries per benchmark."""
+    items, skipped, why = [], [], {}
     for name in cfg.decontaminate:
         try:
             # `synthetic` means the whole frozen synthetic test set (every level).
             mixed = {"split": "test", "level": "mixed"} if name == "synthetic" else {}
             src = SourceConfig(name=name, **mixed)
-            items += [(name, p["id"], p["problem"]) for p in load_problems(src)]
+            items += [(name, p["id"], p["problem"]) for p in load_problems(src, check_answers=False)]
         except UserError as e:
             skipped.append(name)
-            console.print(f"[yellow]warning[/]: not decontaminating against {name}: it could not be loaded ({e})")
+            why[name] = str(e)
+    if skipped:
+        offline = hub.offline_reason() if any("hub" in w for w in why.values()) else None
+        reason = (f"no local file and the hub is unreachable ({offline}); set {BENCHMARKS_ENV} to a dir of "
+                  "<name>_test.jsonl files" if offline else "; ".join(f"{n}: {w}" for n, w in why.items()))
+        console.print(f"[yellow]warning[/]: not decontaminating against {', '.join(skipped)}: {reason}")
     return filters.ngram_index(items, cfg.decontam_ngram), skipped
 
 
@@ -203,6 +216,7 @@ def _problem_reasons(cfg: CurateConfig, rows: list[dict], problems: dict[str, st
     hits: dict[str, set[str]] = defaultdict(set)
     if cfg.decontaminate:
         index, stats["decontamination_skipped"] = _benchmark_index(cfg)
+        stats["decontamination_checked"] = [b for b in cfg.decontaminate if b not in stats["decontamination_skipped"]]
         for pid, text in problems.items():
             for bench, item_id in filters.contamination(text, index, cfg.decontam_ngram):
                 reasons[pid] = "contaminated"
@@ -340,6 +354,12 @@ def _write_shard(path: Path, out: Path, decided: list[dict], rejected) -> int:
     return kept
 
 
+def stamp(cfg: CurateConfig, shards: list) -> str:
+    """The rerun stamp: the settings that change the output, and the input shards' content (not their path)."""
+    return config_hash(cfg, rerun.fingerprint(shards),
+                       exclude=("overwrite", "num_workers", "run_dir", "input_dir", "output_dir"))
+
+
 def run(cfg: CurateConfig) -> Path:
     t0 = time.time()
     shards = shard_paths(cfg.inp)
@@ -350,6 +370,11 @@ def run(cfg: CurateConfig) -> Path:
         check_schema(schema.empty_table(), _expected_schema(schema), str(p))
     counts = [parquet_file(p).metadata.num_rows for p in shards]
     total = sum(counts)
+    out, done_stamp = cfg.out, stamp(cfg, shards)
+    if rerun.claim(out, done_stamp, "curate", overwrite=cfg.overwrite) == "done":
+        console.print(f"curate: {out} already holds this config's curation of these traces (stamp {done_stamp}); "
+                      "nothing to do (curate.overwrite=true redoes it)")
+        return out
     console.print(f"[bold]curate[/] {total} traces in {len(shards)} shards from {cfg.inp}")
     rows: list[dict] = []
     problems: dict[str, str] = {}
@@ -367,7 +392,6 @@ def run(cfg: CurateConfig) -> Path:
     if not kept_rows:
         raise UserError(f"curate kept no traces out of {len(rows)} ({_counts(rows)}); generate more samples, "
                         "or loosen the filters (e.g. curate.require_correct=false)")
-    out = cfg.out
     work = out.with_name(out.name + ".tmp")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -379,9 +403,10 @@ def run(cfg: CurateConfig) -> Path:
     stats = {**_stats(cfg, rows, kept_rows), **extra, "seconds": round(time.time() - t0, 2)}
     (work / "stats.json").write_text(json.dumps(stats, indent=1))
     (work / "stats.md").write_text(stats_markdown(stats))
-    write_resolved(cfg, work)
-    if out.exists():
-        shutil.rmtree(out)  # curation is cheap and deterministic: a rerun rebuilds it
+    write_resolved(cfg, work, "curate")
+    rerun.finish(work, done_stamp)
+    if out.exists():  # claim() left nothing finished there: other results were moved aside
+        shutil.rmtree(out)
     work.rename(out)
     console.print(f"curate: kept {stats['kept']}/{stats['total']} traces")
     return out
@@ -417,9 +442,13 @@ def _stats(cfg: CurateConfig, rows: list[dict], kept: list[dict]) -> dict:
 
 def stats_markdown(stats: dict) -> str:
     lines = ["| step | rejected | left |", "|---|---:|---:|"]
+    unchecked = "decontamination_checked" in stats and not stats["decontamination_checked"]
     for step in stats["funnel"]:
         name = step["step"]
-        lines.append(f"| {name} | {'' if name == 'generated' else step['rejected']} | {step['left']} |")
+        rejected = "" if name == "generated" else step["rejected"]
+        if name == "contaminated" and unchecked:
+            rejected = "skipped"  # no benchmark could be loaded: 0 would claim a check that did not happen
+        lines.append(f"| {name} | {rejected} | {step['left']} |")
     lines.append(f"| **kept** | | **{stats['kept']}** |")
     lines += ["", f"Teacher pass rate (mean over {stats['problems']} problems): {stats['teacher_pass_rate']:.3f}; "
               f"problems with a kept trace: {stats['problems_kept']}.", "",
@@ -433,6 +462,9 @@ def stats_markdown(stats: dict) -> str:
         shown = lambda ids: ", ".join(ids[:10]) + (f", ... ({len(ids)} in all)" if len(ids) > 10 else "")
         lines += ["", "Contaminated problems matched benchmark items: " + "; ".join(
             f"{b}: {shown(ids)}" for b, ids in stats["contamination"].items()) + "."]
+    if stats.get("decontamination_skipped"):
+        lines += ["", "Decontamination skipped (could not be loaded): " + ", ".join(stats["decontamination_skipped"])
+                  + "; checked: " + (", ".join(stats.get("decontamination_checked") or []) or "none") + "."]
     if stats.get("verify_timeouts"):
         lines += ["", f"Verifier timeouts (counted incorrect): {stats['verify_timeouts']}."]
     return "\n".join(lines) + "\n"

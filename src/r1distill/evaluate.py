@@ -2,8 +2,16 @@
 
 Output dir (default `{run_dir}/eval`): `<model>/<benchmark>.jsonl` (one line per sample: benchmark,
 id, sample_idx, output, pred_answer, correct, num_tokens, finish_reason), `summary.json`
-({model: {benchmark: metrics}}), `results.md` and `config.yaml`. Samples are appended after each
-batch, so a killed run resumes without redoing finished problems.
+({model: {benchmark: metrics}}), `results.md` and `config.yaml` (a recipe: `r1distill eval eval/config.yaml`).
+Samples are appended after each batch, so a killed run (or one batch that fails) resumes without redoing
+finished problems.
+
+Reruns follow `r1distill.rerun`: every benchmark is read and checked, and every model name, before any output
+is touched, so a broken input line leaves the last samples and summary as they were. A result file whose
+fingerprint (the model, the generation settings and a hash of the benchmark's problems, so an edited file
+counts, wherever it lies) differs from this run's is moved aside to `<benchmark>.old-<fingerprint>.jsonl`.
+Problems whose prompt plus `max_new_tokens` exceed the model's context are skipped and named, as generate
+does (`skipped`/`skipped_ids` in the summary), and so are the bad rows a benchmark with `skip_bad_rows` left out.
 
 Model names `teacher`, `student_init` and `student` are aliases for the recipe's teacher and the
 run dir's students; anything else is a model name or path.
@@ -26,10 +34,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from r1distill import rerun
 from r1distill.backends import BACKENDS, SamplingConfig, derive_seed, get_backend
-from r1distill.config import LAYOUT, ConfigError, UserError, to_dict, write_resolved
+from r1distill.config import LAYOUT, ConfigError, UserError, write_resolved
 from r1distill.console import console, progress
-from r1distill.data.problems import SourceConfig, load_problems
+from r1distill.data.problems import Problems, SourceConfig, fingerprint, load_problems
+from r1distill.data.traces import write_text_atomic
+from r1distill.models import check_model
 from r1distill.prompts import r1_messages
 from r1distill.verify import is_equivalent, verify_many
 
@@ -60,7 +71,7 @@ class EvalConfig:
     batch_size: int = 32
     dtype: str = "auto"
     device: str = "auto"
-    last_number: bool = True  # fall back to the last number in the output as the answer
+    last_number: bool = False  # true: an output stating no answer is graded by its last number (cut-off ones too)
     verify_timeout: float = 5.0  # seconds per Math-Verify call; a row is abandoned (wrong) after ~3x
     pass_at_k: list[int] = field(default_factory=list)  # ks for pass@k; empty = powers of two up to each k
     bootstrap: int = 1000  # resamples of problems for the pass@1 confidence interval
@@ -245,41 +256,88 @@ def _read_samples(path: Path) -> list[dict]:
     return rows
 
 
-def _fingerprint(cfg: EvalConfig, model: str, bench: SourceConfig, k: int) -> str:
-    """What the samples depend on: the model (its weights' size and mtime when local), the benchmark
-    and the generation settings, k included. Samples made under another fingerprint are discarded, not resumed."""
+def _fingerprint(cfg: EvalConfig, model: str, bench: SourceConfig, k: int, problems: list[dict]) -> str:
+    """What the samples depend on: the model (its weights' size and mtime when local), the benchmark's label (its
+    seeds) and problems' content (not its path), and the generation settings, k included. Samples made under
+    another fingerprint are moved aside, not resumed."""
     weights = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(model).glob("*.safetensors"))
     keys = ("backend", "num_samples", "temperature", "top_p", "max_new_tokens", "think_prefix", "system_prompt",
             "dtype", "seed", "last_number")
     # k in num_samples' place: a run that set num_samples keeps the fingerprint it had before k was per benchmark
     # "seeding": samples drawn per (problem, sample) since v2; v1 runs' samples came from per-chunk streams
     settings = {name: getattr(cfg, name) for name in keys} | {"num_samples": k, "seeding": 2}
-    blob = json.dumps([model, weights, to_dict(bench), settings], default=str)
+    blob = json.dumps([model, weights, bench.label, fingerprint(problems), settings], default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _eval_one(cfg: EvalConfig, model: str, label: str, bench: SourceConfig, backend_box: dict) -> list[dict]:
-    """Samples of ``model`` on ``bench``: those a run with the same fingerprint finished, plus new ones for the
-    problems that lack any of their k samples (appended to the JSONL after each batch)."""
+def _read_meta(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _fit_context(cfg: EvalConfig, backend, problems: list[dict]) -> tuple[list[dict], list[str]]:
+    """(the problems whose prompt leaves room for max_new_tokens in the model's context, the ids of the others).
+    A prompt past the context would not fail alone: a 200 KB problem asked for 26.6 GB and took its batch down."""
+    ctx = getattr(backend, "context_length", None)
+    if ctx is None or not hasattr(backend, "prompt_lengths"):  # test doubles without a context
+        return problems, []
+    if cfg.max_new_tokens >= ctx:
+        raise UserError(f"eval.max_new_tokens={cfg.max_new_tokens} leaves no room for a prompt in the context of "
+                        f"{backend.model_name} ({ctx} tokens): set eval.max_new_tokens below it (e.g. {ctx // 2})")
+    lengths = backend.prompt_lengths([r1_messages(p["problem"], cfg.system_prompt) for p in problems],
+                                     cfg.think_prefix)
+    fits = [n + cfg.max_new_tokens <= ctx for n in lengths]
+    too_long = [p["id"] for p, ok in zip(problems, fits) if not ok]
+    if too_long:
+        console.print(f"[yellow]warning[/]: eval: {len(too_long)} problems skipped: prompt + max_new_tokens "
+                      f"({cfg.max_new_tokens}) exceed the context of {backend.model_name} ({ctx} tokens): "
+                      f"{', '.join(too_long[:10])}{' ...' if len(too_long) > 10 else ''}")
+    return [p for p, ok in zip(problems, fits) if ok], too_long
+
+
+def _eval_one(cfg: EvalConfig, model: str, label: str, bench: SourceConfig, loaded: Problems,
+              backend_box: dict) -> tuple[list[dict], dict]:
+    """(samples of ``model`` on ``bench``: those a run with the same fingerprint finished, plus new ones for the
+    problems that lack any of their k samples, appended to the JSONL after each batch; what was skipped).
+    ``loaded``: the benchmark's problems, read and checked by ``run`` before any output was touched."""
     k = cfg.k_for(bench)
     path = cfg.out / label / f"{bench.label}.jsonl"
     meta = path.with_suffix(".meta.json")
-    fp = _fingerprint(cfg, model, bench, k)
-    if cfg.overwrite or not meta.exists() or json.loads(meta.read_text()).get("fingerprint") != fp:
+    fp = _fingerprint(cfg, model, bench, k, loaded)
+    old = _read_meta(meta)
+    if cfg.overwrite:
         path.unlink(missing_ok=True)
+    elif path.exists() and old.get("fingerprint") != fp:  # another model, settings or benchmark content
+        tag = old.get("fingerprint") or "unstamped"
+        moved = rerun.set_aside(path, tag)
+        if meta.exists():
+            rerun.set_aside(meta, tag)
+        console.print(f"[yellow]eval[/]: {path} held samples of another model, settings or benchmark content; "
+                      f"moved them to {moved}")
+    # Problems too long for the context are remembered, so that a finished run does not load the model again.
+    too_long = set(old.get("skipped_ids", {}).get("prompt_too_long", [])) if old.get("fingerprint") == fp else set()
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta.write_text(json.dumps({"fingerprint": fp, "model": model}))
+    _write_meta(meta, fp, model, too_long)
     samples = _read_samples(path)
     counts = Counter(s["id"] for s in samples)
     done = {i for i, c in counts.items() if c >= k}  # a problem with fewer samples is redone whole
-    problems = [p for p in load_problems(bench) if p["id"] not in done]
+    problems = [p for p in loaded if p["id"] not in done and p["id"] not in too_long]
     samples = [s for s in samples if s["id"] in done]
-    path.write_text("".join(json.dumps(s) + "\n" for s in samples))
-    if not problems:
-        return samples
-    if "backend" not in backend_box:  # load each model once, and only if something is left to do
+    write_text_atomic(path, "".join(json.dumps(s) + "\n" for s in samples))  # never half a file of finished ones
+    if problems and "backend" not in backend_box:  # load each model once, and only if something is left to do
         backend_box["backend"] = get_backend(cfg.backend, model, cfg.backend_options, dtype=cfg.dtype,
                                              device=cfg.device, batch_size=cfg.batch_size)
+    if problems:
+        problems, new_long = _fit_context(cfg, backend_box["backend"], problems)
+        if new_long:
+            too_long |= set(new_long)
+            _write_meta(meta, fp, model, too_long)
+    skipped = {**loaded.skipped, **({"prompt_too_long": len(too_long)} if too_long else {})}
+    info = {"skipped": skipped, "skipped_ids": {"prompt_too_long": [p["id"] for p in loaded if p["id"] in too_long]}}
+    if not problems:
+        return samples, info if skipped else {}
     backend = backend_box["backend"]
     sampling = SamplingConfig(n=k, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                               top_p=cfg.top_p, think_prefix=cfg.think_prefix, seed=cfg.seed)
@@ -307,7 +365,12 @@ def _eval_one(cfg: EvalConfig, model: str, label: str, bench: SourceConfig, back
             samples += scored
             f.write("".join(json.dumps(row) + "\n" for row in scored))
             f.flush()
-    return samples
+    return samples, info if skipped else {}
+
+
+def _write_meta(meta: Path, fp: str, model: str, too_long: set[str]) -> None:
+    write_text_atomic(meta, json.dumps({"fingerprint": fp, "model": model,
+                                        "skipped_ids": {"prompt_too_long": sorted(too_long)}}))
 
 
 def _warn_greedy(cfg: EvalConfig) -> None:
@@ -326,25 +389,46 @@ def _warn_greedy(cfg: EvalConfig) -> None:
 
 def run(cfg: EvalConfig) -> Path:
     out = cfg.out
-    write_resolved(cfg, out)
+    # Every input is read and checked before any output is touched (the rerun rule): a broken benchmark line or a
+    # misspelt model name leaves the last samples and summary as they were, and fails before any model loads.
+    problems = {b.label: load_problems(b) for b in cfg.benchmarks}
+    names = {model: cfg.resolve(model) for model in cfg.models}
+    if cfg.backend != "openai":  # a server's model names are its own
+        for name in names.values():
+            check_model(name)
+    write_resolved(cfg, out, "eval")
     _warn_greedy(cfg)
     summary: dict[str, dict] = {}
     for model in cfg.models:
-        name = cfg.resolve(model)
+        name = names[model]
         t0 = time.time()
         box: dict = {}
         summary[model] = {}
         for bench in cfg.benchmarks:
-            samples = _eval_one(cfg, name, model.replace("/", "_"), bench, box)
+            samples, skipped = _eval_one(cfg, name, model.replace("/", "_"), bench, problems[bench.label], box)
             metrics = summarize(samples, ks=cfg.pass_at_k, bootstrap=cfg.bootstrap)
-            summary[model][bench.label] = {**metrics, "model_path": name}
+            summary[model][bench.label] = {**metrics, **skipped, "model_path": name}
         summary[model]["_seconds"] = round(time.time() - t0, 2)
         box.clear()
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    table = results_markdown(summary)
-    (out / "results.md").write_text(table)
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
+    table = results_markdown(summary) + skipped_notes(summary)
+    write_text_atomic(out / "results.md", table)
     console.print(table)
     return out
+
+
+def skipped_notes(summary: dict) -> str:
+    """Lines under the results table naming what each benchmark left out of its scores."""
+    lines = []
+    for model, res in summary.items():
+        for bench, m in res.items():
+            if bench.startswith("_") or not m.get("skipped"):
+                continue
+            ids = m.get("skipped_ids", {}).get("prompt_too_long", [])
+            named = f" (too long: {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''})" if ids else ""
+            counts = ", ".join(f"{n} {why}" for why, n in m["skipped"].items())
+            lines.append(f"- {model} on {bench}: not scored: {counts}{named}")
+    return ("\nSkipped problems (not in the scores):\n" + "\n".join(lines) + "\n") if lines else ""
 
 
 Cell = list[tuple[str, tuple, object]]  # parts of one table cell: (text, key path in the benchmark's metrics, value)

@@ -15,8 +15,14 @@ so a dir begun without `shard` (or with another N) never gets a row twice. `read
 shards, and a later run without `shard` finds every worker's problems done. Delete the dir, rather
 than pass `overwrite`, to restart a sharded run.
 
-Problems whose prompt plus `max_new_tokens` exceed the teacher's context are skipped and counted in
-the summary (`skipped: {"prompt_too_long": n}`), not an error.
+Problems whose prompt plus `max_new_tokens` exceed the teacher's context are skipped, named in a warning and
+counted in the summary (`skipped: {"prompt_too_long": n}`, their ids in `skipped_ids`), not an error; so are
+the bad rows a source with `skip_bad_rows` left out (`bad_row`, `duplicate_id`, `ungradeable_answer`).
+
+Reruns follow `r1distill.rerun`: the problems are read and checked (and the teacher's name) before the dir is
+touched; a dir made with another config is refused, and so is one whose finished problems have since changed
+their gold answer (their traces carry the old one). `config.yaml` is a recipe (`r1distill generate
+traces/config.yaml`); the config hash and the log-probs kind are in `r1distill_stamp.json`.
 
 `output_dir` may be an fsspec URL (`s3://bucket/traces`, `memory://…`, `file:///…`): every file goes
 through `r1distill.data.traces`, which renames into place where the filesystem can and writes to
@@ -31,6 +37,7 @@ refuses to resume, like a changed config.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -41,8 +48,9 @@ from pathlib import Path
 
 import yaml
 
+from r1distill import rerun
 from r1distill.backends import BACKENDS, SamplingConfig, check_options, get_backend
-from r1distill.config import LAYOUT, ConfigError, UserError, config_hash, to_dict
+from r1distill.config import LAYOUT, ConfigError, UserError, config_hash, resolved_yaml
 from r1distill.console import console, progress
 from r1distill.data import traces as store
 from r1distill.data.problems import SourceConfig, load_problems
@@ -56,6 +64,7 @@ from r1distill.data.traces import (
     shard_paths,
     write_table_atomic,
 )
+from r1distill.models import check_model
 from r1distill.prompts import r1_messages, split_think
 
 SHARD_NAME = re.compile(r"shard-(?:w(\d+)of(\d+)-)?(\d+)\.parquet")
@@ -138,21 +147,24 @@ def prompt_id(source: str, problem: str) -> str:
 
 
 
-def _load_config_file(out: Location) -> dict:
+RESTART = "Use another output_dir, or pass generate.overwrite=true to start again."
+
+
+def _stamp_record(out: Location) -> dict:
+    """What the traces in `out` were made with: r1distill_stamp.json, or for dirs written before it, the `hash` and
+    `logprobs_kind` keys of config.yaml (then a flat mapping)."""
+    record = rerun.read_stamp(out)
+    if record is not None:
+        return record
     path = store.join(out, "config.yaml")
-    return (yaml.safe_load(store.read_text(path)) or {}) if store.exists(path) else {}
+    old = (yaml.safe_load(store.read_text(path)) or {}) if store.exists(path) else {}
+    return {"stamp": old.get("hash"), "logprobs_kind": old.get("logprobs_kind")} if old.get("hash") else {}
 
 
 def _prepare_dir(cfg: GenerateConfig) -> None:
     out = cfg.out
-    if cfg.overwrite and store.exists(out):
-        store.remove(out, recursive=True)
-    old = _load_config_file(out)
-    if store.exists(store.join(out, "config.yaml")) and old.get("hash") != cfg.hash():
-        raise UserError(
-            f"{out} holds traces generated with a different config (hash {old.get('hash')} != {cfg.hash()}). "
-            "Use another output_dir, or pass generate.overwrite=true to start again."
-        )
+    old = {} if cfg.overwrite else _stamp_record(out)
+    rerun.claim(out, cfg.hash(), "generate", overwrite=cfg.overwrite, refuse=RESTART, old=old)
     store.makedirs(out)
     # Temporary files a killed run left behind; a worker removes only its own, as the others may be writing.
     tag = re.escape(cfg.tag)
@@ -161,15 +173,16 @@ def _prepare_dir(cfg: GenerateConfig) -> None:
     for name in store.list_names(out):
         if stale.fullmatch(name):
             store.remove(store.join(out, name))
-    kind = {"logprobs_kind": old["logprobs_kind"]} if old.get("logprobs_kind") else {}
+    # `shard: null`: workers differ only in it and share one config file
     store.write_text_atomic(store.join(out, "config.yaml"),
-                            yaml.safe_dump({"hash": cfg.hash(), **to_dict(cfg), "shard": None, **kind},
-                                           sort_keys=False))
+                            resolved_yaml(dataclasses.replace(cfg, shard=None), "generate"))
+    kind = {"logprobs_kind": old["logprobs_kind"]} if old.get("logprobs_kind") else {}
+    rerun.write_stamp(out, cfg.hash(), complete=False, **kind)
 
 
 def _check_kind(cfg: GenerateConfig, kind: str, on_disk: set[str]) -> None:
-    """Refuse to add `kind` log-probs to a dir holding another kind; record it in config.yaml if new."""
-    old = _load_config_file(cfg.out)
+    """Refuse to add `kind` log-probs to a dir holding another kind; record it in the stamp if new."""
+    old = _stamp_record(cfg.out)
     known = on_disk | ({old["logprobs_kind"]} if old.get("logprobs_kind") else set())
     if known - {kind}:
         raise UserError(
@@ -178,8 +191,7 @@ def _check_kind(cfg: GenerateConfig, kind: str, on_disk: set[str]) -> None:
             "generate.overwrite=true to start again."
         )
     if old.get("logprobs_kind") != kind:
-        store.write_text_atomic(store.join(cfg.out, "config.yaml"),
-                                yaml.safe_dump({**old, "logprobs_kind": kind}, sort_keys=False))
+        rerun.write_stamp(cfg.out, cfg.hash(), complete=False, logprobs_kind=kind)
 
 
 def _expected_kind(cfg: GenerateConfig) -> str | None:
@@ -206,21 +218,33 @@ def _shards(cfg: GenerateConfig) -> tuple[list[Location], list[Location]]:
     return relevant, own
 
 
-def _scan_shards(paths: list[Location]) -> tuple[list[dict], set[str]]:
+def _scan_shards(paths: list[Location]) -> tuple[list[dict], set[str], dict[str, str]]:
     """(manifest entries of finished shards: file name and the (prompt_id, sample_idx) pairs it holds;
-    the log-probs kinds their metadata records).
+    the log-probs kinds their metadata records; the gold answer each finished prompt_id was generated with).
 
     Read from the shards themselves, so a kill between a shard's rename and the manifest's rewrite
     loses nothing."""
-    entries, kinds = [], set()
+    entries, kinds, answers = [], set(), {}
     for p in paths:
-        t = read_shard(p, columns=["prompt_id", "sample_idx"])
-        pairs = [[a, b] for a, b in zip(t.column("prompt_id").to_pylist(), t.column("sample_idx").to_pylist())]
+        t = read_shard(p, columns=["prompt_id", "sample_idx", "answer"])
+        ids = t.column("prompt_id").to_pylist()
+        pairs = [[a, b] for a, b in zip(ids, t.column("sample_idx").to_pylist())]
+        answers.update(zip(ids, t.column("answer").to_pylist()))
         entries.append({"file": store.name_of(p), "rows": len(pairs), "pairs": pairs})
         kind = (t.schema.metadata or {}).get(KIND_KEY.encode())
         if kind:
             kinds.add(kind.decode())
-    return entries, kinds
+    return entries, kinds, answers
+
+
+def _check_answers(cfg: GenerateConfig, by_id: dict[str, dict], answers: dict[str, str]) -> None:
+    """Refuse to resume when a problem that has traces now has another gold answer: they would keep the old one."""
+    changed = [(p["id"], answers[pid], p["answer"]) for pid, p in by_id.items()
+               if pid in answers and answers[pid] != p["answer"]]
+    if changed:
+        shown = "; ".join(f"{i}: {a!r} -> {b!r}" for i, a, b in changed[:5]) + ("; ..." if len(changed) > 5 else "")
+        raise UserError(f"{cfg.out} holds traces of {len(changed)} problems whose gold answer has changed since "
+                        f"they were generated ({shown}). {RESTART}")
 
 
 def _write_manifest(cfg: GenerateConfig, entries: list[dict]) -> None:
@@ -230,6 +254,8 @@ def _write_manifest(cfg: GenerateConfig, entries: list[dict]) -> None:
 def run(cfg: GenerateConfig) -> Location:
     """Generate `num_samples` traces per problem; resume what an earlier run left unfinished."""
     problems = load_problems(cfg.source)  # before touching the output dir: bad input must not cost old output
+    if cfg.backend != "openai":  # a server's model names are its own
+        check_model(cfg.teacher)
     _prepare_dir(cfg)
     out = cfg.out
     by_id: dict[str, dict] = {}
@@ -238,7 +264,8 @@ def run(cfg: GenerateConfig) -> Location:
         if cfg.worker is None or int(pid, 16) % cfg.worker[1] == cfg.worker[0]:
             by_id.setdefault(pid, p)
     relevant, own = _shards(cfg)
-    scanned, kinds_on_disk = _scan_shards(relevant)
+    scanned, kinds_on_disk, answers = _scan_shards(relevant)
+    _check_answers(cfg, by_id, answers)
     done = {(a, b) for e in scanned for a, b in e["pairs"]}
     own_names = {store.name_of(p) for p in own}
     manifest = scanned if cfg.worker is None else [e for e in scanned if e["file"] in own_names]
@@ -249,7 +276,8 @@ def run(cfg: GenerateConfig) -> Location:
     console.print(f"[bold]generate[/]{worker} {len(by_id)} problems x {cfg.num_samples} samples with {cfg.teacher} "
                   f"({len(by_id) - len(todo)} already done) -> {out}")
     stats: Counter = Counter()
-    skipped: Counter = Counter()
+    skipped: Counter = Counter(problems.skipped)
+    too_long: list[str] = []
     t0 = time.time()
     gen_start = 0.0  # set once the model is loaded: tok/s leaves out the load
     if todo:
@@ -263,6 +291,11 @@ def run(cfg: GenerateConfig) -> Location:
         lengths = backend.prompt_lengths([r1_messages(p["problem"], cfg.system_prompt) for _, p in todo])
         fits = [n + cfg.max_new_tokens <= backend.context_length for n in lengths]
         skipped["prompt_too_long"] = fits.count(False)
+        too_long = [p["id"] for (_, p), ok in zip(todo, fits) if not ok]
+        if too_long:
+            console.print(f"[yellow]warning[/]: {len(too_long)} problems skipped: prompt + max_new_tokens "
+                          f"({cfg.max_new_tokens}) exceed the teacher's context of {backend.context_length} tokens: "
+                          f"{', '.join(too_long[:10])}{' ...' if len(too_long) > 10 else ''}")
         todo = [t for t, ok in zip(todo, fits) if ok]
         sampling = SamplingConfig(n=cfg.num_samples, max_new_tokens=cfg.max_new_tokens,
                                   temperature=cfg.temperature, top_p=cfg.top_p, logprobs=cfg.topk_logprobs)
@@ -303,7 +336,8 @@ def run(cfg: GenerateConfig) -> Location:
     elapsed = time.time() - t0
     gen_seconds = time.time() - gen_start if gen_start else 0.0
     summary = _summarize([store.join(out, e["file"]) for e in manifest], stats, skipped, elapsed, gen_seconds)
-    summary["logprobs_kind"] = _load_config_file(out).get("logprobs_kind") or "/".join(sorted(kinds_on_disk)) or None
+    summary["skipped_ids"] = {"prompt_too_long": too_long} if too_long else {}
+    summary["logprobs_kind"] = _stamp_record(out).get("logprobs_kind") or "/".join(sorted(kinds_on_disk)) or None
     summary["topk_format"] = cfg.topk_format
     store.write_text_atomic(store.join(out, f"summary{cfg.tag}.json"), json.dumps(summary, indent=1))
     too_long = summary["skipped"].get("prompt_too_long", 0)

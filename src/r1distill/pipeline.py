@@ -1,8 +1,11 @@
 """`r1distill run RECIPE`: the stages in order, skipping those already done for the same config.
 
 Each finished stage leaves `.r1distill_done.json` in its output dir with a hash of its config
-and of the stages before it. A rerun skips a stage whose marker matches, so after a crash `run`
-picks up at the first unfinished stage (and `generate` and `eval` resume inside themselves).
+and of the stages before it, and a fingerprint of the content it read (`_inputs`: the problems, the
+input shards, the evaluated weights), so an edited problem file or benchmark is not skipped as done.
+A rerun skips a stage whose marker matches, so after a crash `run` picks up at the first unfinished
+stage (and `generate` and `eval` resume inside themselves). Every model name is checked before the
+first stage starts.
 
 `{run_dir}/run.json` records how the run was made, for the report and for reproducing it: the command,
 argv, working dir, recipe path, overrides, the recipe as loaded, every stage's resolved config, package
@@ -20,10 +23,12 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from r1distill import curate, evaluate, generate, train
+from r1distill import curate, evaluate, generate, rerun, train
 from r1distill.config import config_hash, load_recipe, stage_config, to_dict
 from r1distill.console import console
-from r1distill.data.traces import write_text_atomic
+from r1distill.data.problems import fingerprint, load_problems
+from r1distill.data.traces import shard_paths, write_text_atomic
+from r1distill.models import check_model
 from r1distill.report import hardware, versions, write_report
 
 STAGES = [
@@ -38,6 +43,30 @@ MARKER = ".r1distill_done.json"
 def build_configs(recipe: dict) -> dict:
     """Every stage's dataclass from a recipe dict (validates all sections before anything runs)."""
     return {name: stage_config(recipe, name, cls) for name, cls, _ in STAGES}
+
+
+def _check_models(configs: dict) -> None:
+    """Every model name a stage will load, checked before the first stage runs (a typo fails in seconds, not after
+    generation). The run's own students (aliases) do not exist yet."""
+    names = [configs["train"].teacher, configs["train"].student.name, configs["train"].student.derive_from]
+    if configs["generate"].backend != "openai":
+        names.append(configs["generate"].teacher)
+    if configs["eval"].backend != "openai":
+        names += [configs["eval"].resolve(m) for m in configs["eval"].models if m not in ("student_init", "student")]
+    for name in names:
+        if name and name != "teacher":
+            check_model(name)
+
+
+def _inputs(name: str, cfg) -> str:
+    """A fingerprint of the content a stage reads that its config names only by path."""
+    if name == "generate":
+        return fingerprint(load_problems(cfg.source))
+    if name in ("curate", "train"):
+        return rerun.fingerprint(shard_paths(cfg.inp))
+    weights = [sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(m).glob("*.safetensors"))
+               for m in map(cfg.resolve, cfg.models)]
+    return config_hash(cfg, *(fingerprint(load_problems(b)) for b in cfg.benchmarks), json.dumps(weights))
 
 
 def _release_memory() -> None:
@@ -61,6 +90,7 @@ def run(recipe_path: str | Path | None, overrides: list[str] | tuple[str, ...] =
     report's HTML path."""
     recipe = load_recipe(recipe_path, overrides)
     configs = build_configs(recipe)
+    _check_models(configs)
     run_dir = Path(configs["generate"].run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
@@ -79,14 +109,18 @@ def run(recipe_path: str | Path | None, overrides: list[str] | tuple[str, ...] =
             h = config_hash(cfg, upstream)
             marker = cfg.out / MARKER
             stage = {"out": os.path.relpath(cfg.out, run_dir), "hash": h}
-            if marker.exists() and json.loads(marker.read_text()).get("hash") == h:
+            done = json.loads(marker.read_text()) if marker.exists() else {}
+            inputs = _inputs(name, cfg)
+            # (a marker from before inputs were recorded is trusted, rather than every old run redone once)
+            if done.get("hash") == h and done.get("inputs", inputs) == inputs:
                 console.print(f"[dim]{name}: done for this config, skipped ({cfg.out})[/]")
                 stage["skipped"] = True
             else:
                 t0 = time.time()
                 out = stage_run(cfg)
                 stage |= {"skipped": False, "seconds": round(time.time() - t0, 2)}
-                (Path(out) / MARKER).write_text(json.dumps({"hash": h, "seconds": stage["seconds"]}))
+                (Path(out) / MARKER).write_text(json.dumps({"hash": h, "inputs": inputs,
+                                                            "seconds": stage["seconds"]}))
             meta["stages"][name] = stage
             _write_json(meta_path, meta)
             upstream = h

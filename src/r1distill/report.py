@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from r1distill.config import LAYOUT
+from r1distill.config import LAYOUT, read_resolved
 
 MODEL_TITLES = {"teacher": "teacher", "student_init": "student before training", "student": "student after training"}
 VERSION_PACKAGES = ("r1distill", "torch", "transformers", "trl", "datasets", "peft", "accelerate", "vllm",
@@ -114,7 +114,7 @@ def collect(run_dir: str | Path) -> dict:
     path = {name: (run / d) for name, d in dirs.items()}  # absolute `out`s stay absolute under `/`
     data: dict[str, Any] = {"run": run, "meta": meta, "dirs": path}
     data["eval"] = _json(path["eval"] / "summary.json")
-    data["eval_config"] = _yaml(path["eval"] / "config.yaml")
+    data["eval_config"] = read_resolved(path["eval"] / "config.yaml", "eval")
     data["lengths"] = {}
     for model, res in (data["eval"] or {}).items():
         for bench in res:
@@ -125,7 +125,9 @@ def collect(run_dir: str | Path) -> dict:
     data["generate"] = _json(path["generate"] / "summary.json")
     data["curate"] = _json(path["curate"] / "stats.json")
     # Every trained student in the run dir: the train stage's own dir first, then others (e.g. an SFT-only one).
-    train_dirs = [path["train"]] + sorted(p.parent for p in run.glob("*/train_log.jsonl") if p.parent != path["train"])
+    # (students a rerun moved aside, `student.old-<stamp>`, are old results, not other students)
+    train_dirs = [path["train"]] + sorted(p.parent for p in run.glob("*/train_log.jsonl")
+                                          if p.parent != path["train"] and ".old-" not in p.parent.name)
     data["train"] = {}
     for d in train_dirs:
         summary = _json(d / "summary.json")
@@ -133,16 +135,9 @@ def collect(run_dir: str | Path) -> dict:
         if summary or steps:
             data["train"][d.name] = {"dir": d, "summary": summary, "steps": steps, "final": final}
     data["stages"] = {name: _json(p / MARKER) for name, p in path.items()}
-    data["configs"] = {name: _yaml(p / ("r1distill_train_config.yaml" if name == "train" else "config.yaml"))
-                       for name, p in path.items()}
+    data["configs"] = {name: read_resolved(p / ("r1distill_train_config.yaml" if name == "train" else "config.yaml"),
+                                           name) for name, p in path.items()}
     return data
-
-
-def _yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
 
 
 # ---- figures -------------------------------------------------------------------------------------

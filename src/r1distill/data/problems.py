@@ -1,28 +1,43 @@
 """Problem sources behind one config: synthetic, local files, named benchmarks and hub datasets.
 
 `load_problems(SourceConfig)` always returns records `{"id", "problem", "answer", **extras}` with
-`problem` and `answer` as non-empty strings. Bad rows raise `UserError` naming the file, the row
-and the field, so a user can fix the input rather than read a traceback.
+`problem` and `answer` as non-empty strings. Every row is checked before a stage uses any: bad rows
+(unreadable JSON, a missing, null or empty field, a duplicate id, a gold answer the verifier cannot
+grade) are all listed in one `UserError` naming the file and each row, or, with `skip_bad_rows: true`,
+left out and counted (`Problems.skipped`), which the stages report.
+
+Column mapping (`columns: {our field: theirs}`), e.g. for SVAMP-style rows
+`{"ID": "chal-1", "Body": "Jack had 8 pens.", "Question": "How many pens are left?", "Answer": 5.0}`:
+  `columns: {id: ID, problem: [Body, Question], answer: Answer}` -> problem "Jack had 8 pens. How many pens
+  are left?", answer "5". A value is one column, a list of columns (joined by a space), or a template
+  such as `"{Body} {Question}"` where every `{Name}` is a column. Mapped columns are not kept as extras.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from r1distill import hub
 from r1distill.config import ConfigError, UserError
 from r1distill.data import synthetic
+
+TEMPLATE_RE = re.compile(r"\{([^{}]+)\}")  # "{Body} {Question}": each {Name} is a column
+SHOWN_BAD_ROWS = 5  # bad rows named in the error (all are counted)
 
 
 @dataclass
 class SourceConfig:
-    name: str = "synthetic"  # synthetic | gsm8k | math500 | aime24 | aime25 | amc23 | file | hf
+    name: str | None = None  # synthetic|gsm8k|math500|aime24|aime25|amc23|file|hf; unset: file if path, else synthetic
     path: str | None = None  # file: .jsonl/.json/.parquet; hf: hub dataset id; benchmarks: local JSONL or dir
     split: str = "train"  # synthetic: train | test; hf: the split
     subset: str | None = None  # hf dataset config name
@@ -30,7 +45,8 @@ class SourceConfig:
     num_problems: int | None = None  # keep the first N (after shuffle, if any)
     shuffle: bool = False
     seed: int = 0
-    columns: dict[str, str] = field(default_factory=dict)  # our field -> source column
+    columns: dict[str, str | list[str]] = field(default_factory=dict)  # ours -> a column, [columns], "{A} {B}"
+    skip_bad_rows: bool = False  # leave out (and count) bad rows instead of stopping at them
 
     @classmethod
     def from_shorthand(cls, value: str) -> "SourceConfig":
@@ -44,9 +60,11 @@ class SourceConfig:
             return f"synthetic-{self.level}" if self.split == "test" else f"synthetic-{self.split}-{self.level}"
         if self.name in ("file", "hf"):
             return Path(self.path or self.name).stem.replace("/", "_")
-        return self.name
+        return self.name or "synthetic"
 
     def __post_init__(self) -> None:
+        if self.name is None:  # `{path: mine.jsonl}` alone is a file, not the synthetic default
+            self.name = "file" if self.path else "synthetic"
         if self.name not in SOURCES:
             raise ConfigError(f"Unknown problem source {self.name!r}; set name to {', '.join(SOURCES)}")
         if self.level not in (*synthetic.LEVELS, "mixed"):
@@ -55,9 +73,35 @@ class SourceConfig:
             raise ConfigError(f"num_problems must be >= 1 (got {self.num_problems}); leave it unset for all")
         if self.name == "synthetic" and self.split not in synthetic.SPLITS:
             raise ConfigError(f"Synthetic split must be train or test, got {self.split!r}")
+        if self.name == "synthetic" and self.path:
+            raise ConfigError(f"name: synthetic ignores path {self.path!r}: drop `name` (a path alone is a file) "
+                              "or set name: file")
         if self.name in ("file", "hf") and not self.path:
             what = "a .jsonl/.json/.parquet file" if self.name == "file" else "a hub dataset id"
             raise ConfigError(f"Source name={self.name} needs path= set to {what}")
+        for ours, theirs in self.columns.items():
+            ok = (isinstance(theirs, str) and theirs.strip()) or (
+                isinstance(theirs, list) and theirs and all(isinstance(c, str) and c for c in theirs))
+            if not ok:
+                raise ConfigError(f"columns.{ours}: expected a column name, a list of columns (joined by a space) "
+                                  f"or a template such as \"{{Body}} {{Question}}\", got {theirs!r}")
+
+
+class Problems(list):
+    """The records of one source, and the bad rows `skip_bad_rows` left out, counted by kind."""
+
+    def __init__(self, rows: Iterable[dict] = (), skipped: dict[str, int] | None = None):
+        super().__init__(rows)
+        self.skipped: dict[str, int] = dict(skipped or {})
+
+
+def fingerprint(problems: Iterable[dict]) -> str:
+    """A hash of the problems' content (ids, texts, answers, extras, in order): what resume checks compare,
+    so an edited file is noticed whatever its path."""
+    h = hashlib.sha256()
+    for p in problems:
+        h.update(json.dumps(p, sort_keys=True, default=str).encode() + b"\n")
+    return h.hexdigest()[:16]
 
 
 BENCHMARKS = ("gsm8k", "math500", "aime24", "aime25", "amc23")
@@ -66,19 +110,24 @@ SOURCES = ("synthetic", *BENCHMARKS, "file", "hf")
 BENCHMARKS_ENV = "R1DISTILL_BENCHMARKS_DIR"
 
 
-def load_problems(cfg: SourceConfig) -> list[dict]:
-    """Load, optionally shuffle (seeded), and truncate problems for one source."""
+def load_problems(cfg: SourceConfig, check_answers: bool = True) -> Problems:
+    """Load, check, optionally shuffle (seeded), and truncate problems for one source.
+
+    check_answers: also refuse gold answers the verifier cannot grade (off for decontamination, which reads
+    only the problem texts)."""
+    skipped: Counter = Counter()
+    check = Checker(cfg.columns, cfg.skip_bad_rows, check_answers, skipped)
     if cfg.name == "synthetic":
         rows = _load_synthetic(cfg)
     elif cfg.name == "file":
-        rows = read_file(Path(cfg.path or ""), cfg.columns)
+        rows = read_file(Path(cfg.path or ""), check)
     elif cfg.name in BENCHMARKS:
-        rows = _load_benchmark(cfg)
+        rows = _load_benchmark(cfg, check)
     else:
-        rows = _load_hf(cfg)
+        rows = _load_hf(cfg, check)
     if cfg.shuffle:
         random.Random(cfg.seed).shuffle(rows)
-    return rows[: cfg.num_problems] if cfg.num_problems else rows
+    return Problems(rows[: cfg.num_problems] if cfg.num_problems else rows, skipped)
 
 
 def _load_synthetic(cfg: SourceConfig) -> list[dict]:
@@ -88,49 +137,154 @@ def _load_synthetic(cfg: SourceConfig) -> list[dict]:
 
 
 # ---- records ----------------------------------------------------------------------------------
-def _as_text(value: Any, where: str, fld: str) -> str:
-    """A problem/answer value as a stripped string; numbers are accepted (18 -> "18")."""
+class RowError(UserError):
+    """One bad row: `kind` counts it when skipped (bad_row | duplicate_id | ungradeable_answer)."""
+
+    def __init__(self, message: str, kind: str = "bad_row"):
+        super().__init__(message)
+        self.kind = kind
+
+
+def _as_text(value: Any, where: str, fld: str, empty_ok: bool = False) -> str:
+    """A problem/answer value as a stripped string; numbers are accepted (18 -> "18", 18.0 -> "18")."""
+    if value is None:
+        raise RowError(f"{where}: field {fld!r} is null")
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise UserError(f"{where}: field {fld!r} must be a string or number, got {type(value).__name__}")
+        raise RowError(f"{where}: field {fld!r} must be a string or number, got {type(value).__name__}")
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # Parquet/pandas often store integer answers as floats
     text = str(value).strip()
-    if not text:
-        raise UserError(f"{where}: field {fld!r} is empty")
+    if not text and not empty_ok:
+        raise RowError(f"{where}: field {fld!r} is empty")
     return text
 
 
-def normalize(row: Any, columns: dict[str, str], where: str, default_id: str) -> dict:
+def _source_columns(spec: str | list[str]) -> list[str]:
+    """The columns one mapping value reads: itself, the list, or the template's {Name}s."""
+    if isinstance(spec, list):
+        return list(spec)
+    return TEMPLATE_RE.findall(spec) or [spec]
+
+
+def _mapped(row: dict, ours: str, spec: str | list[str], where: str) -> Any:
+    """Our field `ours` from a row: one column's value as it is, or the text of a join or template."""
+    for col in _source_columns(spec):
+        if col not in row:
+            raise RowError(f"{where}: column {col!r} (mapped to {ours!r}) is missing; "
+                           f"columns present: {', '.join(map(str, row))}")
+    if isinstance(spec, str) and not TEMPLATE_RE.search(spec):
+        return row[spec]
+    parts = {c: _as_text(row[c], where, c, empty_ok=True) for c in _source_columns(spec)}
+    if isinstance(spec, list):
+        return " ".join(v for v in parts.values() if v)
+    return TEMPLATE_RE.sub(lambda m: parts[m[1]], spec)
+
+
+def normalize(row: Any, columns: dict[str, str | list[str]], where: str, default_id: str) -> dict:
     """Map source columns to our fields and check problem/answer; unmapped keys are kept as extras."""
     if not isinstance(row, dict):
-        raise UserError(f"{where}: expected an object with problem/answer fields, got {type(row).__name__}")
-    rec = {k: v for k, v in row.items() if k not in columns.values()}
-    for ours, theirs in columns.items():
-        if theirs not in row:
-            raise UserError(f"{where}: column {theirs!r} (mapped to {ours!r}) is missing; "
-                            f"columns present: {', '.join(map(str, row))}")
-        rec[ours] = row[theirs]
+        raise RowError(f"{where}: expected an object with problem/answer fields, got {type(row).__name__}")
+    used = {c for spec in columns.values() for c in _source_columns(spec)}
+    rec = {k: v for k, v in row.items() if k not in used}
+    for ours, spec in columns.items():
+        rec[ours] = _mapped(row, ours, spec, where)
     for fld in ("problem", "answer"):
-        if rec.get(fld) is None:
+        if fld not in rec:
             col = columns.get(fld, fld)
-            raise UserError(f"{where}: field {fld!r} (column {col!r}) is missing; map it with "
-                            f"columns: {{{fld}: <column name>}}")
+            raise RowError(f"{where}: field {fld!r} (column {col!r}) is missing; map it with "
+                           f"columns: {{{fld}: <column name>}}")
         rec[fld] = _as_text(rec[fld], where, fld)
     rid = rec.get("id")
     rec["id"] = default_id if rid is None or str(rid).strip() == "" else str(rid)
     return {"id": rec.pop("id"), "problem": rec.pop("problem"), "answer": rec.pop("answer"), **rec}
 
 
-def _normalize_all(rows: Iterable[tuple[str, Any]], columns: dict[str, str], stem: str) -> list[dict]:
-    return [normalize(row, columns, where, f"{stem}/{i}") for i, (where, row) in enumerate(rows)]
+_UNITS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+          "sixteen seventeen eighteen nineteen").split()
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+_SCALES = {"thousand": 10**3, "million": 10**6, "billion": 10**9}
+
+
+def _number_in_words(text: str) -> int | None:
+    """12 for "twelve", 105 for "one hundred and five"; None unless the text is only number words."""
+    words = [w for w in re.split(r"[\s-]+", text.strip().lower().rstrip(".")) if w]
+    if not words or words == ["and"]:
+        return None
+    total = current = 0
+    for w in words:
+        if w in _UNITS:
+            current += _UNITS.index(w)
+        elif w in _TENS:
+            current += 10 * (_TENS.index(w) + 2)
+        elif w == "hundred":
+            current = max(current, 1) * 100
+        elif w in _SCALES:
+            total, current = total + max(current, 1) * _SCALES[w], 0
+        elif w != "and":
+            return None
+    return total + current
+
+
+@lru_cache(maxsize=65536)
+def ungradeable(answer: str) -> str | None:
+    """Why a gold answer can never be matched by the verifier (None when it can be)."""
+    if (n := _number_in_words(answer)) is not None:
+        return f"it is a number in words, which extracted answers never are: write it in digits ({n})"
+    from r1distill.verify import verify_answer  # math-verify is a heavy import: only when there are golds
+
+    if not verify_answer("", answer).gold_ok:
+        return "the verifier reads neither a number nor a math expression in it"
+    return None
+
+
+@dataclass
+class Checker:
+    """Checks the rows of one source as they are read, and raises (or counts, with `skip`) the bad ones."""
+
+    columns: dict[str, str | list[str]]
+    skip: bool
+    check_answers: bool
+    skipped: Counter
+
+    def rows(self, rows: Iterable[tuple[str, Any]], stem: str, origin: str) -> list[dict]:
+        """rows: (where, record or RowError) pairs, `where` a row's place ("line 3"); origin: the file or
+        dataset, named once at the start of the error."""
+        out: list[dict] = []
+        bad: list[RowError] = []
+        first_at: dict[str, str] = {}
+        for i, (where, row) in enumerate(rows):
+            try:
+                if isinstance(row, RowError):
+                    raise row
+                rec = normalize(row, self.columns, where, f"{stem}/{i}")
+                if rec["id"] in first_at:
+                    raise RowError(f"{where}: duplicate id {rec['id']!r} (first at {first_at[rec['id']]})",
+                                   "duplicate_id")
+                if self.check_answers and (why := ungradeable(rec["answer"])):
+                    raise RowError(f"{where}: answer {rec['answer']!r} cannot be graded: {why}", "ungradeable_answer")
+            except RowError as e:
+                bad.append(e)
+                continue
+            first_at[rec["id"]] = where
+            out.append(rec)
+        if bad and not self.skip:
+            shown = "; ".join(str(e) for e in bad[:SHOWN_BAD_ROWS])
+            more = f"; ... and {len(bad) - SHOWN_BAD_ROWS} more" if len(bad) > SHOWN_BAD_ROWS else ""
+            count = f"{len(bad)} bad rows: " if len(bad) > 1 else ""
+            raise UserError(f"{origin}: {count}{shown}{more} ({'fix it' if len(bad) == 1 else 'fix them'}, or set "
+                            "skip_bad_rows: true to leave bad rows out, counted)")
+        self.skipped.update(e.kind for e in bad)
+        if not out:
+            raise UserError(f"{origin}: no problems found" + (f" ({len(bad)} bad rows left out)" if bad else ""))
+        return out
 
 
 # ---- local files ------------------------------------------------------------------------------
-def read_file(path: Path, columns: dict[str, str] | None = None) -> list[dict]:
-    """Read a .jsonl, .json (a list of objects) or .parquet file of problems."""
+def read_file(path: Path, check: Checker | None = None) -> list[dict]:
+    """Read and check a .jsonl, .json (a list of objects) or .parquet file of problems."""
     if not path.is_file():
         raise UserError(f"Problem file not found: {path}")
-    columns = columns or {}
+    check = check or Checker({}, False, True, Counter())
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         rows = _jsonl_rows(path)
@@ -140,10 +294,7 @@ def read_file(path: Path, columns: dict[str, str] | None = None) -> list[dict]:
         rows = _parquet_rows(path)
     else:
         raise UserError(f"{path}: unsupported file type {suffix!r}; use .jsonl, .json or .parquet")
-    out = _normalize_all(rows, columns, path.stem)
-    if not out:
-        raise UserError(f"{path}: no problems found")
-    return out
+    return check.rows(rows, path.stem, str(path))
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
@@ -152,9 +303,9 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
             if not line.strip():
                 continue
             try:
-                yield f"{path}: line {lineno}", json.loads(line)
+                yield f"line {lineno}", json.loads(line)
             except json.JSONDecodeError as e:
-                raise UserError(f"{path}: line {lineno}: invalid JSON ({e.msg})") from None
+                yield f"line {lineno}", RowError(f"line {lineno}: invalid JSON ({e.msg})")
 
 
 def _json_rows(path: Path) -> Iterator[tuple[str, Any]]:
@@ -165,7 +316,7 @@ def _json_rows(path: Path) -> Iterator[tuple[str, Any]]:
     if not isinstance(data, list):
         raise UserError(f"{path}: a .json problem file must be a list of objects, not {type(data).__name__}")
     for i, row in enumerate(data, start=1):
-        yield f"{path}: row {i}", row
+        yield f"row {i}", row
 
 
 def _parquet_rows(path: Path) -> Iterator[tuple[str, Any]]:
@@ -177,7 +328,7 @@ def _parquet_rows(path: Path) -> Iterator[tuple[str, Any]]:
     except (pa.ArrowException, OSError, ValueError) as e:
         raise UserError(f"{path}: cannot read as Parquet ({e})") from None
     for i, row in enumerate(rows, start=1):
-        yield f"{path}: row {i}", row
+        yield f"row {i}", row
 
 
 # ---- benchmarks -------------------------------------------------------------------------------
@@ -196,14 +347,18 @@ def _local_benchmark(cfg: SourceConfig) -> Path | None:
     return None
 
 
-def _load_benchmark(cfg: SourceConfig) -> list[dict]:
+HUB_BENCHMARKS = {"gsm8k": "openai/gsm8k", "math500": "HuggingFaceH4/MATH-500", "aime24": "HuggingFaceH4/aime_2024",
+                  "aime25": "opencompass/AIME2025", "amc23": "math-ai/amc23"}
+
+
+def _load_benchmark(cfg: SourceConfig, check: Checker) -> list[dict]:
     local = _local_benchmark(cfg)
     if local is not None:
-        rows = read_file(local, cfg.columns)
+        rows = read_file(local, check)
     else:
         loaders = {"gsm8k": _hub_gsm8k, "math500": _hub_math500, "aime24": _hub_aime24, "aime25": _hub_aime25,
                    "amc23": _hub_amc23}
-        rows = _normalize_all(loaders[cfg.name](), cfg.columns, cfg.name)
+        rows = check.rows(loaders[cfg.name](), cfg.name, HUB_BENCHMARKS[cfg.name])
     if cfg.name in INTEGER_ANSWERS:  # local files too: a hand-made aime25_test.jsonl may keep the printed "025"
         for r in rows:
             r["answer"] = _integer_text(r["answer"])
@@ -216,16 +371,19 @@ def _integer_text(text: str) -> str:
 
 
 def _hub(name: str, *args: Any, **kwargs: Any) -> Any:
-    """`datasets.load_dataset`, turning any failure into an actionable UserError."""
+    """`datasets.load_dataset`, turning any failure into an actionable UserError. When the hub cannot be reached
+    (probed once per process) datasets reads its local cache only, so a missing dataset fails at once."""
+    offline = hub.offline_reason()
     try:
         from datasets import load_dataset
 
         return load_dataset(*args, **kwargs)
     except Exception as e:  # noqa: BLE001 -- offline, missing dataset, auth, import: all end the same way
+        why = (f"the hub is unreachable ({offline}) and it is not in the local datasets cache" if offline
+               else f"{type(e).__name__}: {' '.join(str(e).split())[:300]}. The hub may be unreachable")
         raise UserError(
-            f"Could not load {name} from the Hugging Face hub ({type(e).__name__}: {e}). The hub may be "
-            f"unreachable: set path= to a local {name}_test.jsonl (or a dir holding it), or set "
-            f"{BENCHMARKS_ENV} to such a dir."
+            f"Could not load {name} from the Hugging Face hub ({why}): set path= to a local {name}_test.jsonl "
+            f"(or a dir holding it), or set {BENCHMARKS_ENV} to such a dir."
         ) from None
 
 
@@ -234,12 +392,12 @@ def _hub_gsm8k() -> Iterator[tuple[str, dict]]:
         answer = row["answer"].split("####")[-1].strip().replace(",", "")
         rec = {"id": f"gsm8k/test/{i}", "problem": row["question"], "answer": answer,
                "solution": row["answer"]}
-        yield f"openai/gsm8k row {i + 1}", rec
+        yield f"row {i + 1}", rec
 
 
 def _hub_math500() -> Iterator[tuple[str, dict]]:
     for i, row in enumerate(_hub("math500", "HuggingFaceH4/MATH-500", split="test")):
-        yield f"HuggingFaceH4/MATH-500 row {i + 1}", {"id": row["unique_id"], **row}
+        yield f"row {i + 1}", {"id": row["unique_id"], **row}
 
 
 def _hub_aime24() -> Iterator[tuple[str, dict]]:
@@ -250,7 +408,7 @@ def _hub_aime24() -> Iterator[tuple[str, dict]]:
         m = re.search(r"(\d{4}_AIME_[I]+)_Problems/Problem_(\d+)", str(row.get("url", "")))
         rec = {**row, "id": f"{m[1]}_{m[2]}" if m else f"aime24/{row.get('id', i)}",
                "answer_original": answer, "source_id": str(row.get("id", i))}
-        yield f"HuggingFaceH4/aime_2024 row {i + 1}", rec
+        yield f"row {i + 1}", rec
 
 
 def _hub_aime25() -> Iterator[tuple[str, dict]]:
@@ -263,7 +421,7 @@ def _hub_aime25() -> Iterator[tuple[str, dict]]:
         for n, row in enumerate(_hub("aime25", "opencompass/AIME2025", config, split="test"), start=1):
             rec = {k: v for k, v in row.items() if k != "question"}
             rec.update(id=f"2025_AIME_{exam}_{n}", problem=row["question"], answer_original=str(row["answer"]).strip())
-            yield f"opencompass/AIME2025 ({config}) row {n}", rec
+            yield f"{config} row {n}", rec
 
 
 def _hub_amc23() -> Iterator[tuple[str, dict]]:
@@ -274,12 +432,12 @@ def _hub_amc23() -> Iterator[tuple[str, dict]]:
     for i, row in enumerate(_hub("amc23", "math-ai/amc23", split="test")):
         rec = {k: v for k, v in row.items() if k not in ("id", "question")}
         rec.update(id=f"amc23/test/{i}", problem=row["question"], source_id=str(row.get("id", i)))
-        yield f"math-ai/amc23 row {i + 1}", rec
+        yield f"row {i + 1}", rec
 
 
 # ---- generic hub datasets ---------------------------------------------------------------------
-def _load_hf(cfg: SourceConfig) -> list[dict]:
+def _load_hf(cfg: SourceConfig, check: Checker) -> list[dict]:
     ds = _hub(str(cfg.path), cfg.path, cfg.subset, split=cfg.split)
     stem = str(cfg.path).rstrip("/").split("/")[-1]
-    rows = ((f"{cfg.path} ({cfg.split}) row {i + 1}", dict(r)) for i, r in enumerate(ds))
-    return _normalize_all(rows, cfg.columns, stem)
+    rows = ((f"row {i + 1}", dict(r)) for i, r in enumerate(ds))
+    return check.rows(rows, stem, f"{cfg.path} ({cfg.split})")

@@ -11,6 +11,10 @@ from the latest complete one. Outputs: the model (merged, with LoRA; the adapter
 `train_log.jsonl` (one record per logging step, then a summary record), tensorboard logs in `{output}/runs`,
 and `summary.json`.
 
+Reruns follow `r1distill.rerun`: a student finished with the same config and the same curated input (the shards'
+content) is left as it is ("done"; `overwrite` trains again); one of another config or input is moved aside to
+`student.old-<stamp>` before training starts, never deleted.
+
 The package, one concern per module: config.py (the settings), data.py (token rows: a memory-mapped cache of
 the curated shards), collate.py (batches), losses.py (the math, pure), head.py (the chunked LM head),
 trainer.py (TRL's SFTTrainer with the distillation loss), skeleton.py (arguments, precision, LoRA, work dir,
@@ -25,9 +29,10 @@ import shutil
 import time
 from pathlib import Path
 
-from r1distill.config import LAYOUT, write_resolved
+from r1distill import rerun
+from r1distill.config import LAYOUT, config_hash, write_resolved
 from r1distill.console import console
-from r1distill.models import derive_student, pick_layers, resolve_model
+from r1distill.models import check_model, derive_student, pick_layers, resolve_model
 from r1distill.train import data, gkd, objectives
 from r1distill.train.config import TrainConfig
 from r1distill.train.skeleton import Setup, save_student, write_train_log
@@ -52,6 +57,13 @@ def prepare_student(cfg: TrainConfig) -> str:
     return str(derive_student(source, out, layers=layers))
 
 
+def stamp(cfg: TrainConfig) -> str:
+    """The rerun stamp: the settings that change the student, and the curated shards' content (not their path)."""
+    return config_hash(cfg, rerun.fingerprint(data.input_shards(cfg.inp)),
+                       exclude=("overwrite", "resume", "report_to", "logging_steps", "save_steps", "save_total_limit",
+                                "teacher_device", "run_dir", "input_dir", "output_dir", "cache_dir"))
+
+
 def build_trainer(cfg: TrainConfig, student_path: str) -> Setup:
     """The trainer for cfg.objective, built but not run."""
     return (gkd.build if cfg.objective == "gkd" else objectives.build)(cfg, student_path)
@@ -62,7 +74,18 @@ def run(cfg: TrainConfig) -> Path:
 
     t0 = time.time()
     data.input_shards(cfg.inp)  # a missing curated dir is reported before any model is loaded or derived
-    with PartialState().main_process_first():  # one process derives the student, the others read it
+    for name in (cfg.teacher, cfg.student.name, cfg.student.derive_from):
+        if name and name != "teacher":
+            check_model(name)
+    done_stamp, state = stamp(cfg), PartialState()
+    if not cfg.overwrite and rerun.is_done(cfg.out, done_stamp):
+        console.print(f"train: {cfg.out} already holds the student of this config and input (stamp {done_stamp}); "
+                      "nothing to do (train.overwrite=true trains again)")
+        return cfg.out
+    if state.is_main_process:  # a finished student of another config or input is moved aside, not overwritten
+        rerun.claim(cfg.out, done_stamp, "train", overwrite=cfg.overwrite)
+    state.wait_for_everyone()
+    with state.main_process_first():  # one process derives the student, the others read it
         student_path = prepare_student(cfg)
     setup = build_trainer(cfg, student_path)
     trainer, ckpt = setup.trainer, setup.checkpoint
@@ -92,7 +115,8 @@ def run(cfg: TrainConfig) -> Path:
     if not math.isfinite(result.training_loss):
         console.print(f"[red]train: the loss is {result.training_loss}[/]")
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    write_resolved(cfg, out, "r1distill_train_config.yaml")
+    write_resolved(cfg, out, "train", "r1distill_train_config.yaml")
+    rerun.finish(out, done_stamp)
     console.print(f"train: {summary['steps']} steps, mean loss {result.training_loss:.3f}, "
                   f"{summary['seconds']:.0f}s -> {out}")
     return out
