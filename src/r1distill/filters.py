@@ -7,6 +7,7 @@ detection) are taken over those words; a text shorter than n words is one n-gram
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import unicodedata
@@ -190,20 +191,22 @@ def find_duplicates(texts: Sequence[str], threshold: float | None = None, n: int
 
     Duplicates have the same words, or (with `threshold`) a Jaccard similarity of their word n-gram
     shingles >= threshold. Candidate pairs come from MinHash LSH and are confirmed on the exact
-    shingle sets, recomputed from the text, so only signatures stay in memory.
+    shingle sets, recomputed from the text, so only signatures and 16-byte digests of the word
+    sequences stay in memory (`texts` may be a lazy sequence that reads a text when asked).
     """
     out: list[int | None] = [None] * len(texts)
-    exact: dict[str, int] = {}
+    exact: dict[bytes, int] = {}
     buckets: dict[tuple[int, bytes], list[int]] = {}
     cache: dict[str, int] = {}
     rows = _band_rows(threshold) if threshold is not None else 0
     for i, text in enumerate(texts):
-        key = " ".join(words(text))
+        joined = " ".join(words(text))
+        key = hashlib.blake2b(joined.encode(), digest_size=16).digest()
         if key in exact:
             out[i] = exact[key]
             continue
         exact[key] = i
-        if threshold is None or not key:
+        if threshold is None or not joined:
             continue
         sh = _shingles(text, n, cache)
         sig = _minhash(sh)
