@@ -374,3 +374,27 @@ def test_examples_are_chosen_deterministically():
     teacher = {"a": 1.0, "b": 1.0, "c": 0.0, "d": 0.0, "e": 0.0}
     assert pick_examples(student, init, teacher) == ["c", "d", "a"]  # learnt first, then the teacher's
     assert pick_examples(student, init, teacher, n=5) == ["c", "d", "a", "b", "e"]
+
+
+def test_the_screenshot_height_falls_back_to_an_estimate_that_holds_every_figure(tmp_path):
+    """Without a height from the DOM (a stand-in browser that prints none), the script estimates one from the HTML,
+    at least the embedded figures' heights, instead of giving up."""
+    import os
+    import subprocess
+
+    run = tmp_path / "lab"
+    _variant_run(run, {"sft": SFT, "kd": KD5}, {"teacher": {"p00", "p01"}, "student:sft": {"p00"},
+                                               "student:kd": {"p01"}})
+    write_report(run)
+    html = (run / "report.html").read_text()
+    figures = sum(int(h) for h in re.findall(r'<img [^>]*?height="(\d+)"', html))
+    fake = tmp_path / "chromium"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'calls.txt'}\n")
+    fake.chmod(0o755)
+    done = subprocess.run(["bash", str(Path(__file__).parents[1] / "scripts" / "screenshot_report.sh"), str(run),
+                           str(tmp_path / "r.png")], capture_output=True, text=True,
+                          env={**os.environ, "CHROMIUM": str(fake)})
+    assert done.returncode == 0 and "estimated" in done.stderr, done.stderr
+    shot = next(c for c in (tmp_path / "calls.txt").read_text().splitlines() if "--screenshot" in c)
+    height = int(re.search(r"--window-size=1280,(\d+)", shot).group(1))
+    assert figures > 1500 and height > figures + 1000

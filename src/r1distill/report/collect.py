@@ -182,12 +182,6 @@ def collect(run_dir: str | Path) -> dict:
     return data
 
 
-def train_label(data: dict, stage: str = "train") -> str | None:
-    """The label in data["train"] of a train stage's output dir."""
-    d = data["dirs"].get(stage)
-    return None if d is None else _label(data["run"], d)
-
-
 def variants(data: dict) -> list[dict]:
     """The run's student variants, in recipe order: name, eval labels (`student:<name>`, and its untrained
     `student_init:<name>` or the shared `student_init`), train dir label, resolved train config. Names come from
