@@ -283,7 +283,8 @@ def test_the_comparison_of_two_variants_shows_the_paired_difference_to_sft(tmp_p
     # the takeaway names the best variant and its share of the teacher, with the paired-bootstrap CI of the ratio
     ratio, rlo, rhi = paired_bootstrap_ratio(kd, [float(i in ids_) for i in ids])
     assert ratio == pytest.approx(0.7)
-    assert (f"**The best student, kd, recovers 70% of the teacher's pass@1 on synthetic-easy (95% CI "
+    assert ("**The best student, kd (kd, forward_kl, top-5, 16 layers), recovers 70% of the teacher's pass@1 on "
+            f"synthetic-easy (95% CI "
             f"{100 * rlo:.0f}–{100 * rhi:.0f}%): 0.350 against 0.500, from 0.000 before training.**") in md
     # the examples: problems kd got right and the untrained student wrong, linked to the per-sample files
     assert "Problem p00 (gold answer 4)" in md and "Problem p02" in md and "Problem p03" not in md

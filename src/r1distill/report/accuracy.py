@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from r1distill.report import blocks as B
+from r1distill.report import compare
 from r1distill.report.collect import per_problem
 from r1distill.report.stats import paired, paired_bootstrap_ratio
 from r1distill.report.tables import results_table, title
@@ -35,6 +36,13 @@ def init_of(ev: dict, student: str) -> str | None:
     return own if own in ev else "student_init" if "student_init" in ev else None
 
 
+def _best(data: dict, student: str) -> str:
+    name = student.split(":", 1)[1]
+    v = next((v for v in data["variants"] if v["model"] == student), None)
+    what = compare.summary_line(data, v) if v else ""
+    return f"The best student, {name}{f' ({what})' if what else ''},"
+
+
 def takeaway(data: dict) -> list:
     """The parts of the one-line result, per benchmark: how much of the teacher's pass@1 the (best) student
     recovers, with its CI, and where it started; [] without a teacher and a trained student."""
@@ -46,7 +54,7 @@ def takeaway(data: dict) -> list:
             continue
         t, s = ev["teacher"][b]["pass@1"], ev[student][b]["pass@1"]
         t_num, s_num = B.f(t, "{:.3f}", "eval", "teacher", b, "pass@1"), B.f(s, "{:.3f}", "eval", student, b, "pass@1")
-        who = "The student" if student == "student" else f"The best student, {student.split(':', 1)[1]},"
+        who = "The student" if student == "student" else _best(data, student)
         init = init_of(ev, student)
         start = ev.get(init, {}).get(b, {}).get("pass@1") if init else None
         since = [", from ", B.f(start, "{:.3f}", "eval", init, b, "pass@1"), " before training"] \
@@ -182,7 +190,8 @@ def examples(data: dict) -> list[dict]:
                 continue
             href = os.path.relpath(data["samples"][m][bench]["path"], data["run"])
             verdict = "correct" if row.get("correct") else "wrong"
-            blocks.append(B.para(f"{title(m)}: answer {row.get('pred_answer')!s} ({verdict}); ",
+            said = f"answer {row['pred_answer']}" if row.get("pred_answer") is not None else "no answer stated"
+            blocks.append(B.para(f"{title(m)}: {said} ({verdict}); ",
                                  B.Link(f"{os.path.basename(os.path.dirname(href))}/{bench}.jsonl",
                                         href.replace(os.sep, "/"))))
             text = row["output"] if m == "teacher" else row["output"][:STUDENT_CHARS]

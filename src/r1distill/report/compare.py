@@ -55,29 +55,44 @@ def baseline(variants: list[dict]) -> dict | None:
         (v for v in variants if (v["config"].get("objective") or v["summary"].get("objective")) == "sft"), None)
 
 
-def rows(data: dict) -> list[dict]:
-    """One dict per variant with eval results: name, model (its eval label), objective, divergence, topk (entries
-    its loss read; None for SFT/online), layers, bytes_per_token, results ({bench: summary metrics}), and diff
-    ({bench: (diff, lo, hi)} against the baseline, when both have per-sample files)."""
-    ev = data["eval"] or {}
+def describe(data: dict, v: dict) -> dict:
+    """What a variant is: name, model (its eval label), objective, divergence, topk (the stored entries its loss
+    read; None for SFT/online), layers, bytes_per_token."""
     gen = _generate_config(data)
     stored_k, fmt = gen.get("topk_logprobs"), gen.get("topk_format") or "exact"
+    loss = v["config"].get("loss") or {}
+    objective = v["config"].get("objective") or v["summary"].get("objective")
+    kd_term = objective not in ("sft", *ONLINE) and loss.get("alpha", 0.5) < 1.0
+    k = loss.get("topk") or stored_k
+    k = min(k, stored_k) if k and stored_k else k
+    div = loss.get("divergence") if objective != "sft" and (kd_term or objective in ONLINE) else None
+    if div == "jsd" and loss.get("beta") is not None:
+        div = f"jsd β={loss['beta']:g}"
+    return {"name": v["name"], "model": v["model"], "objective": objective, "divergence": div,
+            "topk": k if kd_term else None, "layers": _layers(v),
+            "bytes_per_token": stored_bytes_per_token(objective, k, fmt, kd_term)}
+
+
+def summary_line(data: dict, v: dict) -> str:
+    """A variant in a few words, e.g. "kd, forward_kl, top-5, 16 layers"."""
+    d = describe(data, v)
+    return ", ".join(p for p in (d["objective"], d["divergence"], d["topk"] and f"top-{d['topk']}",
+                                 d["layers"] and f"{d['layers']} layers") if p)
+
+
+def rows(data: dict) -> list[dict]:
+    """One dict per variant with eval results: `describe`'s keys, results ({bench: summary metrics}), baseline
+    (bool), and diff ({bench: (diff, lo, hi)} against the baseline, when both have per-sample files). Computed
+    once per collected run dir (the figures and the section share them)."""
+    if "compare_rows" in data:
+        return data["compare_rows"]
+    ev = data["eval"] or {}
     vs = [v for v in data["variants"] if v["model"] in ev]
     base = baseline(vs)
     out = []
     for v in vs:
-        cfg, loss = v["config"], v["config"].get("loss") or {}
-        objective = cfg.get("objective") or v["summary"].get("objective")
-        kd_term = objective not in ("sft", *ONLINE) and loss.get("alpha", 0.5) < 1.0
-        k = loss.get("topk") or stored_k
-        k = min(k, stored_k) if k and stored_k else k
-        div = loss.get("divergence") if objective != "sft" and (kd_term or objective in ONLINE) else None
-        if div == "jsd" and loss.get("beta") is not None:
-            div = f"jsd β={loss['beta']:g}"
         results = {b: r for b, r in ev[v["model"]].items() if not b.startswith("_") and "pass@1" in r}
-        row = {"name": v["name"], "model": v["model"], "objective": objective, "divergence": div,
-               "topk": k if kd_term else None, "layers": _layers(v), "results": results, "diff": {},
-               "bytes_per_token": stored_bytes_per_token(objective, k, fmt, kd_term), "baseline": v is base}
+        row = {**describe(data, v), "results": results, "diff": {}, "baseline": v is base}
         if base is not None and v is not base:
             for b in results:
                 mine = per_problem(data["samples"].get(v["model"], {}).get(b))
@@ -86,6 +101,7 @@ def rows(data: dict) -> list[dict]:
                 if a:
                     row["diff"][b] = paired_bootstrap_diff(a, c)
         out.append(row)
+    data["compare_rows"] = out
     return out
 
 
