@@ -399,3 +399,26 @@ def test_the_screenshot_height_falls_back_to_an_estimate_that_holds_every_figure
     shot = next(c for c in (tmp_path / "calls.txt").read_text().splitlines() if "--screenshot" in c)
     height = int(re.search(r"--window-size=1280,(\d+)", shot).group(1))
     assert figures > 1500 and height > figures + 1000
+
+
+def test_the_funnel_ends_in_a_kept_bar(tmp_path, monkeypatch):
+    from r1distill.report import figures
+
+    drawn = []
+    monkeypatch.setattr(figures, "funnel", lambda steps: drawn.append(steps) or figures.stage_times([("x", 1.0)], []))
+    _write(tmp_path / "curated" / "stats.json", {"total": 10, "kept": 6, "funnel": [
+        {"step": "generated", "left": 10}, {"step": "truncated", "rejected": 3, "left": 7},
+        {"step": "duplicate", "rejected": 1, "left": 6}]})
+    write_report(tmp_path)
+    assert drawn == [[("generated", 10, None), ("truncated", 7, 3), ("duplicate", 6, 1), ("kept", 6, None)]]
+
+
+def test_a_variant_starts_from_its_own_untrained_student_when_eval_has_one():
+    from r1distill.report.accuracy import best_student, init_of
+
+    r = lambda p: {"b": {"pass@1": p}}
+    ev = {"teacher": r(0.5), "student_init": r(0.0), "student_init:deep": r(0.01), "student:sft": r(0.2),
+          "student:deep": r(0.3), "student:kd": r(0.3)}
+    assert best_student(ev, "b") == "student:deep"  # the first of equals
+    assert init_of(ev, "student:deep") == "student_init:deep" and init_of(ev, "student:kd") == "student_init"
+    assert init_of({"student": r(0.1)}, "student") is None
