@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from r1distill.config import LAYOUT, read_resolved
+from r1distill.config import LAYOUT, model_dirname, read_resolved  # noqa: F401 (model_dirname re-exported)
 
 VERSION_PACKAGES = ("r1distill", "torch", "transformers", "trl", "datasets", "peft", "accelerate", "vllm",
                     "math-verify")
@@ -28,11 +28,6 @@ STAGE_DIRS = {"generate": LAYOUT["traces"], "curate": LAYOUT["curated"], "train"
 VARIANTS_DIR = "students"  # {run_dir}/students/<name>/: one train output dir per student variant
 EXAMPLE_CHARS = 1500  # of each problem's first output, kept for the examples section
 
-
-def model_dirname(label: str) -> str:
-    """The dir of a model's per-sample files under the eval dir: its label (`teacher`, `student:kd`, a hub id)
-    with "/" and ":" replaced by "_", e.g. `eval/student_kd/<benchmark>.jsonl`."""
-    return label.replace("/", "_").replace(":", "_")
 
 
 def versions() -> dict[str, str]:
