@@ -99,3 +99,42 @@ def test_derive_seed_is_stable_and_distinct():
     assert 0 <= derive_seed("x") < 1 << 63
     assert derive_seed(0, "a", "bc") != derive_seed(0, "ab", "c")
 
+
+
+def test_shared_prefix_length():
+    from r1distill.backends.hf import MIN_SHARED_PREFIX, shared_prefix
+
+    base = list(range(100, 100 + MIN_SHARED_PREFIX + 4))
+    assert shared_prefix([base + [1, 2], base + [1, 3], base + [7]]) == len(base)
+    assert shared_prefix([base, base]) == len(base) - 1  # each row keeps one token of its own
+    assert shared_prefix([base]) == 0  # a single row: nothing to share
+    assert shared_prefix([base[:MIN_SHARED_PREFIX - 1] + [1], base[:MIN_SHARED_PREFIX - 1] + [2]]) == 0  # too short
+
+
+def test_a_shared_prefix_changes_nothing_but_the_cost(penalised_dir):
+    """Few-shot prompts (a long common prefix) and several samples each: computing the prefix once gives the same
+    tokens and the same top-k log-probs as the plain batch."""
+    from r1distill.prompts import PromptConfig
+
+    shots = [{"problem": f"Tom has {a} apples and gets {b} more. How many apples?", "response": f"{a} + {b} = {a + b}"}
+             for a, b in ((3, 4), (5, 6))]
+    prompt = PromptConfig(system="Solve it.", instruction="", examples=shots)
+    messages = [prompt.messages(q) for q in ("What is 6 times 7?", "Anna has 9 pens and gives 2 away. How many?",
+                                             "What is 12 minus 5?")]
+    backend = HFBackend(str(penalised_dir), dtype="float32", device="cpu", batch_size=6)
+    encoded = [render_prompt(backend.tokenizer, m) for m in messages]
+    from r1distill.backends.hf import shared_prefix
+
+    assert shared_prefix(encoded) > 40  # the test exercises a real shared prefix
+    for sampling in (SamplingConfig(n=1, max_new_tokens=12, temperature=0.0, logprobs=5),
+                     SamplingConfig(n=2, max_new_tokens=12, temperature=0.8, logprobs=5, seeds=[1, 2, 3])):
+        runs = {}
+        for share in (False, True):
+            backend.share_prefix = share
+            runs[share] = backend.generate(messages, sampling)
+        for plain, shared in zip(runs[False], runs[True]):
+            for a, b in zip(plain, shared):
+                assert a.token_ids == b.token_ids and a.finish_reason == b.finish_reason
+                assert (a.topk_ids == b.topk_ids).all()
+                torch.testing.assert_close(torch.from_numpy(b.topk_logprobs), torch.from_numpy(a.topk_logprobs),
+                                           atol=1e-4, rtol=0)

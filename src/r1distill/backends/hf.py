@@ -17,7 +17,15 @@ batch ends: a copy to the CPU at every step would stall a GPU once per token.
 
 Batching: every (prompt, sample) pair of one `generate` call is a sequence, and the sequences of
 the whole call are sorted by prompt length before they are cut into batches, so left padding stays
-small; the `generate` stage calls once per shard, so the sort spans a shard's problems. The dtype
+small; the `generate` stage calls once per shard, so the sort spans a shard's problems.
+
+A shared prefix is computed once per batch: the samples of one prompt share all of it, and few-shot prompts share
+their system line and worked examples (200 of the quickstart teacher's 250 prompt tokens). On a CPU the prompt
+pass is most of a short generation's cost (one batch of 32 x 250 tokens costs about as much as 200 decoding
+steps), and transformers' `generate` runs it for every sequence. So the batch's longest common token prefix (at
+least MIN_SHARED_PREFIX tokens, leaving every row one token of its own) goes through the model once, its cache is
+repeated over the batch, and each row continues from it laid out as [prefix][padding][own tokens]: the padding is
+masked and the positions come from the attention mask, so every row sees exactly its own prompt. The dtype
 comes from `load_model` ("auto": bf16 on a GPU that supports it and on a CPU with native bf16, else fp32).
 """
 
@@ -38,6 +46,19 @@ from transformers import (
 from r1distill.backends import Completion, Progress, SamplingConfig, derive_seed, prompt_seeds
 from r1distill.models import load_model, load_tokenizer
 from r1distill.prompts import render_prompt
+
+MIN_SHARED_PREFIX = 16  # tokens: below this the extra forward costs more than it saves
+
+
+def shared_prefix(ids: list[list[int]]) -> int:
+    """The length of the longest common prefix of the rows, leaving each row at least one token of its own (the
+    first step needs a new token to produce logits from); 0 below MIN_SHARED_PREFIX or for a single row."""
+    if len(ids) < 2:
+        return 0
+    first, n = ids[0], min(len(x) for x in ids) - 1
+    for x in ids[1:]:
+        n = next((i for i in range(n) if x[i] != first[i]), n)
+    return n if n >= MIN_SHARED_PREFIX else 0
 
 
 class TopKRecorder(LogitsProcessor):
@@ -89,9 +110,10 @@ class HFBackend:
     logprobs_kind = "raw"
 
     def __init__(self, model: str, dtype: str = "auto", device: str = "auto", batch_size: int = 32,
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, share_prefix: bool = True):
         self.model_name = model
         self.batch_size = batch_size
+        self.share_prefix = share_prefix  # compute a batch's common prompt prefix once (module docstring)
         self.tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
         self.model = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
         gen_eos = self.model.generation_config.eos_token_id
@@ -129,9 +151,17 @@ class HFBackend:
     def _generate_batch(self, ids: list[list[int]], sampling: SamplingConfig, seeds: list[int]) -> list[Completion]:
         """One batch; `seeds` holds each sequence's own seed (used when sampling)."""
         pad = self.tokenizer.pad_token_id
-        width = max(len(x) for x in ids)
-        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids])  # left padding
-        attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
+        P = shared_prefix(ids) if self.share_prefix else 0
+        own = max(len(x) for x in ids) - P
+        width = P + own
+        # [shared prefix][left padding][the row's own tokens] (without a prefix: plain left padding)
+        input_ids = torch.tensor([x[:P] + [pad] * (own - len(x) + P) + x[P:] for x in ids])
+        attention = torch.tensor([[1] * P + [0] * (own - len(x) + P) + [1] * (len(x) - P) for x in ids])
+        cache = {}
+        if P:
+            prefix = torch.tensor([ids[0][:P]], device=self.model.device)
+            cache["cache"] = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).cache
+            cache["cache"].batch_repeat_interleave(len(ids))
         recorder = TopKRecorder(sampling.logprobs) if sampling.logprobs else None
         processors: list[LogitsProcessor] = [recorder] if recorder else []
         if sampling.temperature > 0:  # else greedy: plain argmax of the raw logits
@@ -147,6 +177,7 @@ class HFBackend:
                 attention_mask=attention.to(self.model.device),
                 generation_config=config,
                 logits_processor=LogitsProcessorList(processors),
+                **cache,
             )
         gen = out[:, width:].cpu()  # (B, T)
         if recorder:
