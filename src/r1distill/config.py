@@ -193,9 +193,27 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+# Field metadata for a setting added after configs were first hashed: left out of the hash while it holds its
+# default, so the outputs of earlier runs keep their stamps (`field(default=None, metadata=NEW_FIELD)`).
+NEW_FIELD = {"hash_only_when_set": True}
+
+
+def _hash_dict(cfg: Any) -> Any:
+    """asdict, minus NEW_FIELD fields at their default (at any depth)."""
+    if not dataclasses.is_dataclass(cfg):
+        return cfg
+    full, out = dataclasses.asdict(cfg), {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.metadata.get("hash_only_when_set") and value == f.default:
+            continue
+        out[f.name] = _hash_dict(value) if dataclasses.is_dataclass(value) else full[f.name]
+    return out
+
+
 def config_hash(cfg: Any, *extra: str, exclude: tuple[str, ...] = ("overwrite", "resume")) -> str:
     """A short stable hash of a stage config (minus flags that do not change outputs) and inputs."""
-    d = {k: v for k, v in to_dict(cfg).items() if k not in exclude}
+    d = {k: v for k, v in _hash_dict(cfg).items() if k not in exclude}
     blob = json.dumps(d, sort_keys=True, default=str) + "|" + "|".join(extra)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
