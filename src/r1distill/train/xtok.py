@@ -142,10 +142,11 @@ def teacher_groups(topk_ids: torch.Tensor, topk_lp: torch.Tensor, token_lp: torc
     member = t_group >= 0
     emitted = token_lp.double()
     finite = torch.isfinite(emitted)
-    chunk = torch.zeros(G, dtype=torch.float64).index_add_(0, t_group[member],
-                                                           torch.where(finite, emitted, 0.0)[member])
-    bad = torch.zeros(G, dtype=torch.long).index_add_(0, t_group[member], (~finite[member]).long())
-    mapped = shared[ids.clamp_min(0)] if shared is not None else torch.full_like(ids, -1)
+    dev = ids.device
+    chunk = torch.zeros(G, dtype=torch.float64, device=dev).index_add_(0, t_group[member],
+                                                                       torch.where(finite, emitted, 0.0)[member])
+    bad = torch.zeros(G, dtype=torch.long, device=dev).index_add_(0, t_group[member], (~finite[member]).long())
+    mapped = shared.to(dev)[ids.clamp_min(0)] if shared is not None else torch.full_like(ids, -1)
     return {"t_topk_lp": lp, "t_mapped": torch.where(ok, mapped, -1), "t_chunk": chunk.float(),
             "t_rest": (chunk - torch.where(finite[t_base], emitted[t_base], 0.0)).float(),
             "g_valid": (bad == 0) & ok.any(-1)}
@@ -156,8 +157,8 @@ class XtokCollator:
     `xtok`, the groups of every row and the teacher's side of them (`teacher_groups`).
 
     Rows (data.TokenData, xtok cache) hold the student's `s_nbytes`/`s_ok` and the teacher's `t_nbytes`/`t_ok`,
-    and either its stored `topk_ids`/`topk_logprobs`/`t_lp` (offline) or its own tokens `t_input_ids` and
-    `t_prompt_len` (online: `xtok["online"]` then holds what `OnlineTeacher` needs, and the teacher's side is
+    and either its stored `t_topk_ids`/`t_topk_lp`/`t_lp` (offline) or its own tokens `t_input_ids` and
+    `t_prompt_len` (online: `xtok["online"]` then holds what `online_teacher` needs, and the teacher's side is
     filled in after its forward pass). Rows whose bytes did not round-trip on either side get no KD term; a
     student completion cut by max_length keeps the groups that end before the cut.
     xtok: s_group (N,) over the valid label positions in row-major order, s_base (G,), and the teacher_groups
@@ -196,10 +197,10 @@ class XtokCollator:
         cat = lambda xs: torch.as_tensor(np.concatenate(xs) if xs else np.zeros(0, np.int64))  # noqa: E731
         xt = {"s_group": cat(s_group), "s_base": cat(s_base)}
         structure = {"t_group": cat(t_group), "t_base": cat(t_base)}
-        if "topk_ids" in feats[0]:
-            k = self.topk or feats[0]["topk_ids"].shape[-1]
-            ids = torch.as_tensor(np.concatenate([f["topk_ids"][:, :k] for f in feats]).astype(np.int64))
-            lps = torch.as_tensor(np.concatenate([f["topk_logprobs"][:, :k] for f in feats]).astype(np.float32))
+        if "t_topk_ids" in feats[0]:
+            k = self.topk or feats[0]["t_topk_ids"].shape[-1]
+            ids = torch.as_tensor(np.concatenate([f["t_topk_ids"][:, :k] for f in feats]).astype(np.int64))
+            lps = torch.as_tensor(np.concatenate([f["t_topk_lp"][:, :k] for f in feats]).astype(np.float32))
             lp = torch.as_tensor(np.concatenate([f["t_lp"] for f in feats]).astype(np.float32))
             xt.update(teacher_groups(ids, lps, lp, structure["t_group"], structure["t_base"], self.shared))
         else:
@@ -222,3 +223,30 @@ class XtokCollator:
             emitted.append(x[p:])
         return {"input_ids": ids, "attention_mask": mask, "pos": torch.as_tensor(np.concatenate(pos)),
                 "ids": torch.as_tensor(np.concatenate(emitted))}
+
+
+@torch.no_grad()
+def online_teacher(teacher, head: torch.Tensor, online: dict, k: int, chunk_size: int,
+                   shared: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """kd_online with another tokenizer: the teacher's forward pass over its own tokens (`XtokCollator`'s
+    `online`), its top-k (k = 0: the whole vocabulary) and emitted log-probs at its completion tokens, computed
+    `chunk_size` tokens at a time through `head` (V_t, H_t, logit scale applied by the caller's head), then
+    `teacher_groups`: the same tensors the stored top-k gives offline."""
+    from r1distill.train.head import head_scale, last_hidden
+
+    dev = head.device
+    hidden = last_hidden(teacher, online["input_ids"].to(dev), online["attention_mask"].to(dev))  # (B, L−1, H)
+    rows = hidden.reshape(-1, hidden.shape[-1])[online["pos"].to(dev)] * head_scale(teacher.config)  # (M, H)
+    emitted = online["ids"].to(dev)
+    kk = k or head.shape[0]
+    ids, lps, lp = [], [], []
+    for s in range(0, rows.shape[0], max(chunk_size, 1)):
+        logp = torch.log_softmax((rows[s:s + chunk_size] @ head.t()).float(), -1)
+        v, i = logp.topk(kk, -1)
+        ids.append(i)
+        lps.append(v)
+        lp.append(logp.gather(-1, emitted[s:s + chunk_size, None]).squeeze(-1))
+    cat = lambda xs, shape: torch.cat(xs) if xs else torch.zeros(shape, device=dev)  # noqa: E731
+    return teacher_groups(cat(ids, (0, kk)).long(), cat(lps, (0, kk)), cat(lp, (0,)), online["t_group"].to(dev),
+                          online["t_base"].to(dev), shared)
+

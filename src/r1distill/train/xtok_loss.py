@@ -153,7 +153,8 @@ class _ChunkedXtok(torch.autograd.Function):
         with torch.enable_grad():
             ce, kd = _sums(lab, top, at, xt, opts, divergence, beta)
             loss = alpha * ce / n + (1 - alpha) * kd / n
-            grads = torch.autograd.grad(loss, leaves) if (h.requires_grad or w.requires_grad) else None
+            grads = (torch.autograd.grad(loss, leaves, allow_unused=True)  # alm uses no top-k
+                     if (h.requires_grad or w.requires_grad) else None)
         ctx.grads = None
         if grads is not None:
             ctx.grads = _backprop(h, w, labels, base, mapped, K, opts, spans, grads)
@@ -184,7 +185,9 @@ def _backprop(h, w, labels, base, mapped, K, opts, spans, grads):
             logits = _upcast(h[s] @ w.t()).requires_grad_()
             lab, top, at = _reduce(torch.log_softmax(logits, -1), labels[s], base[g] - s.start,
                                    mapped[g] if mapped is not None else None, K, opts.method == "gold")
-            surrogate = (lab * g_lab[s]).sum() + (top * g_top[g]).sum()
+            surrogate = (lab * g_lab[s]).sum()
+            if g_top is not None:
+                surrogate = surrogate + (top * g_top[g]).sum()
             if g_at is not None:
                 surrogate = surrogate + (at * g_at[g]).sum()
             (gl,) = torch.autograd.grad(surrogate, logits)
