@@ -12,12 +12,19 @@
     both ways): top-k bytes per token, and the error per token against the float32 top-k,
     KL(p_ref || p_stored) with both renormalised over the top-k (mean, max), and the largest
     |log-prob error|. The exact format's own error (float16) is shown beside it.
+(e) bf16 against fp32 on the CPU (`--only-bf16`; the issue-14 measurement for `dtype: auto` on a CPU with native
+    bf16): two backends of the same model, batched generation with top-k capture at temperature 0.6, runs
+    alternating `--repeats` times, tokens/s each; then the top-k error of the bf16 run against an fp32 forward
+    pass over the same tokens (the bf16 completions, so both describe one sequence): KL(p_fp32 || p_bf16) over
+    the stored top-k ids, renormalised, per token (mean, p99, max), the largest |log-prob error|, and how often
+    the bf16 top-1 is the fp32 top-1.
 Tokens are generated tokens up to and including eos. Synthetic problems; one warm-up call first.
 Prints a Markdown table.
 
     python scripts/bench_generate.py [--model NAME] [--prompts 32] [--baseline-prompts 8] [--max-new-tokens 64]
                                      [--batch-size 32] [--k 20] [--disk-problems 16] [--device auto]
                                      [--only-formats]   # (d) alone
+                                     [--only-bf16 [--repeats 2]]   # (e) alone
 """
 
 from __future__ import annotations
@@ -107,6 +114,51 @@ def _formats(backend: HFBackend, args: argparse.Namespace) -> dict:
     return result
 
 
+def _bf16(args: argparse.Namespace) -> None:
+    """(e): bf16 vs fp32 on the CPU, speed side by side and the bf16 top-k's error on the same tokens."""
+    backends = {dt: HFBackend(args.model, dtype=dt, device="cpu", batch_size=args.batch_size)
+                for dt in ("float32", "bfloat16")}
+    problems = load_problems(SourceConfig(num_problems=args.prompts))
+    prompts = [r1_messages(p["problem"]) for p in problems]
+    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=0.6, logprobs=args.k, seed=1)
+    for b in backends.values():
+        b.generate(prompts[:2], SamplingConfig(max_new_tokens=4, temperature=0.0))  # warm-up
+    rates: dict[str, list[float]] = {dt: [] for dt in backends}
+    outs = None
+    for r in range(args.repeats):
+        for dt in (("float32", "bfloat16") if r % 2 == 0 else ("bfloat16", "float32")):
+            t0 = time.perf_counter()
+            got = backends[dt].generate(prompts, sampling)
+            rates[dt].append(sum(len(c.token_ids) for cs in got for c in cs) / (time.perf_counter() - t0))
+            if dt == "bfloat16":
+                outs = got
+    model, tok = backends["float32"].model, backends["float32"].tokenizer
+    kls, errs, top1 = [], [], []
+    with torch.no_grad():
+        for m, [c] in zip(prompts, outs):
+            prompt = render_prompt(tok, m)
+            lp = torch.log_softmax(model(torch.tensor([prompt + c.token_ids])).logits[0].float(), -1)
+            ref = lp[len(prompt) - 1:len(prompt) - 1 + len(c.token_ids)]  # (T, V) fp32
+            ids = torch.from_numpy(c.topk_ids).long()
+            ref_k = ref.gather(-1, ids).numpy()
+            kls.append(renorm_kl(ref_k, c.topk_logprobs))
+            errs.append(np.abs(ref_k - c.topk_logprobs).max())
+            top1.append((ref.argmax(-1).numpy() == c.topk_ids[:, 0]).mean())
+    kl = np.concatenate(kls)
+    med = {dt: float(np.median(v)) for dt, v in rates.items()}
+    print(f"\n`{shlex.join([sys.executable.rsplit('/', 1)[-1], *sys.argv])}`\n")
+    print(f"(e) {args.model} on the CPU ({torch.get_num_threads()} threads), {len(prompts)} prompts at batch "
+          f"{args.batch_size}, {args.max_new_tokens} new tokens, temperature 0.6, top-{args.k} capture; runs "
+          "alternating.\n")
+    print("| dtype | tok/s (median) | runs |\n|---|---:|---|")
+    for dt, v in rates.items():
+        print(f"| {dt} | {med[dt]:.0f} | {', '.join(f'{x:.0f}' for x in v)} |")
+    print(f"\nbf16 / fp32 speed: {med['bfloat16'] / med['float32']:.2f}x. bf16 top-{args.k} against an fp32 forward "
+          f"pass on the same {len(kl)} tokens: KL mean {kl.mean():.2e}, p99 {np.quantile(kl, 0.99):.2e}, max "
+          f"{kl.max():.2e} nats per token (renormalised over the top-{args.k}); max |log-prob error| "
+          f"{max(errs):.3f}; top-1 agrees on {100 * float(np.mean(top1)):.1f}% of tokens.")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
@@ -118,7 +170,12 @@ def main() -> None:
     ap.add_argument("--disk-problems", type=int, default=16)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--only-formats", action="store_true", help="run (d) only")
+    ap.add_argument("--only-bf16", action="store_true", help="run (e) only: bf16 vs fp32 on the CPU")
+    ap.add_argument("--repeats", type=int, default=2, help="(e): alternating runs per dtype")
     args = ap.parse_args()
+    if args.only_bf16:
+        _bf16(args)
+        return
 
     backend = HFBackend(args.model, device=args.device, batch_size=args.batch_size)
     if args.only_formats:

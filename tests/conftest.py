@@ -12,6 +12,10 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_BENCHMARKS = REPO.parent / "shared" / "benchmarks"
 TINY = Path(__file__).with_name("tiny.yaml")
 
+# The suite's numerics must not depend on the host: dtype "auto" is fp32 on every CPU here (tests of the bf16
+# path set R1DISTILL_CPU_BF16 themselves).
+os.environ.setdefault("R1DISTILL_CPU_BF16", "0")
+
 if SHARED_BENCHMARKS.is_dir():
     os.environ.setdefault("R1DISTILL_BENCHMARKS_DIR", str(SHARED_BENCHMARKS))
 

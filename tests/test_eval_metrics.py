@@ -141,7 +141,8 @@ SYNTHETIC = SourceConfig(name="synthetic", split="test")
 def test_eval_defaults_are_r1s_protocol():
     cfg = EvalConfig()
     assert (cfg.temperature, cfg.top_p, cfg.max_new_tokens) == (0.6, 0.95, 32768)
-    assert (cfg.system_prompt, cfg.think_prefix, cfg.num_samples) == (None, False, None)
+    assert (cfg.prompt.system, cfg.prompt.examples, cfg.think_prefix, cfg.num_samples) == (None, [], False, None)
+    assert cfg.prompt.instruction.startswith("Please reason step by step")
     assert [cfg.k_for(b) for b in [*BENCHES, SYNTHETIC]] == [64, 64, 64, 4, 1, 1]
     assert DEFAULT_K["aime24"] == 64 and DEFAULT_K["math500"] == 4
     with pytest.raises(ConfigError, match="num_samples must be >= 1"):

@@ -49,3 +49,24 @@ def test_derived_student_copies_chosen_layers(teacher_dir, tmp_path):
         torch.testing.assert_close(s[key], t[key])
     assert load_tokenizer(str(out)).get_vocab() == load_tokenizer(str(teacher_dir)).get_vocab()
     assert sum(p.numel() for p in student.parameters()) < 0.4 * sum(p.numel() for p in teacher.parameters())
+
+
+def test_cpu_bf16_is_read_from_cpuinfo_not_assumed(monkeypatch):
+    import torch
+
+    from r1distill import models
+    from r1distill.train import TrainConfig
+    from r1distill.train.skeleton import use_bf16
+
+    spr = "flags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n"
+    zen4 = "flags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni\n"
+    skylake = "flags\t\t: fpu sse avx2 avx512f avx512bw avx512_vnni\n"
+    graviton3 = "Features\t: fp asimd sve bf16 i8mm\n"
+    assert [models.native_bf16_in(t) for t in (spr, zen4, skylake, graviton3, "")] == [True, True, False, True, False]
+    cpu = torch.device("cpu")
+    for forced, want in (("1", torch.bfloat16), ("0", torch.float32)):
+        monkeypatch.setenv("R1DISTILL_CPU_BF16", forced)
+        models.cpu_native_bf16.cache_clear()
+        assert models.pick_dtype("auto", cpu) == want and models.pick_dtype("float32", cpu) == torch.float32
+        assert use_bf16(TrainConfig()) == (forced == "1") and use_bf16(TrainConfig(bf16=False)) is False
+    models.cpu_native_bf16.cache_clear()

@@ -164,6 +164,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        if len(args) == 2 and dataclasses.is_dataclass(args[1]):  # e.g. dict[str, PromptConfig]
+            return {str(k): _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
         return dict(value)
     if tp is bool:
         if isinstance(value, bool):
@@ -213,7 +215,12 @@ def _hash_dict(cfg: Any) -> Any:
 
 def config_hash(cfg: Any, *extra: str, exclude: tuple[str, ...] = ("overwrite", "resume")) -> str:
     """A short stable hash of a stage config (minus flags that do not change outputs) and inputs."""
-    d = {k: v for k, v in _hash_dict(cfg).items() if k not in exclude}
+    return dict_hash(_hash_dict(cfg), *extra, exclude=exclude)
+
+
+def dict_hash(d: dict, *extra: str, exclude: tuple[str, ...] = ()) -> str:
+    """`config_hash` of a config already turned into a dict (to keep old hashes when a field is renamed)."""
+    d = {k: v for k, v in d.items() if k not in exclude}
     blob = json.dumps(d, sort_keys=True, default=str) + "|" + "|".join(extra)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

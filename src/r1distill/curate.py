@@ -65,7 +65,7 @@ from r1distill.data.traces import (
     CURATED_FIELDS,
     Q8_COLUMNS,
     SPAN_FIELDS,
-    TRACE_SCHEMA,
+    SPAN_SCHEMA,
     check_schema,
     parquet_file,
     q8_schema,
@@ -288,7 +288,8 @@ class ShardTexts(Sequence[str]):
 
 
 def _expected_schema(schema: pa.Schema) -> pa.Schema:
-    return q8_schema(TRACE_SCHEMA) if topk_format_of(schema) == "q8" else TRACE_SCHEMA
+    """What a shard must hold: the trace schema, the span columns optional (checked by type where present)."""
+    return q8_schema(SPAN_SCHEMA) if topk_format_of(schema) == "q8" else SPAN_SCHEMA
 
 
 def _decide_shard(cfg: CurateConfig, path: Path, first_row: int, rows: list[dict], problems: dict[str, str],

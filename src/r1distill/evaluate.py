@@ -36,12 +36,12 @@ from pathlib import Path
 
 from r1distill import rerun
 from r1distill.backends import BACKENDS, SamplingConfig, derive_seed, get_backend
-from r1distill.config import LAYOUT, ConfigError, UserError, write_resolved
+from r1distill.config import LAYOUT, ConfigError, UserError, to_dict, write_resolved
 from r1distill.console import console, progress
 from r1distill.data.problems import Problems, SourceConfig, fingerprint, load_problems
 from r1distill.data.traces import write_text_atomic
 from r1distill.models import check_model
-from r1distill.prompts import r1_messages
+from r1distill.prompts import PromptConfig
 from r1distill.verify import is_equivalent, verify_many
 
 ALIASES = ("teacher", "student_init", "student")
@@ -67,7 +67,11 @@ class EvalConfig:
     top_p: float = 0.95
     max_new_tokens: int = 32768  # R1's generous 32,768 for long reasoning; the quickstart overrides it (128, CPU)
     think_prefix: bool = False  # force responses to begin with "<think>\n"
-    system_prompt: str | None = None  # R1's protocol has none: the instruction goes in the user turn
+    # R1's protocol: no system turn, the R1 instruction after the problem, no examples. model_prompts gives a
+    # model its own (by its entry in `models`, e.g. {teacher: {system: ..., examples: [...]}} for a small teacher
+    # that needs worked examples, while the students are asked plainly)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    model_prompts: dict[str, PromptConfig] = field(default_factory=dict)
     batch_size: int = 32
     dtype: str = "auto"
     device: str = "auto"
@@ -89,8 +93,15 @@ class EvalConfig:
             raise ConfigError(f"eval.pass_at_k must hold ks >= 1, got {self.pass_at_k}")
         if self.bootstrap < 1:
             raise ConfigError("eval.bootstrap must be >= 1")
+        if unknown := sorted(set(self.model_prompts) - set(self.models)):
+            raise ConfigError(f"eval.model_prompts names {', '.join(unknown)}, not in eval.models "
+                              f"({', '.join(self.models)})")
         if not self.verify_timeout > 0:
             raise ConfigError(f"eval.verify_timeout must be > 0 seconds, got {self.verify_timeout}")
+
+    def prompt_for(self, model: str) -> PromptConfig:
+        """The prompt `model` (an entry of `models`) is asked with."""
+        return self.model_prompts.get(model, self.prompt)
 
     def k_for(self, bench: SourceConfig) -> int:
         """Samples per problem on ``bench``: num_samples when set, else DEFAULT_K (1 when greedy, as greedy
@@ -256,16 +267,18 @@ def _read_samples(path: Path) -> list[dict]:
     return rows
 
 
-def _fingerprint(cfg: EvalConfig, model: str, bench: SourceConfig, k: int, problems: list[dict]) -> str:
+def _fingerprint(cfg: EvalConfig, model: str, bench: SourceConfig, k: int, problems: list[dict],
+                 prompt: PromptConfig | None = None) -> str:
     """What the samples depend on: the model (its weights' size and mtime when local), the benchmark's label (its
     seeds) and problems' content (not its path), and the generation settings, k included. Samples made under
     another fingerprint are moved aside, not resumed."""
     weights = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(model).glob("*.safetensors"))
-    keys = ("backend", "num_samples", "temperature", "top_p", "max_new_tokens", "think_prefix", "system_prompt",
-            "dtype", "seed", "last_number")
+    keys = ("backend", "num_samples", "temperature", "top_p", "max_new_tokens", "think_prefix", "dtype", "seed",
+            "last_number")
     # k in num_samples' place: a run that set num_samples keeps the fingerprint it had before k was per benchmark
     # "seeding": samples drawn per (problem, sample) since v2; v1 runs' samples came from per-chunk streams
-    settings = {name: getattr(cfg, name) for name in keys} | {"num_samples": k, "seeding": 2}
+    settings = {name: getattr(cfg, name) for name in keys} | {"num_samples": k, "seeding": 2,
+                                                               "prompt": to_dict(prompt or cfg.prompt)}
     blob = json.dumps([model, weights, bench.label, fingerprint(problems), settings], default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -277,7 +290,8 @@ def _read_meta(path: Path) -> dict:
         return {}
 
 
-def _fit_context(cfg: EvalConfig, backend, problems: list[dict]) -> tuple[list[dict], list[str]]:
+def _fit_context(cfg: EvalConfig, backend, problems: list[dict], prompt: PromptConfig
+                 ) -> tuple[list[dict], list[str]]:
     """(the problems whose prompt leaves room for max_new_tokens in the model's context, the ids of the others).
     A prompt past the context would not fail alone: a 200 KB problem asked for 26.6 GB and took its batch down."""
     ctx = getattr(backend, "context_length", None)
@@ -286,7 +300,7 @@ def _fit_context(cfg: EvalConfig, backend, problems: list[dict]) -> tuple[list[d
     if cfg.max_new_tokens >= ctx:
         raise UserError(f"eval.max_new_tokens={cfg.max_new_tokens} leaves no room for a prompt in the context of "
                         f"{backend.model_name} ({ctx} tokens): set eval.max_new_tokens below it (e.g. {ctx // 2})")
-    lengths = backend.prompt_lengths([r1_messages(p["problem"], cfg.system_prompt) for p in problems],
+    lengths = backend.prompt_lengths([prompt.messages(p["problem"]) for p in problems],
                                      cfg.think_prefix)
     fits = [n + cfg.max_new_tokens <= ctx for n in lengths]
     too_long = [p["id"] for p, ok in zip(problems, fits) if not ok]
@@ -298,14 +312,14 @@ def _fit_context(cfg: EvalConfig, backend, problems: list[dict]) -> tuple[list[d
 
 
 def _eval_one(cfg: EvalConfig, model: str, label: str, bench: SourceConfig, loaded: Problems,
-              backend_box: dict) -> tuple[list[dict], dict]:
+              backend_box: dict, prompt: PromptConfig) -> tuple[list[dict], dict]:
     """(samples of ``model`` on ``bench``: those a run with the same fingerprint finished, plus new ones for the
     problems that lack any of their k samples, appended to the JSONL after each batch; what was skipped).
     ``loaded``: the benchmark's problems, read and checked by ``run`` before any output was touched."""
     k = cfg.k_for(bench)
     path = cfg.out / label / f"{bench.label}.jsonl"
     meta = path.with_suffix(".meta.json")
-    fp = _fingerprint(cfg, model, bench, k, loaded)
+    fp = _fingerprint(cfg, model, bench, k, loaded, prompt)
     old = _read_meta(meta)
     if cfg.overwrite:
         path.unlink(missing_ok=True)
@@ -330,7 +344,7 @@ def _eval_one(cfg: EvalConfig, model: str, label: str, bench: SourceConfig, load
         backend_box["backend"] = get_backend(cfg.backend, model, cfg.backend_options, dtype=cfg.dtype,
                                              device=cfg.device, batch_size=cfg.batch_size)
     if problems:
-        problems, new_long = _fit_context(cfg, backend_box["backend"], problems)
+        problems, new_long = _fit_context(cfg, backend_box["backend"], problems, prompt)
         if new_long:
             too_long |= set(new_long)
             _write_meta(meta, fp, model, too_long)
@@ -356,7 +370,7 @@ def _eval_one(cfg: EvalConfig, model: str, label: str, bench: SourceConfig, load
             # A stream per (problem, sample), from the problem's identity: chunks never share one (the bootstrap
             # CI treats problems as independent), and a resumed run redraws the same samples.
             sampling.seeds = [derive_seed(cfg.seed, bench.label, p["id"]) for p in batch]
-            outs = backend.generate([r1_messages(p["problem"], cfg.system_prompt) for p in batch], sampling,
+            outs = backend.generate([prompt.messages(p["problem"]) for p in batch], sampling,
                                     progress=tick)
             raw = [{"benchmark": bench.label, "id": p["id"], "sample_idx": i, "output": c.text, "answer": p["answer"],
                     "num_tokens": len(c.token_ids), "finish_reason": c.finish_reason}
@@ -405,10 +419,12 @@ def run(cfg: EvalConfig) -> Path:
         box: dict = {}
         summary[model] = {}
         for bench in cfg.benchmarks:
-            samples, skipped = _eval_one(cfg, name, model.replace("/", "_"), bench, problems[bench.label], box)
+            samples, skipped = _eval_one(cfg, name, model.replace("/", "_"), bench, problems[bench.label], box,
+                                         cfg.prompt_for(model))
             metrics = summarize(samples, ks=cfg.pass_at_k, bootstrap=cfg.bootstrap)
             summary[model][bench.label] = {**metrics, **skipped, "model_path": name}
         summary[model]["_seconds"] = round(time.time() - t0, 2)
+        summary[model]["_prompt"] = cfg.prompt_for(model).describe()  # which prompt this model had
         box.clear()
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
     table = results_markdown(summary) + skipped_notes(summary)

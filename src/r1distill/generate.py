@@ -50,7 +50,7 @@ import yaml
 
 from r1distill import rerun
 from r1distill.backends import BACKENDS, SamplingConfig, check_options, get_backend
-from r1distill.config import LAYOUT, ConfigError, UserError, config_hash, resolved_yaml
+from r1distill.config import LAYOUT, ConfigError, UserError, dict_hash, resolved_yaml, to_dict
 from r1distill.console import console, progress
 from r1distill.data import traces as store
 from r1distill.data.problems import SourceConfig, load_problems
@@ -67,7 +67,7 @@ from r1distill.data.traces import (
     write_table_atomic,
 )
 from r1distill.models import check_model
-from r1distill.prompts import r1_messages, split_think
+from r1distill.prompts import PromptConfig, split_think
 
 SHARD_NAME = re.compile(r"shard-(?:w(\d+)of(\d+)-)?(\d+)\.parquet")
 
@@ -86,7 +86,9 @@ class GenerateConfig:
     top_p: float = 0.95
     topk_logprobs: int = 20  # top-k log-probs stored per token for offline KD (0 = none)
     topk_format: str = "exact"  # exact (float16 log-probs) | q8 (8-bit: 0.65x the top-k bytes; see data/traces.py)
-    system_prompt: str | None = None  # R1's protocol uses none
+    # The teacher's prompt: system line, instruction (R1's by default), few-shot examples. The trace keeps what the
+    # teacher saw (`teacher_prompt`) and what the student trains on (`prompt`: the same chat without the examples).
+    prompt: PromptConfig = field(default_factory=PromptConfig)
     batch_size: int = 32  # sequences per forward batch
     shard_size: int = 256  # rows per Parquet shard
     shard: str | None = None  # "i/N": this worker's part of the problems (prompt_id hash mod N == i)
@@ -137,9 +139,13 @@ class GenerateConfig:
         # Settings that do not change what is generated are left out, so they may change on resume
         # (and workers, which differ only in `shard`, share one output dir). topk_format changes what is
         # stored, so it counts, but only when not the default: dirs written before it existed keep their hash.
-        return config_hash(self, exclude=("overwrite", "output_dir", "run_dir", "batch_size", "shard_size",
-                                          "shard", "device", "backend_options",
-                                          *(("topk_format",) if self.topk_format == "exact" else ())))
+        d = to_dict(self)
+        if d["prompt"] == to_dict(PromptConfig()):  # the default prompt hashes as before `prompt` existed
+            del d["prompt"]
+            d["system_prompt"] = None
+        return dict_hash(d, exclude=("overwrite", "output_dir", "run_dir", "batch_size", "shard_size", "shard",
+                                     "device", "backend_options",
+                                     *(("topk_format",) if self.topk_format == "exact" else ())))
 
 
 def prompt_id(source: str, problem: str) -> str:
@@ -288,7 +294,7 @@ def run(cfg: GenerateConfig) -> Location:
         kind = backend.logprobs_kind if cfg.topk_logprobs else "none"
         _check_kind(cfg, kind, kinds_on_disk)
         # Prompts that leave no room for max_new_tokens in the context are skipped and counted, not errors.
-        lengths = backend.prompt_lengths([r1_messages(p["problem"], cfg.system_prompt) for _, p in todo])
+        lengths = backend.prompt_lengths([cfg.prompt.messages(p["problem"]) for _, p in todo])
         fits = [n + cfg.max_new_tokens <= backend.context_length for n in lengths]
         skipped["prompt_too_long"] = fits.count(False)
         too_long = [p["id"] for (_, p), ok in zip(todo, fits) if not ok]
@@ -321,7 +327,7 @@ def run(cfg: GenerateConfig) -> Location:
                 # keeps seed + index * 1_000_003, the streams the measured quickstart results came from).
                 sampling.seed = (cfg.seed + next_index * 1_000_003 if not cfg.tag
                                  else int(hashlib.sha256(f"{cfg.seed}/{name}".encode()).hexdigest()[:8], 16))
-                outs = backend.generate([r1_messages(p["problem"], cfg.system_prompt) for _, p in chunk],
+                outs = backend.generate([cfg.prompt.messages(p["problem"]) for _, p in chunk],
                                         sampling, progress=tick)
                 rows = _rows(cfg, chunk, outs, stats)
                 unmapped = sum(c.unmapped_tokens for cs in outs for c in cs)
@@ -355,13 +361,13 @@ def run(cfg: GenerateConfig) -> Location:
 def _rows(cfg: GenerateConfig, chunk, outs, stats: Counter) -> list[dict]:
     rows = []
     for (pid, p), completions in zip(chunk, outs):
-        messages = r1_messages(p["problem"], cfg.system_prompt)
+        teacher_prompt, messages = cfg.prompt.messages(p["problem"]), cfg.prompt.student_messages(p["problem"])
         for s, c in enumerate(completions):
             reasoning, _ = split_think(c.text)
             stats["tokens"] += len(c.token_ids)
             rows.append({
                 "prompt_id": pid, "sample_idx": s, "problem": p["problem"], "answer": p["answer"],
-                "prompt": messages, "completion": c.text, "reasoning": reasoning,
+                "prompt": messages, "teacher_prompt": teacher_prompt, "completion": c.text, "reasoning": reasoning,
                 "completion_ids": c.token_ids, "topk_ids": c.topk_ids, "topk_logprobs": c.topk_logprobs,
                 "finish_reason": c.finish_reason, "num_tokens": len(c.token_ids), "teacher": cfg.teacher,
                 "gen_config_hash": cfg.hash(), "token_nbytes": c.token_nbytes, "token_logprobs": c.token_logprobs,

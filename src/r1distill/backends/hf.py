@@ -18,7 +18,7 @@ batch ends: a copy to the CPU at every step would stall a GPU once per token.
 Batching: every (prompt, sample) pair of one `generate` call is a sequence, and the sequences of
 the whole call are sorted by prompt length before they are cut into batches, so left padding stays
 small; the `generate` stage calls once per shard, so the sort spans a shard's problems. The dtype
-comes from `load_model` ("auto": bf16 on a GPU that supports it, fp32 on CPU).
+comes from `load_model` ("auto": bf16 on a GPU that supports it and on a CPU with native bf16, else fp32).
 """
 
 from __future__ import annotations

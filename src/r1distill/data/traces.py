@@ -72,7 +72,8 @@ TRACE_SCHEMA = pa.schema([
     ("sample_idx", pa.int32()),
     ("problem", pa.string()),
     ("answer", pa.string()),
-    ("prompt", pa.list_(MESSAGE)),
+    ("prompt", pa.list_(MESSAGE)),  # what the student trains on
+    ("teacher_prompt", pa.list_(MESSAGE)),  # what the teacher saw (with its few-shot examples); null = `prompt`
     ("completion", pa.string()),
     ("reasoning", pa.string()),  # text inside <think>…</think>, null if none
     ("completion_ids", pa.list_(pa.int32())),
@@ -386,9 +387,16 @@ def read_table(directory: Location, columns: list[str] | None = None) -> pa.Tabl
     return pa.concat_tables([read_shard(p, columns) for p in shards], promote_options="default")
 
 
+# Added later: older traces without them are read as they are (the span columns only cross-tokenizer KD needs,
+# and it names them when they are missing: train/xtok_data.py).
+OPTIONAL_COLUMNS = {"teacher_prompt", *(n for n, _ in SPAN_FIELDS)}
+
+
 def check_schema(table: pa.Table, schema: pa.Schema, where: str) -> None:
-    """Raise a UserError naming the first missing or mistyped column."""
+    """Raise a UserError naming the first missing or mistyped column (OPTIONAL_COLUMNS may be missing)."""
     for f in schema:
+        if f.name not in table.column_names and f.name in OPTIONAL_COLUMNS:
+            continue
         if f.name not in table.column_names:
             raise UserError(f"{where}: missing column {f.name!r} (expected the trace schema)")
         if not table.schema.field(f.name).type.equals(f.type):

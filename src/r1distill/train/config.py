@@ -149,7 +149,7 @@ class TrainConfig:
     warmup_ratio: float = 0.05
     lr_scheduler: str = "cosine"
     weight_decay: float = 0.0
-    bf16: bool | None = None  # None: bf16 on a GPU that supports it, fp32 on CPU
+    bf16: bool | None = None  # None: bf16 autocast on a GPU that supports it and on a CPU with native bf16
     gradient_checkpointing: bool = False
     lora: LoraOptions = field(default_factory=LoraOptions)
     teacher_device: str = "auto"  # kd_online: where the teacher runs (auto = the student's device; cpu, cuda:1…)

@@ -33,10 +33,14 @@ class Setup:
 
 
 def use_bf16(cfg: TrainConfig) -> bool:
+    """train.bf16, or when unset: bf16 (autocast) on a GPU that supports it and on a CPU with native bf16."""
     import torch
 
-    on_gpu = torch.cuda.is_available()
-    return cfg.bf16 if cfg.bf16 is not None else (on_gpu and torch.cuda.is_bf16_supported())
+    from r1distill.models import cpu_native_bf16
+
+    if cfg.bf16 is not None:
+        return cfg.bf16
+    return torch.cuda.is_bf16_supported() if torch.cuda.is_available() else cpu_native_bf16()
 
 
 def training_args(cfg: TrainConfig, cls, **extra):
