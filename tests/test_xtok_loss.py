@@ -44,7 +44,7 @@ class _Rows:
             self.feats.append({"input_ids": np.array([3] + s_ids, np.int32), "prompt_len": 1,
                                "s_nbytes": _widths(s_ids, S_BYTES), "s_ok": True,
                                "t_nbytes": _widths(t_ids, T_BYTES), "t_ok": True,
-                               "topk_ids": idx.numpy().astype(np.int32), "topk_logprobs": vals.numpy(),
+                               "t_topk_ids": idx.numpy().astype(np.int32), "t_topk_lp": vals.numpy(),
                                "t_lp": lp.gather(-1, torch.tensor(t_ids)[:, None]).squeeze(-1).numpy()})
 
     def row(self, i):
