@@ -51,8 +51,8 @@ def check_vocab(student_path: str, tokenizer, teacher: str | None, what: str) ->
         return
     if load_tokenizer(teacher).get_vocab() != tokenizer.get_vocab():
         raise UserError(f"The student ({student_path}) and teacher ({teacher}) tokenizers differ: {what} needs a "
-                        "shared vocabulary, or cross-tokenizer KD: set train.xtok (e.g. train.xtok.method=gold); or "
-                        "use train.objective=sft or a student from the teacher's family")
+                        "shared vocabulary (cross-tokenizer KD is not in this objective without train.xtok: set e.g. "
+                        "train.xtok.method=gold), or use train.objective=sft or a student from the teacher's family")
 
 
 def same_tokenizer(tokenizer, teacher: str) -> bool:
