@@ -78,11 +78,12 @@ def test_train_test_disjoint() -> None:
 
 def test_frozen_test_set() -> None:
     rows = load_test_set()
-    assert len(rows) == 300
-    assert len({p["problem"] for p in rows}) == 300
-    assert [p["level"] for p in rows] == ["easy"] * 100 + ["medium"] * 100 + ["hard"] * 100
-    for level in LEVELS:
-        assert len(load_test_set(level)) == 100
+    assert len(rows) == 600
+    assert len({p["problem"] for p in rows}) == 600
+    assert [p["level"] for p in rows] == ["easy"] * 400 + ["medium"] * 100 + ["hard"] * 100
+    assert [len(load_test_set(level)) for level in LEVELS] == [400, 100, 100]
+    # The easy level grew from 100 to 400 by drawing more from the same seed: its first 100 are the old ones.
+    assert synthetic.generate_problems(100, "test", "easy", synthetic.TEST_SEED) == load_test_set("easy")[:100]
     for p in rows:
         _check_solution(p)
     assert rows == synthetic.build_test_set(), "data/synthetic_test.jsonl is stale: rerun write_test_set"
@@ -92,7 +93,7 @@ def test_synthetic_source() -> None:
     train = load_problems(SourceConfig(num_problems=20, level="medium", seed=1))
     assert train == generate_problems(20, "train", "medium", seed=1)
     assert len(load_problems(SourceConfig(split="test", level="hard"))) == 100
-    assert len(load_problems(SourceConfig(split="test", level="mixed"))) == 300
+    assert len(load_problems(SourceConfig(split="test", level="mixed"))) == 600
     assert len(load_problems(SourceConfig(split="test", level="easy", num_problems=5))) == 5
 
 

@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -25,7 +26,7 @@ T = TypeVar("T")
 
 SHARED_KEYS = ("run_dir", "seed", "teacher", "student")
 STAGES = ("generate", "curate", "train", "eval")
-TOP_LEVEL_KEYS = (*SHARED_KEYS, *STAGES, "name", "description")
+TOP_LEVEL_KEYS = (*SHARED_KEYS, *STAGES, "variants", "name", "description")
 
 # Where each stage writes inside a run directory (the contract `run` and `eval` aliases rely on).
 LAYOUT = {
@@ -34,7 +35,64 @@ LAYOUT = {
     "student_init": "student_init",
     "student": "student",
     "eval": "eval",
+    "students": "students",  # one dir per student variant of a recipe's `variants`
+    "students_init": "students_init",  # a variant's derived student when it differs from `student_init`'s
 }
+
+VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def model_dirname(label: str) -> str:
+    """The file-safe name of an eval model label (a hub name `org/model`, an alias `student:kd`)."""
+    return label.replace("/", "_").replace(":", "_")
+
+
+def variant_sections(recipe: dict) -> dict[str, dict]:
+    """The recipe's student variants as full `train` sections: each variant's keys deep-merged over `train`
+    (and the shared `student`), its output in `{run_dir}/students/<name>`. Empty without `variants`.
+
+    ```yaml
+    variants:
+      sft: {objective: sft}
+      kd_rkl: {objective: kd, loss: {divergence: reverse_kl}}
+      kd_16: {objective: kd, student: {derive_from: teacher, num_layers: 16}}
+    ```
+    """
+    variants = recipe.get("variants")
+    if variants is None:
+        return {}
+    if not isinstance(variants, dict) or not variants:
+        raise ConfigError(f"variants must be a non-empty mapping of name -> train settings, got {variants!r}")
+    base = dict(recipe.get("train") or {})
+    if "student" not in base and "student" in recipe:
+        base["student"] = recipe["student"]
+    run_dir = base.get("run_dir", recipe.get("run_dir", "runs/default"))
+    out = {}
+    for name, over in variants.items():
+        if not isinstance(name, str) or not VARIANT_NAME.match(name):
+            raise ConfigError(f"variants: name {name!r} must be letters, digits, '_', '.' or '-' (it names a dir)")
+        if over is not None and not isinstance(over, dict):
+            raise ConfigError(f"variants.{name} must be a mapping of train settings, got {over!r}")
+        section = _deep_merge(base, over or {})
+        if "output_dir" in (over or {}):
+            raise ConfigError(f"variants.{name}.output_dir: a variant's student goes to {run_dir}/students/{name}")
+        section["output_dir"] = str(Path(run_dir) / LAYOUT["students"] / name)
+        if section.get("student") != base.get("student"):
+            section["init_dir"] = str(Path(run_dir) / LAYOUT["students_init"] / name)
+        out[name] = section
+    return out
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        elif key == "student" and isinstance(value, dict) and isinstance(merged.get(key), str):
+            merged[key] = value  # a named student replaced by a derived one (or the reverse): no merge
+        else:
+            merged[key] = value
+    return merged
 
 
 class UserError(Exception):

@@ -14,7 +14,11 @@ Problems whose prompt plus `max_new_tokens` exceed the model's context are skipp
 does (`skipped`/`skipped_ids` in the summary), and so are the bad rows a benchmark with `skip_bad_rows` left out.
 
 Model names `teacher`, `student_init` and `student` are aliases for the recipe's teacher and the
-run dir's students; anything else is a model name or path.
+run dir's students; `student:<name>` is the student of the recipe's variant `<name>` (`{run_dir}/students/<name>`)
+and `student_init:<name>` its derived starting point (`{run_dir}/students_init/<name>` when the variant derives
+another student, else `student_init`); `students` in a recipe's eval.models stands for every variant's student.
+Anything else is a model name or path. Per-sample files go to `<model dir>/`, the label made file-safe
+(`config.model_dirname`).
 
 The defaults are DeepSeek-R1's protocol: k samples per problem at temperature 0.6 and top-p 0.95, pass@1 their
 mean, no system prompt and the R1 instruction after the problem. Greedy decoding (temperature 0, k = 1) is one
@@ -36,7 +40,7 @@ from pathlib import Path
 
 from r1distill import rerun
 from r1distill.backends import BACKENDS, SamplingConfig, derive_seed, get_backend
-from r1distill.config import LAYOUT, ConfigError, UserError, to_dict, write_resolved
+from r1distill.config import LAYOUT, ConfigError, UserError, model_dirname, to_dict, write_resolved
 from r1distill.console import console, progress
 from r1distill.data.problems import Problems, SourceConfig, fingerprint, load_problems
 from r1distill.data.traces import write_text_atomic
@@ -45,6 +49,11 @@ from r1distill.prompts import PromptConfig
 from r1distill.verify import is_equivalent, verify_many
 
 ALIASES = ("teacher", "student_init", "student")
+
+
+def is_alias(model: str) -> bool:
+    """Whether `model` names one of the run dir's students (`student`, `student_init`, `student:<variant>`, ...)."""
+    return model.partition(":")[0] in ("student_init", "student")
 
 # Samples per problem when num_samples is unset. DeepSeek-R1 (arXiv:2501.12948, sec. 3.1 "Evaluation Setup")
 # samples "k responses (typically between 4 and 64, depending on the test set size)" and reports cons@64 on AIME:
@@ -117,8 +126,13 @@ class EvalConfig:
     def resolve(self, model: str) -> str:
         if model == "teacher":
             return self.teacher
-        if model in ("student_init", "student"):
-            path = Path(self.run_dir) / LAYOUT[model]
+        if is_alias(model):
+            kind, _, variant = model.partition(":")
+            path = Path(self.run_dir) / LAYOUT[kind]
+            if variant and kind == "student":
+                path = Path(self.run_dir) / LAYOUT["students"] / variant
+            elif variant and (Path(self.run_dir) / LAYOUT["students_init"] / variant / "config.json").exists():
+                path = Path(self.run_dir) / LAYOUT["students_init"] / variant
             if not (path / "config.json").exists():
                 raise UserError(f"eval: model alias {model!r} means {path}, which does not exist yet: run train first")
             return str(path)
@@ -419,7 +433,7 @@ def run(cfg: EvalConfig) -> Path:
         box: dict = {}
         summary[model] = {}
         for bench in cfg.benchmarks:
-            samples, skipped = _eval_one(cfg, name, model.replace("/", "_"), bench, problems[bench.label], box,
+            samples, skipped = _eval_one(cfg, name, model_dirname(model), bench, problems[bench.label], box,
                                          cfg.prompt_for(model))
             metrics = summarize(samples, ks=cfg.pass_at_k, bootstrap=cfg.bootstrap)
             summary[model][bench.label] = {**metrics, **skipped, "model_path": name}

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from r1distill import curate, evaluate, generate, rerun, train
-from r1distill.config import config_hash, load_recipe, stage_config, to_dict
+from r1distill.config import ConfigError, config_hash, dict_hash, load_recipe, stage_config, to_dict, variant_sections
 from r1distill.console import console
 from r1distill.data.problems import fingerprint, load_problems
 from r1distill.data.traces import shard_paths, write_text_atomic
@@ -41,18 +41,47 @@ MARKER = ".r1distill_done.json"
 
 
 def build_configs(recipe: dict) -> dict:
-    """Every stage's dataclass from a recipe dict (validates all sections before anything runs)."""
-    return {name: stage_config(recipe, name, cls) for name, cls, _ in STAGES}
+    """Every stage's dataclass from a recipe dict (validates all sections before anything runs). With `variants`,
+    `train` is replaced by one `train:<name>` per variant (each into `{run_dir}/students/<name>`) and `students` in
+    eval.models by their `student:<name>` labels."""
+    variants = variant_sections(recipe)
+    if variants:
+        section = dict(recipe.get("eval") or {})
+        models = section.get("models", ["teacher"])
+        if isinstance(models, list):
+            section["models"] = [m for x in models
+                                 for m in ([f"student:{v}" for v in variants] if x == "students" else [x])]
+        recipe = {**recipe, "eval": section}
+    elif "students" in ((recipe.get("eval") or {}).get("models") or []):
+        raise ConfigError("eval.models names `students` (every variant's student), but the recipe has no variants")
+    configs = {}
+    for name, cls, _ in STAGES:
+        if name == "train" and variants:
+            for v, sec in variants.items():
+                configs[f"train:{v}"] = stage_config({**recipe, "train": sec}, "train", cls)
+        else:
+            configs[name] = stage_config(recipe, name, cls)
+    unknown = [m for m in configs["eval"].models if m.startswith("student") and ":" in m
+               and m.partition(":")[2] not in variants]
+    if unknown:
+        raise ConfigError(f"eval.models names {unknown[0]!r}, but the recipe's variants are "
+                          f"{', '.join(variants) or '(none)'}")
+    return configs
+
+
+def train_configs(configs: dict) -> list:
+    """The train stage's configs: one, or one per variant."""
+    return [cfg for name, cfg in configs.items() if name.partition(":")[0] == "train"]
 
 
 def _check_models(configs: dict) -> None:
     """Every model name a stage will load, checked before the first stage runs (a typo fails in seconds, not after
     generation). The run's own students (aliases) do not exist yet."""
-    names = [configs["train"].teacher, configs["train"].student.name, configs["train"].student.derive_from]
+    names = [n for t in train_configs(configs) for n in (t.teacher, t.student.name, t.student.derive_from)]
     if configs["generate"].backend != "openai":
         names.append(configs["generate"].teacher)
     if configs["eval"].backend != "openai":
-        names += [configs["eval"].resolve(m) for m in configs["eval"].models if m not in ("student_init", "student")]
+        names += [configs["eval"].resolve(m) for m in configs["eval"].models if not evaluate.is_alias(m)]
     for name in names:
         if name and name != "teacher":
             check_model(name)
@@ -62,7 +91,7 @@ def _inputs(name: str, cfg) -> str:
     """A fingerprint of the content a stage reads that its config names only by path."""
     if name == "generate":
         return fingerprint(load_problems(cfg.source))
-    if name in ("curate", "train"):
+    if name == "curate" or name.startswith("train"):
         return rerun.fingerprint(shard_paths(cfg.inp))
     weights = [sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(m).glob("*.safetensors"))
                for m in map(cfg.resolve, cfg.models)]
@@ -102,10 +131,13 @@ def run(recipe_path: str | Path | None, overrides: list[str] | tuple[str, ...] =
             "status": "running", "stages": {}}
     meta_path = run_dir / "run.json"
     _write_json(meta_path, meta)
-    upstream = ""
+    runners = {name: fn for name, _, fn in STAGES}
+    upstream, trained = "", []
     try:
-        for name, _, stage_run in STAGES:
-            cfg = configs[name]
+        for name, cfg in configs.items():
+            stage_run = runners[name.partition(":")[0]]
+            if name == "eval" and trained:  # every student it scores, in the hash
+                upstream = trained[0] if len(trained) == 1 else dict_hash({}, *trained)
             h = config_hash(cfg, upstream)
             marker = cfg.out / MARKER
             stage = {"out": os.path.relpath(cfg.out, run_dir), "hash": h}
@@ -123,7 +155,10 @@ def run(recipe_path: str | Path | None, overrides: list[str] | tuple[str, ...] =
                                                             "seconds": stage["seconds"]}))
             meta["stages"][name] = stage
             _write_json(meta_path, meta)
-            upstream = h
+            if name.startswith("train"):
+                trained.append(h)  # the variants all train on curate's output: upstream stays curate's hash
+            else:
+                upstream = h
             _release_memory()
         meta["status"] = "done"
     except BaseException:

@@ -6,7 +6,9 @@ steps). Every solution is a list of `a op b = c` lines ending with `#### <answer
 
 Train and test never overlap: each problem text is bucketed by a stable hash (sha256, not
 Python's salted `hash`), and the train split skips the test bucket while the test split keeps
-only it. The frozen test set (100 problems per level, seed 1234) ships as a JSONL file.
+only it. The frozen test set (400 easy, 100 medium and 100 hard problems, seed 1234) ships as a JSONL file; the
+easy level is large enough to tell models apart (a 95% CI half-width near 0.045 at 30% accuracy). Its first 100
+easy problems are the 100 it held before it grew: drawing more from the same seed only appends.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from r1distill.config import UserError
 LEVELS = ("easy", "medium", "hard")
 SPLITS = ("train", "test")
 TEST_SEED = 1234
-TEST_PER_LEVEL = 100
+TEST_PER_LEVEL = {"easy": 400, "medium": 100, "hard": 100}
 TEST_FILE = "synthetic_test.jsonl"
 
 NAMES = [("Tom", "He"), ("Anna", "She"), ("Sam", "He"), ("Lily", "She"), ("Ben", "He"), ("Mia", "She"),
@@ -251,8 +253,8 @@ def generate_problems(n: int, split: str = "train", level: str = "easy", seed: i
 
 
 def build_test_set() -> list[dict]:
-    """The frozen test set's rows: 100 easy, 100 medium, 100 hard from the test split."""
-    return [p for lvl in LEVELS for p in generate_problems(TEST_PER_LEVEL, "test", lvl, TEST_SEED)]
+    """The frozen test set's rows: 400 easy, 100 medium, 100 hard from the test split."""
+    return [p for lvl in LEVELS for p in generate_problems(TEST_PER_LEVEL[lvl], "test", lvl, TEST_SEED)]
 
 
 def write_test_set(path: str | Path) -> Path:

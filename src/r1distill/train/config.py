@@ -163,6 +163,8 @@ class TrainConfig:
     # or decide by comparing the teacher's tokenizer with the student's (null)
     retokenize: bool | None = None
     allow_processed_logprobs: bool = False  # kd on "processed" top-k log-probs without the warning
+    # where a derived student is saved before training; default {run_dir}/student_init
+    init_dir: str | None = field(default=None, metadata=NEW_FIELD)
     cache_dir: str | None = None  # the token cache (memory-mapped Arrow); default: ~/.cache/r1distill/tokens
     seed: int = 0
     overwrite: bool = False
@@ -190,6 +192,10 @@ class TrainConfig:
     @property
     def out(self) -> Path:
         return Path(self.output_dir or Path(self.run_dir) / LAYOUT["student"])
+
+    @property
+    def init_out(self) -> Path:
+        return Path(self.init_dir or Path(self.run_dir) / LAYOUT["student_init"])
 
     @property
     def work(self) -> Path:

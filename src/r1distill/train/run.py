@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from r1distill import rerun
-from r1distill.config import LAYOUT, config_hash, write_resolved
+from r1distill.config import config_hash, write_resolved
 from r1distill.console import console
 from r1distill.models import check_model, derive_student, is_tokenizer_dir, pick_layers, resolve_model
 from r1distill.train import data, gkd, objectives
@@ -40,14 +40,14 @@ from r1distill.train.skeleton import Setup, save_student, write_train_log
 
 def prepare_student(cfg: TrainConfig) -> str:
     """The student's starting point: a named model, or a model derived from the teacher (reused when
-    `{run_dir}/student_init` already holds the same derivation)."""
+    `train.init_dir` (default `{run_dir}/student_init`) already holds the same derivation)."""
     from transformers import AutoConfig
 
     s = cfg.student
     if s.name:
         return resolve_model(s.name)
     source = cfg.teacher if s.derive_from == "teacher" else s.derive_from
-    out = Path(cfg.run_dir) / LAYOUT["student_init"]
+    out = cfg.init_out
     total = AutoConfig.from_pretrained(resolve_model(source)).num_hidden_layers
     layers = list(s.layers) or pick_layers(total, s.num_layers or total)
     marker = out / "r1distill_derived.json"
@@ -63,7 +63,7 @@ def stamp(cfg: TrainConfig) -> str:
     """The rerun stamp: the settings that change the student, and the curated shards' content (not their path)."""
     return config_hash(cfg, rerun.fingerprint(data.input_shards(cfg.inp)),
                        exclude=("overwrite", "resume", "report_to", "logging_steps", "save_steps", "save_total_limit",
-                                "teacher_device", "run_dir", "input_dir", "output_dir", "cache_dir"))
+                                "teacher_device", "run_dir", "input_dir", "output_dir", "init_dir", "cache_dir"))
 
 
 def build_trainer(cfg: TrainConfig, student_path: str) -> Setup:

@@ -1,0 +1,93 @@
+"""Student variants: one recipe, several students trained on the same curated traces, all evaluated."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from r1distill.cli import main
+from r1distill.config import ConfigError, load_recipe
+from r1distill.pipeline import build_configs
+
+TINY = Path(__file__).with_name("tiny.yaml")
+
+
+def _recipe(tmp_path, variants, models=("students",)) -> dict:
+    recipe = load_recipe(TINY, [f"run_dir={tmp_path}"])
+    recipe["variants"] = variants
+    recipe["eval"]["models"] = list(models)
+    return recipe
+
+
+def test_variants_merge_over_train_and_expand_students(tmp_path):
+    configs = build_configs(_recipe(tmp_path, {
+        "sft": {"objective": "sft"},
+        "rkl": {"loss": {"divergence": "reverse_kl", "topk": 4}},
+        "d1": {"student": {"derive_from": "teacher", "num_layers": 1}},
+    }, models=["teacher", "student_init", "students", "student_init:d1"]))
+    assert [n for n in configs if n.startswith("train")] == ["train:sft", "train:rkl", "train:d1"]
+    sft, rkl, d1 = configs["train:sft"], configs["train:rkl"], configs["train:d1"]
+    assert (sft.objective, rkl.objective) == ("sft", "kd")
+    # a nested key merges: the base's alpha stays, the variant's divergence and top-k are added
+    assert (rkl.loss.alpha, rkl.loss.divergence, rkl.loss.topk) == (0.5, "reverse_kl", 4)
+    assert sft.out == tmp_path / "students" / "sft" and rkl.out == tmp_path / "students" / "rkl"
+    # the same student as the base shares student_init; another depth gets its own
+    assert sft.init_out == rkl.init_out == tmp_path / "student_init"
+    assert d1.init_out == tmp_path / "students_init" / "d1" and d1.student.num_layers == 1
+    assert configs["eval"].models == ["teacher", "student_init", "student:sft", "student:rkl", "student:d1",
+                                      "student_init:d1"]
+    assert configs["eval"].resolve("teacher") == "smollm2-135m-instruct"
+
+
+@pytest.mark.parametrize("variants, models, message", [
+    ({"a b": {}}, ["teacher"], "must be letters"),
+    ({"sft": "objective: sft"}, ["teacher"], "must be a mapping"),
+    ({"sft": {"objective": "sfft"}}, ["teacher"], "train.objective must be one of"),
+    ({"sft": {"epoch": 2}}, ["teacher"], "Unknown key 'epoch'"),
+    ({"sft": {"output_dir": "x"}}, ["teacher"], "students/sft"),
+    ({"sft": {}}, ["student:kd"], "variants are sft"),
+    (None, ["students"], "has no variants"),
+])
+def test_variant_mistakes_are_errors_before_anything_runs(tmp_path, variants, models, message):
+    recipe = _recipe(tmp_path, variants, models)
+    if variants is None:
+        del recipe["variants"]
+    with pytest.raises(ConfigError, match=message):
+        build_configs(recipe)
+
+
+def test_two_variants_through_run(tmp_path, capsys):
+    """`r1distill run` with two variants (one of another depth): two students, their inits, one eval of both,
+    one report; a rerun skips every stage."""
+    run_dir = tmp_path / "run"
+    recipe = _recipe(run_dir, {"sft": {"objective": "sft"},
+                               "rkl_d1": {"loss": {"divergence": "reverse_kl"},
+                                          "student": {"derive_from": "teacher", "num_layers": 1}}},
+                     models=["student_init", "students"])
+    path = tmp_path / "variants.yaml"
+    path.write_text(json.dumps(recipe))  # JSON is YAML
+    assert main(["run", str(path)]) == 0
+    layers = {d: json.loads((run_dir / d / "config.json").read_text())["num_hidden_layers"]
+              for d in ("student_init", "students_init/rkl_d1", "students/sft", "students/rkl_d1")}
+    assert layers == {"student_init": 2, "students_init/rkl_d1": 1, "students/sft": 2, "students/rkl_d1": 1}
+    assert not (run_dir / "student").exists()
+    objectives = {v: json.loads((run_dir / "students" / v / "summary.json").read_text())["objective"]
+                  for v in ("sft", "rkl_d1")}
+    assert objectives == {"sft": "sft", "rkl_d1": "kd"}
+    log = [json.loads(x) for x in (run_dir / "students" / "rkl_d1" / "train_log.jsonl").read_text().splitlines()]
+    assert any("kd" in rec for rec in log)
+    summary = json.loads((run_dir / "eval" / "summary.json").read_text())
+    assert list(summary) == ["student_init", "student:sft", "student:rkl_d1"]
+    for label in summary:
+        assert summary[label]["synthetic-easy"]["problems"] == 4
+        rows = (run_dir / "eval" / label.replace(":", "_") / "synthetic-easy.jsonl").read_text().splitlines()
+        assert len(rows) == 4
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert list(meta["stages"]) == ["generate", "curate", "train:sft", "train:rkl_d1", "eval"]
+    report = (run_dir / "report.md").read_text()
+    assert "sft" in report and "rkl_d1" in report
+    capsys.readouterr()
+    assert main(["run", str(path)]) == 0
+    assert capsys.readouterr().err.count("skipped") == 5
