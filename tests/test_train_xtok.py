@@ -127,3 +127,13 @@ def test_xtok_settings_are_checked():
         train_config(Path("/tmp"), "s", "t", temperature=2.0, xtok=XtokOptions())
     with pytest.raises(ConfigError, match="applies to kd and kd_online, not sft"):
         train_config(Path("/tmp"), "s", "t", objective="sft", xtok=XtokOptions())
+
+
+def test_the_real_pair_recipe_asks_for_cross_tokenizer_kd():
+    """recipes/xtok-qwen-math-to-llama (tests/test_recipes.py validates every recipe; here what it asks for)."""
+    from r1distill.config import load_recipe
+    from r1distill.pipeline import build_configs
+
+    configs = build_configs(load_recipe(Path(__file__).parents[1] / "recipes/xtok-qwen-math-to-llama/recipe.yaml"))
+    assert configs["train"].objective == "kd" and configs["train"].xtok.method == "gold"
+    assert configs["train"].xtok.exact_tokens == "runs" and configs["generate"].topk_logprobs > 0
