@@ -188,3 +188,44 @@ def test_same_vocabulary_and_identical_model_gives_zero():
         terms = group_terms(lab, keep.topk(6, -1).values, lp.gather(-1, mapped.clamp_min(0)), xt, opts, "forward_kl",
                             0.5)
         assert float(terms.abs().max()) < 1e-5, opts
+
+
+def test_offline_at_k_equal_vocab_equals_the_online_teacher_path():
+    """The same tiny teacher model, two ways: its log-probs stored as a full top-k (k = V_teacher, float32:
+    offline kd) and computed per batch by `online_teacher` over its own tokens (kd_online, k = 0: the whole
+    vocabulary). The collated teacher tensors and the loss agree (atol 1e-5)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from r1distill.train.xtok import online_teacher
+
+    torch.manual_seed(0)
+    teacher = LlamaForCausalLM(LlamaConfig(vocab_size=VT, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                           num_attention_heads=2, num_key_value_heads=1)).eval()
+    prompt = [5]
+    online_rows, teacher_lp = [], []
+    for t_ids, s_ids in ROWS:
+        x = torch.tensor([prompt + t_ids])
+        with torch.no_grad():
+            teacher_lp.append(torch.log_softmax(teacher(x).logits[0, len(prompt) - 1:-1].float(), -1))  # (n, VT)
+        online_rows.append({"input_ids": np.array([3] + s_ids, np.int32), "prompt_len": 1,
+                            "s_nbytes": _widths(s_ids, S_BYTES), "s_ok": True, "t_nbytes": _widths(t_ids, T_BYTES),
+                            "t_ok": True, "t_input_ids": np.array(prompt + t_ids, np.int32),
+                            "t_prompt_len": len(prompt)})
+    shared = shared_ids(T_BYTES, S_BYTES, 0, 0, "all")
+    offline = XtokCollator(0, _Rows(teacher_lp, VT), shared=shared)([{"idx": 0}, {"idx": 1}])
+    rows = _Rows(teacher_lp, VT)
+    rows.feats = online_rows
+    online = XtokCollator(0, rows, shared=shared, teacher_pad=0)([{"idx": 0}, {"idx": 1}])
+    xt = dict(online["xtok"])
+    xt.update(online_teacher(teacher, teacher.get_output_embeddings().weight.detach(), xt.pop("online"), 0, 3,
+                             torch.as_tensor(shared)))
+    for key in ("t_topk_lp", "t_rest", "t_chunk"):
+        torch.testing.assert_close(xt[key], offline["xtok"][key], atol=1e-5, rtol=1e-5)
+    assert torch.equal(xt["g_valid"], offline["xtok"]["g_valid"])
+    labels = offline["labels"][:, 1:]
+    logits = 2 * torch.randn(2, labels.shape[1], VS, generator=torch.Generator().manual_seed(3))
+    for opts in METHODS:
+        want = xtok_loss(logits, labels, offline["xtok"], opts, alpha=0.3)
+        got = xtok_loss(logits, labels, xt, opts, alpha=0.3)
+        assert float(got["kd"]) == pytest.approx(float(want["kd"]), abs=1e-5), opts
+        assert float(got["loss"]) == pytest.approx(float(want["loss"]), abs=1e-5), opts
