@@ -88,7 +88,8 @@ def test_online_cross_tokenizer_kd_from_old_traces(tmp_path, curated, xtok_stude
     old.mkdir()
     pq.write_table(table, new / "data-00000.parquet")
     pq.write_table(table.drop_columns([n for n, _ in SPAN_FIELDS]), old / "data-00000.parquet")
-    with pytest.raises(UserError, match=r"data-00000.parquet: no column 'token_nbytes': cross-tokenizer KD"):
+    with pytest.raises(UserError, match=r"data-00000.parquet: no columns 'token_nbytes', 'token_logprobs', "
+                                          r"'token_bytes_ok': cross-tokenizer KD"):
         build_trainer(_cfg(tmp_path / "a", xtok_student_dir, old, teacher_dir), str(xtok_student_dir))
     online = _steps(_cfg(tmp_path / "b", xtok_student_dir, old, teacher_dir, objective="kd_online",
                          xtok=XtokOptions(method="gold", alm_weight=0.5, online_topk=8), teacher_device="cpu"),

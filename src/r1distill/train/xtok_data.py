@@ -64,11 +64,7 @@ def convert_shard(shard: Path, dest: Path, student_tok, teacher_tok, online: boo
     """One curated shard -> one Arrow IPC file of xtok rows (module doc). Returns (k, counts)."""
     pf = parquet_file(shard)
     names = pf.schema_arrow.names
-    need = ["prompt", "completion", "finish_reason"] + ([] if online else ["completion_ids", *SPAN_COLUMNS])
-    missing = [c for c in need if c not in names]
-    if missing:
-        raise UserError(f"{shard}: no column {missing[0]!r}: " + (OLD_TRACES if missing[0] in SPAN_COLUMNS else
-                                                                  "train reads traces written by generate/curate"))
+    need = _check_columns(shard, names, online)
     cols = need + [c for c in ("prompt_id", "sample_idx") if c in names]
     if not online:
         stored = [c for c in ("topk_ids", "topk_logprobs", "topk_lp_top1", "topk_lp_q8") if c in names]
@@ -121,6 +117,19 @@ def convert_shard(shard: Path, dest: Path, student_tok, teacher_tok, online: boo
     return k, counts
 
 
+def _check_columns(shard: Path, names: list[str], online: bool) -> list[str]:
+    """The columns this converter reads; a UserError naming every missing one (the span columns: OLD_TRACES)."""
+    need = ["prompt", "completion", "finish_reason"] + ([] if online else ["completion_ids", *SPAN_COLUMNS])
+    missing = [c for c in need if c not in names]
+    spans_missing = [c for c in missing if c in SPAN_COLUMNS]
+    if spans_missing:
+        raise UserError(f"{shard}: no column{'s' * (len(spans_missing) > 1)} "
+                        f"{', '.join(repr(c) for c in spans_missing)}: {OLD_TRACES}")
+    if missing:
+        raise UserError(f"{shard}: no column {missing[0]!r}: train reads traces written by generate/curate")
+    return need
+
+
 def _stored_spans(table: pa.Table, t_len: np.ndarray, where, arrays: dict) -> list[bool]:
     """The teacher's stored spans and sampled log-probs into `arrays`, checked against its completion_ids."""
     for name, out, dtype in (("token_nbytes", "t_nbytes", np.int32), ("token_logprobs", "t_lp", np.float32)):
@@ -141,6 +150,8 @@ def _stored_spans(table: pa.Table, t_len: np.ndarray, where, arrays: dict) -> li
 
 def prepare(cfg, student_tok, teacher_tok, online: bool) -> Path:
     """The xtok token cache for cfg's curated shards (data.prepare_tokens with this converter)."""
+    for shard in data.input_shards(cfg.inp):  # every shard's footer, before anything is converted
+        _check_columns(shard, parquet_file(shard).schema_arrow.names, online)
     convert = lambda shard, dest, k: convert_shard(shard, dest, student_tok, teacher_tok, online, k)  # noqa: E731
     return data.prepare_tokens(cfg, student_tok, not online, True, convert=convert,
                                extra=cache_tag(online, teacher_tok))

@@ -25,7 +25,8 @@ student's valid tokens, all ranks, accumulated), as the same-tokenizer loss is. 
 `chunked_xtok_loss` on hidden states, a chunk of rows through the head at a time: a first pass without gradient
 collects the few numbers per row the terms need, the terms and their gradients w.r.t. those numbers are computed
 on them, and a second pass recomputes each chunk's logits to push those gradients through the head, so no more
-than chunk_size × V logits live at once (the price: the head's forward matmul twice).
+than chunk_size × V logits live at once (the price: the head's forward matmul twice; the second pass needs no
+autograd: each per-row number is one log-prob, so its gradient is a scatter minus the softmax times their sum).
 """
 
 from __future__ import annotations
@@ -38,10 +39,10 @@ from r1distill.train.losses import IGNORE, TAIL_FLOOR, UNMAPPED, _upcast, token_
 
 
 def _reduce(log_q: torch.Tensor, labels: torch.Tensor, base: torch.Tensor, mapped: torch.Tensor | None, K: int,
-            exclude: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+            exclude: bool, index: bool = False):
     """Per-row numbers: (log q of each row's label (n,), the base rows' K best log-probs (g, K), their log-probs
-    at the shared ids (g, k) or None). base: (g,) row indices in log_q; exclude: leave the shared ids out of the
-    K best (gold)."""
+    at the shared ids (g, k) or None), and with `index` the ids of the K best (g, K). base: (g,) row indices in
+    log_q; exclude: leave the shared ids out of the K best (gold)."""
     lab = log_q.gather(-1, labels[:, None]).squeeze(-1)
     lq = log_q[base]  # (g, V)
     at = None
@@ -51,7 +52,8 @@ def _reduce(log_q: torch.Tensor, labels: torch.Tensor, base: torch.Tensor, mappe
         if exclude:
             hit = torch.zeros_like(lq).scatter_add_(-1, ids, (mapped >= 0).to(lq.dtype)) > 0
             lq = lq.masked_fill(hit, -torch.inf)
-    return lab, lq.topk(K, dim=-1).values, at
+    top = lq.topk(K, dim=-1)
+    return (lab, top.values, at, top.indices) if index else (lab, top.values, at)
 
 
 def _log1mexp(x: torch.Tensor) -> torch.Tensor:
@@ -138,6 +140,7 @@ class _ChunkedXtok(torch.autograd.Function):
         lab = torch.zeros(N, dtype=f32, device=h.device)
         top = torch.zeros(G, K, dtype=f32, device=h.device)
         at = torch.zeros(G, mapped.shape[-1], dtype=f32, device=h.device) if mapped is not None else None
+        top_ids = torch.zeros(G, K, dtype=torch.long, device=h.device)
         spans = []
         for start in range(0, N, chunk_size):
             s = slice(start, min(start + chunk_size, N))
@@ -145,8 +148,8 @@ class _ChunkedXtok(torch.autograd.Function):
             spans.append((s, slice(g0, g1)))
             with torch.no_grad():
                 r = _reduce(torch.log_softmax(_upcast(h[s] @ w.t()), -1), labels[s], base[g0:g1] - s.start,
-                            mapped[g0:g1] if mapped is not None else None, K, opts.method == "gold")
-            lab[s], top[g0:g1] = r[0], r[1]
+                            mapped[g0:g1] if mapped is not None else None, K, opts.method == "gold", index=True)
+            lab[s], top[g0:g1], top_ids[g0:g1] = r[0], r[1], r[3]
             if at is not None:
                 at[g0:g1] = r[2]
         leaves = [x.requires_grad_() for x in (lab, top, at) if x is not None]
@@ -157,7 +160,7 @@ class _ChunkedXtok(torch.autograd.Function):
                      if (h.requires_grad or w.requires_grad) else None)
         ctx.grads = None
         if grads is not None:
-            ctx.grads = _backprop(h, w, labels, base, mapped, K, opts, spans, grads)
+            ctx.grads = _backprop(h, w, labels, base, mapped, top_ids, spans, grads)
         ctx.w_dtype = w.dtype
         ce, kd = ce.detach(), kd.detach()
         ctx.mark_non_differentiable(ce, kd)
@@ -174,23 +177,29 @@ class _ChunkedXtok(torch.autograd.Function):
         return grad_h, grad_w, None, None, None, None, None, None, None, None
 
 
-def _backprop(h, w, labels, base, mapped, K, opts, spans, grads):
-    """The second pass: each chunk's logits again, the gradients of the per-row numbers pushed through them."""
+def _backprop(h, w, labels, base, mapped, top_ids, spans, grads):
+    """The second pass: each chunk's logits again, the gradients of the per-row numbers pushed through them.
+    Each number is log q at one id (the label, one of the K best found in the first pass, a shared id), so the
+    gradient w.r.t. the logits is G − softmax·ΣG, G those gradients scattered at their ids (no autograd, no
+    second top-k)."""
     g_lab, g_top = grads[0], grads[1]
     g_at = grads[2] if len(grads) > 2 else None
     grad_h = torch.empty_like(h) if h.requires_grad else None
     grad_w = torch.zeros_like(w, dtype=torch.promote_types(w.dtype, torch.float32)) if w.requires_grad else None
     for s, g in spans:
-        with torch.enable_grad():
-            logits = _upcast(h[s] @ w.t()).requires_grad_()
-            lab, top, at = _reduce(torch.log_softmax(logits, -1), labels[s], base[g] - s.start,
-                                   mapped[g] if mapped is not None else None, K, opts.method == "gold")
-            surrogate = (lab * g_lab[s]).sum()
-            if g_top is not None:
-                surrogate = surrogate + (top * g_top[g]).sum()
-            if g_at is not None:
-                surrogate = surrogate + (at * g_at[g]).sum()
-            (gl,) = torch.autograd.grad(surrogate, logits)
+        logits = _upcast(h[s] @ w.t())  # (n, V)
+        n = logits.shape[0]
+        gl = torch.zeros_like(logits)
+        if g_lab is not None:
+            gl[torch.arange(n, device=gl.device), labels[s]] = g_lab[s].to(gl.dtype)  # one label per row
+        rows = (base[g] - s.start)[:, None]
+        if g_top is not None:
+            gl.index_put_((rows.expand_as(top_ids[g]), top_ids[g]), g_top[g].to(gl.dtype), accumulate=True)
+        if g_at is not None:
+            ids = mapped[g].clamp_min(0)
+            gl.index_put_((rows.expand_as(ids), ids), g_at[g].to(gl.dtype), accumulate=True)
+        total = gl.sum(-1, keepdim=True)
+        gl -= torch.softmax(logits, -1).mul_(total)
         del logits
         gl = gl.to(w.dtype)
         if grad_h is not None:
