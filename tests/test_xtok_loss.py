@@ -151,7 +151,7 @@ def test_merge_arithmetic_on_a_hand_made_case():
     # Teacher merged: [.6, .3, .1] x (.5 x .8) = [.24, .12, .04], tail 0; student [.5, .3, .2], one token, no
     # factor. Sorted L1 = |.5 − .24| + |.3 − .12| + |.2 − .04| = 0.60.
     _, terms = _hand_case([0.5, 0.3, 0.2])
-    assert float(terms[0]) == pytest.approx(0.60, abs=1e-6)
+    assert float(terms[0].detach()) == pytest.approx(0.60, abs=1e-6)
 
 
 def test_the_numeral_risk_and_the_runs_rule():
