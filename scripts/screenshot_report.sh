@@ -38,8 +38,15 @@ if [ -z "$height" ]; then
   height=$("$browser" "${flags[@]}" --window-size="$width,1000" --virtual-time-budget=5000 --dump-dom \
              "file://$probe" 2>/dev/null | grep -o 'data-page-height="[0-9]*"' | head -1 | grep -o '[0-9]*' || true)
   if [ -z "$height" ]; then
-    echo "could not read the page height from $browser; pass HEIGHT (the 4th argument)" >&2
-    exit 2
+    # No height from the DOM (an old browser, a sandbox that blocks --dump-dom): estimate it from the page, the
+    # embedded figures' heights plus a generous line per table row, paragraph, heading and preformatted line,
+    # so that the screenshot is too tall rather than cut off.
+    imgs=$(grep -o '<img [^>]*height="[0-9]*"' "$html" | grep -o 'height="[0-9]*"' | grep -o '[0-9]*' \
+             | awk '{s += $1 + 18} END {print s + 0}')
+    lines=$(grep -o '<tr\|<p\|<h2\|<section\|<div class="card' "$html" | wc -l)
+    pre=$(awk '/<pre/,/<\/pre>/' "$html" | wc -l)
+    height=$((imgs + 34 * lines + 19 * pre + 400))
+    echo "could not read the page height from $browser; estimated $height px from the HTML (or pass HEIGHT)" >&2
   fi
   height=$((height + 16))  # the bottom margin
 fi

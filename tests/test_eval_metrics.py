@@ -19,12 +19,11 @@ from r1distill.evaluate import (
     majority_correct,
     pass_at_k,
     percentile,
-    results_markdown,
     score_outputs,
     standard_error,
     summarize,
 )
-from r1distill.report import accuracy_table
+from r1distill.report import accuracy_table, results_markdown
 
 FIXED_OUTPUTS = Path(__file__).parent / "data" / "fixed_outputs.jsonl"
 

@@ -87,7 +87,9 @@ def test_two_variants_through_run(tmp_path, capsys):
     meta = json.loads((run_dir / "run.json").read_text())
     assert list(meta["stages"]) == ["generate", "curate", "train:sft", "train:rkl_d1", "eval"]
     report = (run_dir / "report.md").read_text()
-    assert "sft" in report and "rkl_d1" in report
+    assert "synthetic-easy Δ vs sft [95% CI]" in report  # the comparison, against the sft variant
+    row = next(line for line in report.splitlines() if line.startswith("| rkl_d1 "))
+    assert "reverse_kl" in row and f"{summary['student:rkl_d1']['synthetic-easy']['pass@1']:.3f}" in row
     capsys.readouterr()
     assert main(["run", str(path)]) == 0
     assert capsys.readouterr().err.count("skipped") == 5
