@@ -70,6 +70,30 @@ def test_stored_topk_equals_a_full_forward_pass(traces, teacher_dir):
         torch.testing.assert_close(full.gather(-1, stored_ids), stored, atol=1e-3, rtol=1e-3)
         kth = full.topk(5, -1).values[:, -1]
         assert bool((stored.min(-1).values >= kth - 1e-2).all()), "stored ids must be the top-k"
+        # The sampled token's own log-prob, also where it is outside the top-5 (float16 storage).
+        emitted = full.gather(-1, torch.tensor(r["completion_ids"])[:, None]).squeeze(-1)
+        torch.testing.assert_close(torch.tensor(r["token_logprobs"], dtype=torch.float32), emitted, atol=2e-3,
+                                   rtol=1e-3)
+
+
+def test_token_bytes_make_the_completion_s_bytes(traces, teacher_dir):
+    """The byte spans of what the built-in teacher really generated: its tokens' own vocabulary bytes, one after
+    another, are the completion's UTF-8 bytes; eos is 0 bytes; the shards name the tokenizer's fingerprint."""
+    from r1distill.tokenbytes import fingerprint, token_bytes
+
+    tok = load_tokenizer(str(teacher_dir))
+    table = token_bytes(tok)
+    rows = read_table(traces.out).to_pylist()
+    assert all(r["token_bytes_ok"] for r in rows)
+    for r in rows:
+        widths = np.array(r["token_nbytes"])
+        assert len(widths) == r["num_tokens"] and widths.sum() == len(r["completion"].encode())
+        data, at = r["completion"].encode(), np.concatenate([[0], np.cumsum(widths)])
+        for t, i in enumerate(r["completion_ids"]):
+            assert data[at[t]:at[t + 1]] == table[i]
+        if r["finish_reason"] == "stop":
+            assert widths[-1] == 0
+    assert {file_metadata(p)["r1distill.teacher_tokenizer"] for p in shard_paths(traces.out)} == {fingerprint(tok)}
 
 
 def test_resume_skips_finished_and_redoes_missing(traces):

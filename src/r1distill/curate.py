@@ -64,7 +64,8 @@ from r1distill.data.problems import BENCHMARKS, BENCHMARKS_ENV, SourceConfig, lo
 from r1distill.data.traces import (
     CURATED_FIELDS,
     Q8_COLUMNS,
-    TRACE_SCHEMA,
+    SPAN_FIELDS,
+    SPAN_SCHEMA,
     check_schema,
     parquet_file,
     q8_schema,
@@ -287,7 +288,8 @@ class ShardTexts(Sequence[str]):
 
 
 def _expected_schema(schema: pa.Schema) -> pa.Schema:
-    return q8_schema(TRACE_SCHEMA) if topk_format_of(schema) == "q8" else TRACE_SCHEMA
+    """What a shard must hold: the trace schema, the span columns optional (checked by type where present)."""
+    return q8_schema(SPAN_SCHEMA) if topk_format_of(schema) == "q8" else SPAN_SCHEMA
 
 
 def _decide_shard(cfg: CurateConfig, path: Path, first_row: int, rows: list[dict], problems: dict[str, str],
@@ -328,7 +330,8 @@ def _write_shard(path: Path, out: Path, decided: list[dict], rejected) -> int:
     stored = [n for n in pf.schema_arrow.names if n not in curated_names]  # an already curated input: redone
     schema = pa.schema([*(pf.schema_arrow.field(n) for n in stored), *CURATED_FIELDS],
                        metadata=pf.schema_arrow.metadata)
-    slim = [n for n in stored if n not in ("completion_ids", "topk_ids", "topk_logprobs", *(c for c, _ in Q8_COLUMNS))]
+    per_token = ("completion_ids", "topk_ids", "topk_logprobs", *(c for c, _ in (*Q8_COLUMNS, *SPAN_FIELDS[:2])))
+    slim = [n for n in stored if n not in per_token]
     kept, writer, tmp, done = 0, None, out.with_name(f".{out.name}.tmp"), 0
     try:
         for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=stored):

@@ -56,6 +56,8 @@ from r1distill.data import traces as store
 from r1distill.data.problems import SourceConfig, load_problems
 from r1distill.data.traces import (
     KIND_KEY,
+    SPAN_SCHEMA,
+    TOKENIZER_KEY,
     TOPK_FORMATS,
     UNMAPPED_KEY,
     Location,
@@ -149,8 +151,6 @@ class GenerateConfig:
 def prompt_id(source: str, problem: str) -> str:
     """A stable id for a problem: a hash of its source name and text."""
     return hashlib.sha256(f"{source}\n{problem}".encode()).hexdigest()[:16]
-
-
 
 
 RESTART = "Use another output_dir, or pass generate.overwrite=true to start again."
@@ -332,8 +332,10 @@ def run(cfg: GenerateConfig) -> Location:
                 rows = _rows(cfg, chunk, outs, stats)
                 unmapped = sum(c.unmapped_tokens for cs in outs for c in cs)
                 stats["unmapped_tokens"] += unmapped
-                shard = write_table_atomic(rows_to_table(rows, topk_format=cfg.topk_format), store.join(out, name),
-                                           metadata={KIND_KEY: kind, UNMAPPED_KEY: unmapped})
+                meta = {KIND_KEY: kind, UNMAPPED_KEY: unmapped,
+                        **({TOKENIZER_KEY: fp} if (fp := backend.tokenizer_fingerprint) else {})}
+                shard = write_table_atomic(rows_to_table(rows, SPAN_SCHEMA, topk_format=cfg.topk_format),
+                                           store.join(out, name), metadata=meta)
                 own.append(shard)
                 manifest.append({"file": store.name_of(shard), "rows": len(rows),
                                  "pairs": [[r["prompt_id"], r["sample_idx"]] for r in rows]})
@@ -368,7 +370,8 @@ def _rows(cfg: GenerateConfig, chunk, outs, stats: Counter) -> list[dict]:
                 "prompt": messages, "teacher_prompt": teacher_prompt, "completion": c.text, "reasoning": reasoning,
                 "completion_ids": c.token_ids, "topk_ids": c.topk_ids, "topk_logprobs": c.topk_logprobs,
                 "finish_reason": c.finish_reason, "num_tokens": len(c.token_ids), "teacher": cfg.teacher,
-                "gen_config_hash": cfg.hash(),
+                "gen_config_hash": cfg.hash(), "token_nbytes": c.token_nbytes, "token_logprobs": c.token_logprobs,
+                "token_bytes_ok": c.token_bytes_ok,
             })
     return rows
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from r1distill import hub
-from r1distill.config import ConfigError, UserError
+from r1distill.config import NEW_FIELD, ConfigError, UserError
 
 if TYPE_CHECKING:
     import torch
@@ -59,6 +59,9 @@ class StudentConfig:
     derive_from: str | None = None  # "teacher" (the recipe's teacher) or any model name
     num_layers: int | None = None  # keep this many evenly spaced decoder layers (first and last included)
     layers: list[int] = field(default_factory=list)  # or exactly these layer indices of the source model
+    # derive_from only: another tokenizer (a model name or path) for the student; each of its tokens' embeddings
+    # starts as the mean of the source's embeddings of that token's bytes (FVT). Cross-tokenizer KD (train.xtok).
+    tokenizer: str | None = field(default=None, metadata=NEW_FIELD)
 
     @classmethod
     def from_shorthand(cls, value: str) -> "StudentConfig":
@@ -71,6 +74,8 @@ class StudentConfig:
             raise ConfigError("student.derive_from needs `num_layers` (e.g. 8) or an explicit `layers` list")
         if self.num_layers is not None and self.num_layers < 1:
             raise ConfigError("student.num_layers must be >= 1")
+        if self.tokenizer is not None and self.derive_from is None:
+            raise ConfigError("student.tokenizer goes with derive_from (a named student brings its own tokenizer)")
 
 
 def r1distill_home() -> Path:
@@ -226,10 +231,17 @@ def _in_hub_cache(repo_id: str) -> bool:
         return False
 
 
+def is_tokenizer_dir(name: str) -> bool:
+    """A local dir holding a tokenizer without a model (what `student.tokenizer` may name)."""
+    p = Path(name).expanduser()
+    return p.is_dir() and (p / "tokenizer_config.json").exists() and not (p / "config.json").exists()
+
+
 def load_tokenizer(name: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(resolve_model(name), trust_remote_code=trust_remote_code)
+    where = str(Path(name).expanduser()) if is_tokenizer_dir(name) else resolve_model(name)
+    tok = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -259,11 +271,39 @@ def pick_layers(total: int, n: int) -> list[int]:
     return [round(i * (total - 1) / (n - 1)) for i in range(n)]
 
 
+def transfer_embeddings(weight, source_tok, new_tok):
+    """Rows for `new_tok`'s vocabulary from `weight` (source vocabulary x H), as fast vocabulary transfer does:
+    each new token's row is the mean of the source rows of its bytes tokenized by the source tokenizer (through
+    its BPE model directly, so partial characters work); a special token takes the source's row of the same
+    content (eos takes the source's eos), else the mean row."""
+    import torch
+
+    from r1distill.tokenbytes import byte_decoder, token_bytes
+
+    to_char = {b: c for c, b in byte_decoder().items()}
+    src_vocab, model = source_tok.get_vocab(), source_tok.backend_tokenizer.model
+    specials = {i: t.content for i, t in new_tok.added_tokens_decoder.items()}
+    pieces, fixed = [], {}  # source ids per new token; new id -> one source row (specials) or None (the mean)
+    for i, b in enumerate(token_bytes(new_tok, "text")):
+        ids = [] if i in specials or not b else [t.id for t in model.tokenize("".join(to_char[x] for x in b))]
+        if i in specials or not ids:
+            fixed[i] = source_tok.eos_token_id if i == new_tok.eos_token_id else src_vocab.get(specials.get(i))
+        pieces.append(ids or [0])
+    lengths = torch.tensor([len(p) for p in pieces])
+    flat = torch.tensor([j for p in pieces for j in p])
+    rows = torch.nn.functional.embedding_bag(flat, weight, torch.cumsum(lengths, 0) - lengths, mode="mean")
+    for i, j in fixed.items():
+        rows[i] = weight[j] if j is not None else weight.mean(0)
+    return rows
+
+
 def derive_student(source: str, out_dir: str | Path, num_layers: int | None = None,
-                   layers: list[int] | None = None) -> Path:
+                   layers: list[int] | None = None, tokenizer: str | None = None) -> Path:
     """Build a smaller student from `source`: same tokenizer, embeddings, final norm and lm_head,
     and a subset of its decoder layers; saved as a plain HF model dir. Works for llama-style
-    models whose decoder layers live at `model.layers.{i}`."""
+    models whose decoder layers live at `model.layers.{i}`. With `tokenizer` the student gets that
+    tokenizer instead, its embeddings (and an untied head) from `transfer_embeddings`, and the source's
+    chat template when the tokenizer has none."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -279,8 +319,21 @@ def derive_student(source: str, out_dir: str | Path, num_layers: int | None = No
     scfg.num_hidden_layers = len(keep)
     if getattr(scfg, "layer_types", None):
         scfg.layer_types = [cfg.layer_types[i] for i in keep]
+    src_tok = new_tok = load_tokenizer(source)
+    if tokenizer is not None:
+        new_tok = load_tokenizer(tokenizer)
+        new_tok.chat_template = new_tok.chat_template or src_tok.chat_template
+        scfg.vocab_size = len(new_tok)
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            setattr(scfg, name, getattr(new_tok, name))
     student = AutoModelForCausalLM.from_config(scfg, dtype=torch.float32)
     src = teacher.state_dict()
+    if tokenizer is not None:
+        for key in ("model.embed_tokens.weight", "lm_head.weight"):
+            if key in src:
+                src[key] = transfer_embeddings(src[key], src_tok, new_tok)
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            setattr(student.generation_config, name, getattr(new_tok, name))
     state = {}
     for key, value in src.items():
         if ".layers." in key:
@@ -294,8 +347,9 @@ def derive_student(source: str, out_dir: str | Path, num_layers: int | None = No
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     student.save_pretrained(tmp, safe_serialization=True)
-    load_tokenizer(source).save_pretrained(tmp)
-    (tmp / "r1distill_derived.json").write_text(json.dumps({"source": source, "layers": keep}))
+    new_tok.save_pretrained(tmp)
+    (tmp / "r1distill_derived.json").write_text(json.dumps({"source": source, "layers": keep,
+                                                            **({"tokenizer": tokenizer} if tokenizer else {})}))
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

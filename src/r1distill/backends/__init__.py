@@ -45,6 +45,10 @@ class Completion:
     # Tokens whose top-k entries could not be mapped to token ids (servers that return token strings);
     # their rows hold id -1 and log-prob -inf. The generate stage sums and reports them.
     unmapped_tokens: int = 0
+    # For cross-tokenizer KD (None where the backend cannot tell):
+    token_logprobs: np.ndarray | None = None  # (T,) float32: raw log-prob of each generated token, in the top-k or not
+    token_nbytes: np.ndarray | None = None  # (T,) int32: each token's bytes in `text` (r1distill.tokenbytes.spans)
+    token_bytes_ok: bool | None = None  # whether those bytes, one after another, are exactly `text`'s UTF-8 bytes
 
 
 Progress = Callable[[int, int], None]  # (sequences finished in this call, tokens generated)
@@ -72,6 +76,7 @@ class Backend(Protocol):
     # What the top-k log-probs are: "raw" = the model's temperature-1 distribution (what KD wants);
     # "processed" = after temperature/top-p (some engines and servers only return these); "none".
     logprobs_kind: str
+    tokenizer_fingerprint: str | None  # r1distill.tokenbytes.fingerprint of the ids it returns (None: unknown)
 
     def prompt_lengths(self, prompts: list[list[dict]], think_prefix: bool = False) -> list[int]:
         """Token count of each rendered prompt (to skip prompts that leave no room to generate)."""

@@ -46,6 +46,7 @@ from transformers import (
 from r1distill.backends import Completion, Progress, SamplingConfig, derive_seed, prompt_seeds
 from r1distill.models import load_model, load_tokenizer
 from r1distill.prompts import render_prompt
+from r1distill.tokenbytes import fingerprint, spans, token_bytes
 
 MIN_SHARED_PREFIX = 16  # tokens: below this the extra forward costs more than it saves
 
@@ -62,19 +63,34 @@ def shared_prefix(ids: list[list[int]]) -> int:
 
 
 class TopKRecorder(LogitsProcessor):
-    """Records the top-k log-probs of the raw next-token distribution at every step."""
+    """Records the top-k log-probs of the raw next-token distribution at every step, and the raw log-prob of the
+    token each step chose (in the top-k or not): read from the step's (B, V) log-probs once the next call (or
+    `finish`) shows the chosen token as the last column of input_ids, so only one step's (B, V) is kept."""
 
     def __init__(self, k: int):
         self.k = k
         self.ids: list[torch.Tensor] = []  # per step: (B, k) int32
         self.logprobs: list[torch.Tensor] = []  # per step: (B, k) float32
+        self.chosen: list[torch.Tensor] = []  # per step: (B,) float32, the chosen token's log-prob
+        self._last: torch.Tensor | None = None  # the previous step's (B, V) log-probs
+
+    def _take(self, input_ids: torch.Tensor) -> None:
+        if self._last is not None:
+            self.chosen.append(self._last.gather(-1, input_ids[:, -1:].to(self._last.device)).squeeze(-1))
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self._take(input_ids)
         lp = torch.log_softmax(scores.float(), dim=-1)  # (B, V)
         vals, idx = lp.topk(self.k, dim=-1)  # (B, k)
         self.ids.append(idx.to(torch.int32))
         self.logprobs.append(vals)
+        self._last = lp
         return scores
+
+    def finish(self, output_ids: torch.Tensor) -> None:
+        """After `generate`: the last step's chosen token is the output's last column."""
+        self._take(output_ids)
+        self._last = None
 
 
 class SeededSampler(LogitsProcessor):
@@ -120,6 +136,10 @@ class HFBackend:
         eos = set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
         eos.add(self.tokenizer.eos_token_id)
         self.eos_ids = sorted(i for i in eos if i is not None)
+
+    @property
+    def tokenizer_fingerprint(self) -> str:
+        return fingerprint(self.tokenizer)
 
     @property
     def context_length(self) -> int:
@@ -181,8 +201,11 @@ class HFBackend:
             )
         gen = out[:, width:].cpu()  # (B, T)
         if recorder:
+            recorder.finish(out)
             all_ids = torch.stack(recorder.ids, dim=1).cpu().numpy()  # (B, T, k)
             all_lp = torch.stack(recorder.logprobs, dim=1).cpu().numpy()  # (B, T, k)
+            chosen = torch.stack(recorder.chosen, dim=1).cpu().numpy()  # (B, T)
+        table = token_bytes(self.tokenizer)
         eos = torch.tensor(self.eos_ids)
         completions = []
         for b in range(gen.shape[0]):
@@ -193,11 +216,15 @@ class HFBackend:
             else:
                 length, finish = row.shape[0], "length"
             token_ids = row[:length].tolist()
+            text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+            nbytes, ok = spans(token_ids, table, text)
             completions.append(Completion(
-                text=self.tokenizer.decode(token_ids, skip_special_tokens=True),
+                text=text,
                 token_ids=token_ids,
                 finish_reason=finish,
                 topk_ids=np.ascontiguousarray(all_ids[b, :length]) if recorder else None,
                 topk_logprobs=np.ascontiguousarray(all_lp[b, :length]) if recorder else None,
+                token_logprobs=np.ascontiguousarray(chosen[b, :length]) if recorder else None,
+                token_nbytes=nbytes, token_bytes_ok=ok,
             ))
         return completions

@@ -69,6 +69,7 @@ import numpy as np
 
 from r1distill.backends import Completion, Progress, SamplingConfig, prompt_seeds
 from r1distill.config import ConfigError, UserError
+from r1distill.tokenbytes import check_parts, fingerprint, token_bytes
 
 log = logging.getLogger(__name__)
 
@@ -325,10 +326,20 @@ def parse_choice(choice: dict, endpoint: str, k: int, tmap: TokenMap | None, res
             topk_ids = np.concatenate([topk_ids, np.full((1, k), -1, np.int32)])
             topk_lp = np.concatenate([topk_lp, np.full((1, k), -np.inf, np.float32)])
         unmapped = int((topk_ids < 0).sum())
-    if finish == "stop" and eos is not None and (not ids or ids[-1] != eos):
+    appended = finish == "stop" and eos is not None and (not ids or ids[-1] != eos)
+    if appended:
         ids = ids + [eos]
-    return Completion(text=text, token_ids=ids, finish_reason=finish, topk_ids=topk_ids, topk_logprobs=topk_lp,
+    comp = Completion(text=text, token_ids=ids, finish_reason=finish, topk_ids=topk_ids, topk_logprobs=topk_lp,
                       unmapped_tokens=unmapped)
+    if entries:  # the sampled tokens' own log-probs and bytes; an appended eos: zero bytes, log-prob unknown (NaN)
+        comp.token_logprobs = np.array([_num(e.get("logprob")) for e in entries] + [math.nan] * appended,
+                                       dtype=np.float32)
+        table = token_bytes(tokenizer) if tokenizer is not None else None
+        parts = [bytes(e["bytes"]) if e.get("bytes") is not None
+                 else table[i] if table is not None and 0 <= i < len(table) else (e.get("token") or "").encode()
+                 for e, i in zip(entries, ids)]
+        comp.token_nbytes, comp.token_bytes_ok = check_parts(parts + [b""] * appended, text)
+    return comp
 
 
 def _num(x) -> float:
@@ -402,6 +413,10 @@ class OpenAIBackend:
                           "token strings cannot be mapped to ids (stored as -1) and prompts are not counted. "
                           "Set backend_options.tokenizer to the served model's tokenizer.")
             return None, None
+
+    @property
+    def tokenizer_fingerprint(self) -> str | None:
+        return fingerprint(self.tmap.tokenizer) if self.tmap is not None else None
 
     def _api_key(self) -> str | None:
         return os.environ.get(self.opts.api_key_env) or None

@@ -30,6 +30,7 @@ from r1distill.backends import Completion, Progress, SamplingConfig, prompt_seed
 from r1distill.config import ConfigError
 from r1distill.models import load_tokenizer, resolve_model
 from r1distill.prompts import render_prompt
+from r1distill.tokenbytes import fingerprint, spans, token_bytes
 
 LOGPROBS_MODES = {"raw_logprobs": "raw", "processed_logprobs": "processed"}
 EXECUTORS = ("ray", "mp", "uni", "external_launcher")
@@ -91,13 +92,17 @@ def to_completion(out, k: int) -> Completion:
         raise RuntimeError(f"vLLM returned {got} log-prob positions for {len(token_ids)} tokens (asked for top-{k})")
     ids = np.full((len(token_ids), k), -1, dtype=np.int32)
     lps = np.full((len(token_ids), k), -np.inf, dtype=np.float32)
+    chosen = np.full(len(token_ids), np.nan, dtype=np.float32)  # vLLM always returns the sampled token's entry
     for t in range(len(token_ids)):
+        position = dict(out.logprobs[t].items())
+        if (own := position.get(token_ids[t])) is not None:
+            chosen[t] = own.logprob
         # Ties in log-prob keep vLLM's rank order; the sampled token, when outside the top-k, sorts last.
-        best = sorted(out.logprobs[t].items(), key=lambda e: (-e[1].logprob, e[1].rank or 0, e[0]))[:k]
+        best = sorted(position.items(), key=lambda e: (-e[1].logprob, e[1].rank or 0, e[0]))[:k]
         ids[t, :len(best)] = [i for i, _ in best]
         lps[t, :len(best)] = [e.logprob for _, e in best]
         comp.unmapped_tokens += len(best) < k
-    comp.topk_ids, comp.topk_logprobs = ids, lps
+    comp.topk_ids, comp.topk_logprobs, comp.token_logprobs = ids, lps, chosen
     return comp
 
 
@@ -221,8 +226,18 @@ class VLLMBackend:
         if getattr(self, "_replicas", None):
             self.close()
 
+    @property
+    def tokenizer_fingerprint(self) -> str:
+        return fingerprint(self.tokenizer)
+
     def prompt_lengths(self, prompts: list[list[dict]], think_prefix: bool = False) -> list[int]:
         return [len(render_prompt(self.tokenizer, m, think_prefix)) for m in prompts]
+
+    def _add_spans(self, results: list[list[Completion]]) -> list[list[Completion]]:
+        table = token_bytes(self.tokenizer)
+        for c in (c for cs in results for c in cs):
+            c.token_nbytes, c.token_bytes_ok = spans(c.token_ids, table, c.text)
+        return results
 
     def generate(self, prompts: list[list[dict]], sampling: SamplingConfig,
                  progress: Progress | None = None) -> list[list[Completion]]:
@@ -234,7 +249,7 @@ class VLLMBackend:
             results = _run(self.llm, ids, sampling)
             if progress:
                 progress(len(prompts) * sampling.n, sum(len(c.token_ids) for cs in results for c in cs))
-            return results
+            return self._add_spans(results)
         parts = split_evenly(len(ids), len(self._replicas))
         seeds = prompt_seeds(sampling, len(ids))
         for (_, conn), part in zip(self._replicas, parts):
@@ -247,4 +262,4 @@ class VLLMBackend:
             if progress:
                 progress(len(got) * sampling.n, sum(len(c.token_ids) for cs in got for c in cs))
             results += got
-        return results
+        return self._add_spans(results)

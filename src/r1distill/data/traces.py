@@ -27,6 +27,13 @@ Top-k formats (`topk_format`, recorded in each shard's Parquet metadata):
 curation and training read both. Reading q8 shards with `datasets` directly gives the codes;
 `decode_topk` turns such a table back into the trace schema.
 
+Cross-tokenizer KD columns (`SPAN_FIELDS`; generate writes them, older traces lack them and serve everything else):
+`token_nbytes` (T,) int16, the bytes of each completion token within `completion` (its own vocabulary bytes,
+r1distill.tokenbytes; special tokens are 0), `token_logprobs` (T,) float16, the raw log-prob of each sampled token
+(also when it is outside the top-k), and `token_bytes_ok`, false for a row whose tokens' bytes do not make exactly
+the completion's bytes (cross-tokenizer KD leaves such rows out). Each shard's metadata holds the teacher
+tokenizer's fingerprint (`TOKENIZER_KEY`).
+
 Locations: a plain path is a local dir; a URL (`file://`, `memory://`, `s3://`, ... anything fsspec
 knows) goes through fsspec. Files are written under a temporary name and renamed into place where
 the filesystem renames atomically (local disks, fsspec's file:// and memory://), so a reader
@@ -46,6 +53,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from r1distill.config import UserError
+from r1distill.data.q8 import (  # noqa: F401 (the q8 codec, re-exported: traces is where readers look for it)
+    Q8_LEVELS,
+    Q8_LOG_SPAN,
+    Q8_MAX_DELTA,
+    Q8_NEG_INF,
+    _row_diff,
+    _row_undiff,
+    dequantize_q8,
+    q8_error_bound,
+    quantize_q8,
+)
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 
@@ -79,11 +97,16 @@ TOPK_FORMATS = ("exact", "q8")
 FORMAT_KEY = b"r1distill.topk_format"
 KIND_KEY = "r1distill.logprobs_kind"  # raw | processed | none: what the top-k log-probs are (generate writes it)
 UNMAPPED_KEY = "r1distill.unmapped_tokens"
-Q8_MAX_DELTA = 20.0  # nats below the top-1 that the q8 grid spans
-Q8_LEVELS = 254  # codes 0..254 on the grid; Q8_NEG_INF for -inf entries (unmapped tokens, masked ones)
-Q8_NEG_INF = 255
-Q8_LOG_SPAN = float(np.log1p(Q8_MAX_DELTA))  # the grid is uniform in log1p(delta)
 Q8_COLUMNS = [("topk_lp_top1", pa.list_(pa.float16())), ("topk_lp_q8", pa.list_(pa.list_(pa.uint8())))]
+# Cross-tokenizer KD's columns (generate writes them; traces without them serve everything else). Not in
+# TRACE_SCHEMA, so that older traces still check; curate passes them through. See r1distill.tokenbytes.
+SPAN_FIELDS = [
+    ("token_nbytes", pa.list_(pa.int16())),  # (T,) bytes of each completion token in `completion`
+    ("token_logprobs", pa.list_(pa.float16())),  # (T,) raw log-prob of each sampled token, in the top-k or not
+    ("token_bytes_ok", pa.bool_()),  # whether the tokens' bytes, one after another, are exactly the completion's
+]
+SPAN_SCHEMA = pa.schema([*TRACE_SCHEMA, *SPAN_FIELDS])  # what generate writes
+TOKENIZER_KEY = "r1distill.teacher_tokenizer"  # shard metadata: tokenbytes.fingerprint of the teacher's tokenizer
 
 
 # ---- Locations: local paths and fsspec URLs ----
@@ -187,47 +210,6 @@ def write_text_atomic(location: Location, text: str) -> None:
 
 # ---- Top-k formats ----
 
-def quantize_q8(logprobs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(N, k) log-probs -> ((N,) float16 top-1 log-probs, (N, k) uint8 grid codes); see the module doc.
-
-    Entries need not be sorted; -inf entries (and rows whose entries are all -inf) keep -inf."""
-    lp = np.asarray(logprobs, dtype=np.float32)
-    top1 = lp.max(axis=-1) if lp.shape[-1] else np.zeros(lp.shape[:-1], np.float32)
-    finite = np.isfinite(lp) & np.isfinite(top1)[:, None]
-    with np.errstate(invalid="ignore"):  # -inf - -inf: masked out by `finite`
-        delta = np.clip(np.where(finite, top1[:, None] - lp, 0.0), 0.0, Q8_MAX_DELTA)
-    codes = np.rint(np.log1p(delta) / Q8_LOG_SPAN * Q8_LEVELS)
-    codes = np.where(finite, codes, Q8_NEG_INF).astype(np.uint8)
-    return top1.astype(np.float16), codes
-
-
-def dequantize_q8(top1: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """The inverse of `quantize_q8`, as (N, k) float32."""
-    grid = np.expm1(np.arange(256, dtype=np.float64) / Q8_LEVELS * Q8_LOG_SPAN).astype(np.float32)
-    grid[Q8_NEG_INF] = np.inf
-    return np.asarray(top1, dtype=np.float32)[:, None] - grid[codes]
-
-
-def q8_error_bound(logprobs: np.ndarray) -> np.ndarray:
-    """Per-entry bound on |dequantize_q8(quantize_q8(lp)) - lp| for finite entries at most Q8_MAX_DELTA below
-    the top-1: half a grid step in log1p(delta) is a factor exp(h) on (delta + 1), plus the float16 rounding
-    of the top-1 (2^-11 relative) and float32 slack."""
-    lp = np.asarray(logprobs, dtype=np.float32)
-    top1 = lp.max(axis=-1, keepdims=True)
-    delta = np.clip(top1 - lp, 0.0, Q8_MAX_DELTA)
-    half_step = Q8_LOG_SPAN / Q8_LEVELS / 2
-    return (delta + 1) * np.expm1(half_step) + np.abs(top1) * 2.0 ** -11 + 1e-5
-
-
-def _row_diff(codes: np.ndarray) -> np.ndarray:
-    """Codes -> differences mod 256 along each row (the first entry against 0)."""
-    return np.diff(codes, axis=-1, prepend=np.zeros_like(codes[..., :1]))  # uint8 arithmetic wraps mod 256
-
-
-def _row_undiff(diffs: np.ndarray) -> np.ndarray:
-    return np.cumsum(diffs, axis=-1, dtype=np.uint8)  # mod 256 again
-
-
 def _flat(values: list, dtype) -> tuple[np.ndarray, np.ndarray, int]:
     """A list of (T_i, k) arrays -> ((sum T_i, k) array, the T_i, k)."""
     arrs = [np.asarray(v, dtype=dtype) for v in values]
@@ -274,6 +256,15 @@ def _nested_array(values: list, dtype, typ: pa.DataType) -> pa.Array:
     return _lists(flat, lengths, typ)
 
 
+def _vector_array(values: list, typ: pa.DataType) -> pa.Array:
+    """A list of (T_i,) arrays (or None) -> Arrow list<> of type `typ`."""
+    dtype = typ.value_type.to_pandas_dtype()
+    arrs = [None if v is None else np.asarray(v, dtype) for v in values]
+    if not arrs or any(a is None for a in arrs):
+        return pa.array(arrs, type=typ)
+    return _lists(np.concatenate(arrs), np.array([len(a) for a in arrs]), typ)
+
+
 def q8_schema(schema: pa.Schema = TRACE_SCHEMA) -> pa.Schema:
     """`schema` with topk_logprobs replaced by the q8 columns, at its place."""
     fields = []
@@ -288,6 +279,9 @@ def rows_to_table(rows: list[dict], schema: pa.Schema = TRACE_SCHEMA, topk_forma
     cols = {f.name: [r.get(f.name) for r in rows] for f in schema}
     if "topk_ids" in cols:
         cols["topk_ids"] = _nested_array(cols["topk_ids"], np.int32, schema.field("topk_ids").type)
+    for name, typ in SPAN_FIELDS[:2]:
+        if name in cols:
+            cols[name] = _vector_array(cols[name], typ)
     if topk_format == "q8" and "topk_logprobs" in cols:
         values = cols.pop("topk_logprobs")
         if rows and all(v is not None for v in values):
@@ -393,7 +387,9 @@ def read_table(directory: Location, columns: list[str] | None = None) -> pa.Tabl
     return pa.concat_tables([read_shard(p, columns) for p in shards], promote_options="default")
 
 
-OPTIONAL_COLUMNS = {"teacher_prompt"}  # added later: older traces without them are read as they are
+# Added later: older traces without them are read as they are (the span columns only cross-tokenizer KD needs,
+# and it names them when they are missing: train/xtok_data.py).
+OPTIONAL_COLUMNS = {"teacher_prompt", *(n for n, _ in SPAN_FIELDS)}
 
 
 def check_schema(table: pa.Table, schema: pa.Schema, where: str) -> None:

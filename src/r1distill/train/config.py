@@ -2,7 +2,8 @@
 
 `TrainConfig` is the recipe's `train:` section. `LossConfig` (`train.loss`) holds the distillation loss's
 settings under the names `losses.chunked_distill_loss` takes, so they reach it unrenamed; `LoraOptions` and
-`GKDOptions` are the `train.lora` and `train.gkd` sections.
+`GKDOptions` are the `train.lora` and `train.gkd` sections, `XtokOptions` the `train.xtok` section (cross-tokenizer
+KD: set it for a student whose tokenizer is not the teacher's).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from r1distill.models import StudentConfig
 OBJECTIVES = ("sft", "kd", "kd_online", "gkd")
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "tvd")
 TOPK_MODES = ("renorm", "tail")
+XTOK_METHODS = ("uld", "gold", "alm")
+XTOK_MERGES = ("first", "last")
+EXACT_TOKENS = ("all", "runs", "prefix_closed")
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -52,6 +56,45 @@ class LossConfig:
     def loss_kwargs(self) -> dict:
         """The keywords of `distill_loss`/`chunked_distill_loss` (chunk_size and topk are applied elsewhere)."""
         return {k: v for k, v in asdict(self).items() if k not in ("chunk_size", "topk")}
+
+
+@dataclass
+class XtokOptions:
+    """`train.xtok`: KD between tokenizers (train/xtok.py aligns, train/xtok_loss.py holds the math). The
+    completion's bytes are cut into groups where both sides' tokens end on the same byte; per group:
+      uld   the L1 distance between the sorted teacher and student distributions (ULD's Wasserstein-1), a
+            multi-token group's distribution merged from one position's times the probabilities of the tokens
+            actually emitted at the others (GOLD); the teacher's stored top-k plus a tail bucket;
+      gold  uld on the tokens the two vocabularies do not share, plus a divergence (train.loss.divergence, beta)
+            on the shared ones (identical bytes), at the group's first position on both sides;
+      alm   ALM's chunk term alone: a Bernoulli KL between the two sides' likelihoods of the group's text.
+    The loss is α·CE + (1−α)·KD as for one tokenizer (train.loss.alpha, chunk_size; temperature must be 1)."""
+
+    method: str = "gold"  # uld | gold | alm (above)
+    merge: str = "first"  # a multi-token group's base distribution: its first position's, or its last's (uld only)
+    exact_tokens: str = "runs"  # gold: shared tokens in the exact term: all | runs (not digit/space runs that the
+    #                             other vocabulary extends: the multi-digit numeral risk) | prefix_closed (none that
+    #                             a token of only one vocabulary extends)
+    exact_weight: float = 1.0  # gold: weight of the exact-token divergence
+    alm_weight: float = 0.0  # uld / gold: + this x the ALM chunk term (method alm: the term alone, weight 1)
+    alm_temperature: float = 1.0  # ALM's binarisation temperature
+    online_topk: int = 64  # kd_online: the teacher's entries per token kept from its full distribution (0: all)
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("method", XTOK_METHODS), ("merge", XTOK_MERGES), ("exact_tokens", EXACT_TOKENS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"train.xtok.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.method == "gold" and self.merge != "first":
+            raise ConfigError("train.xtok.merge: last works with method uld only (gold's exact-token term compares "
+                              "the two sides where their tokens start on the same byte: a group's first positions)")
+        if self.method == "alm" and self.alm_weight:
+            raise ConfigError("train.xtok.alm_weight adds the ALM term to uld or gold; method alm is that term alone")
+        if self.exact_weight < 0 or self.alm_weight < 0:
+            raise ConfigError("train.xtok.exact_weight and alm_weight must be >= 0")
+        if self.alm_temperature <= 0:
+            raise ConfigError(f"train.xtok.alm_temperature must be > 0, got {self.alm_temperature}")
+        if self.online_topk < 0:
+            raise ConfigError(f"train.xtok.online_topk must be >= 0 (0: the whole vocabulary), got {self.online_topk}")
 
 
 @dataclass
@@ -96,6 +139,8 @@ class TrainConfig:
     output_dir: str | None = None  # default: {run_dir}/student
     objective: str = "kd"  # sft | kd | kd_online | gkd
     loss: LossConfig = field(default_factory=LossConfig)  # kd / kd_online: the loss (sft: CE only)
+    # kd / kd_online with a student of another tokenizer (null: one tokenizer, refused when they differ)
+    xtok: XtokOptions | None = field(default=None, metadata=NEW_FIELD)
     epochs: float = 2.0
     learning_rate: float = 1e-4
     batch_size: int = 8  # per device
@@ -133,6 +178,12 @@ class TrainConfig:
             raise ConfigError("train.save_total_limit must be >= 1 (or null to keep every checkpoint)")
         if self.max_length < 2:
             raise ConfigError(f"train.max_length must be >= 2 tokens, got {self.max_length}")
+        if self.xtok is not None and self.objective not in ("kd", "kd_online"):
+            raise ConfigError(f"train.xtok (cross-tokenizer KD) applies to kd and kd_online, not {self.objective}; "
+                              "remove it (sft re-tokenizes the text for another tokenizer by itself)")
+        if self.xtok is not None and self.loss.temperature != 1.0:
+            raise ConfigError("train.loss.temperature must be 1 with train.xtok: the cross-tokenizer terms compare "
+                              "probabilities as the teacher gave them")
 
     @property
     def inp(self) -> Path:

@@ -51,8 +51,8 @@ def check_vocab(student_path: str, tokenizer, teacher: str | None, what: str) ->
         return
     if load_tokenizer(teacher).get_vocab() != tokenizer.get_vocab():
         raise UserError(f"The student ({student_path}) and teacher ({teacher}) tokenizers differ: {what} needs a "
-                        "shared vocabulary (cross-tokenizer KD is not in this objective); use train.objective=sft "
-                        "or a student from the teacher's family")
+                        "shared vocabulary (cross-tokenizer KD is not in this objective without train.xtok: set e.g. "
+                        "train.xtok.method=gold), or use train.objective=sft or a student from the teacher's family")
 
 
 def same_tokenizer(tokenizer, teacher: str) -> bool:
@@ -114,8 +114,9 @@ def _file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def cache_key(shards: list[Path], tokenizer, need_topk: bool, retok: bool) -> str:
-    parts = [FORMAT, [_file_sha256(p) for p in shards], tokenizer_fingerprint(tokenizer), need_topk, retok]
+def cache_key(shards: list[Path], tokenizer, need_topk: bool, retok: bool, extra: str = "") -> str:
+    parts = [FORMAT, [_file_sha256(p) for p in shards], tokenizer_fingerprint(tokenizer), need_topk, retok,
+             *([extra] if extra else [])]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
 
@@ -188,7 +189,7 @@ def _topk(table: pa.Table, comp_len: np.ndarray, vocab: int, k: int | None, wher
         i = int(np.searchsorted(off, t, side="right") - 1)
         bad_id = int(ids[t][(ids[t] >= vocab) | (ids[t] < -1)][0])
         raise UserError(f"{where(i)}: top-k id {bad_id} is outside the student's vocabulary of {vocab}: the traces "
-                        "come from another tokenizer (cross-tokenizer KD is not in this objective)")
+                        "come from another tokenizer (for cross-tokenizer KD set train.xtok)")
     return ids, out["topk_logprobs"], k
 
 
@@ -275,13 +276,15 @@ def _check_topk_present(inp: Path, shards: list[Path]) -> None:
                         "generate.topk_logprobs > 0, or use train.objective=sft or kd_online")
 
 
-def prepare_tokens(cfg: TrainConfig, tokenizer, need_topk: bool, retok: bool) -> Path:
+def prepare_tokens(cfg: TrainConfig, tokenizer, need_topk: bool, retok: bool, convert=None, extra: str = "") -> Path:
     """The cache dir for these inputs, converting the shards first when it does not exist yet (atomically: a
-    temporary dir renamed into place, so a killed conversion is redone, never half-read)."""
+    temporary dir renamed into place, so a killed conversion is redone, never half-read). convert(shard, dest,
+    k) -> (k, counts): another converter (cross-tokenizer KD's, train/xtok_data.py), its counts summed into
+    meta.json; `extra` then names what it makes, for the cache key."""
     shards = input_shards(cfg.inp)
     if need_topk:
         _check_topk_present(cfg.inp, shards)
-    key = cache_key(shards, tokenizer, need_topk, retok)
+    key = cache_key(shards, tokenizer, need_topk, retok, extra)
     root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else r1distill_home() / "tokens"
     final = root / key
     if (final / "meta.json").exists():
@@ -290,11 +293,17 @@ def prepare_tokens(cfg: TrainConfig, tokenizer, need_topk: bool, retok: bool) ->
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     console.print(f"train: converting {len(shards)} shards of {cfg.inp} to memory-mapped token rows in {final}")
-    k = None
+    k, counts = None, {}
     for i, shard in enumerate(shards):
-        k = _convert_shard(shard, tmp / f"part-{i:05d}.arrow", tokenizer, need_topk, retok, k)
+        if convert is None:
+            k = _convert_shard(shard, tmp / f"part-{i:05d}.arrow", tokenizer, need_topk, retok, k)
+            continue
+        k, got = convert(shard, tmp / f"part-{i:05d}.arrow", k)
+        for name, n in got.items():
+            counts[name] = counts.get(name, 0) + n
     (tmp / "meta.json").write_text(json.dumps({"format": FORMAT, "k": k, "shards": [str(p) for p in shards],
-                                               "topk": need_topk, "retokenized": retok}))
+                                               "topk": need_topk, "retokenized": retok,
+                                               **({"counts": counts} if convert else {})}))
     try:
         tmp.rename(final)
     except OSError:  # another process finished the same conversion first: use its copy
@@ -309,6 +318,8 @@ class TokenData:
     def __init__(self, cache: Path, max_length: int):
         meta = json.loads((cache / "meta.json").read_text())
         self.k: int | None = meta["k"]
+        self.counts: dict = meta.get("counts", {})  # a converter's tallies (cross-tokenizer KD's flagged rows)
+        self._extra: list[str] = []  # other columns (cross-tokenizer KD's): whole per-row arrays or scalars
         self._batches: list[dict] = []
         plen, total = [], []
         for part in sorted(cache.glob("part-*.arrow")):
@@ -325,6 +336,9 @@ class TokenData:
                         col = rb.column(name)
                         entry[name] = col.values.values.to_numpy().reshape(-1, self.k)
                         entry[name + "_off"] = col.offsets.to_numpy()
+                for name in rb.schema.names:
+                    if name not in ("input_ids", "prompt_len", "topk_ids", "topk_logprobs"):
+                        self._load_extra(entry, name, rb.column(name))
                 self._batches.append(entry)
                 plen.append(entry["plen"].astype(np.int64))
                 total.append(np.diff(entry["off"]).astype(np.int64))
@@ -340,6 +354,17 @@ class TokenData:
         self._batch_start = np.concatenate([[0], np.cumsum(counts)])
         self.completion_tokens = int(keep[self._rows].sum())
 
+    def _load_extra(self, entry: dict, name: str, col: pa.Array) -> None:
+        if name not in self._extra:
+            self._extra.append(name)
+        if not pa.types.is_list(col.type):
+            entry[name] = col.to_numpy(zero_copy_only=False)
+            return
+        values = col.values
+        width = values.type.list_size if pa.types.is_fixed_size_list(values.type) else None
+        entry[name] = values.values.to_numpy().reshape(-1, width) if width is not None else values.to_numpy()
+        entry[name + "_off"] = col.offsets.to_numpy()
+
     def __len__(self) -> int:
         return len(self._rows)
 
@@ -354,4 +379,9 @@ class TokenData:
         if "topk_ids" in e:
             t = int(e["topk_ids_off"][j])
             feat["topk_ids"], feat["topk_logprobs"] = e["topk_ids"][t:t + c], e["topk_logprobs"][t:t + c]
+        for name in self._extra:  # whole (never cut to max_length: they need not count the student's tokens)
+            if name + "_off" in e:
+                feat[name] = e[name][int(e[name + "_off"][j]):int(e[name + "_off"][j + 1])]
+            else:
+                feat[name] = e[name][j]
         return feat

@@ -24,6 +24,7 @@ import torch
 from r1distill.config import ConfigError
 from r1distill.train.config import LossConfig
 from r1distill.train.losses import chunked_distill_loss
+from r1distill.train.xtok_loss import chunked_xtok_loss
 
 
 def head_scale(config) -> float:
@@ -64,14 +65,15 @@ def last_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | N
     return out.last_hidden_state[:, :-1]
 
 
-def add_distill_head(model, loss: LossConfig, vocab_size: int | None) -> None:
+def add_distill_head(model, loss: LossConfig, vocab_size: int | None, xtok=None) -> None:
     """Patch `model.forward` (the base model under a PEFT wrapper) so that `distill=targets` returns
     {"loss", "ce", "kd"} from the chunked loss instead of logits; without `distill` the forward is the one it was
     (generation and `check_head` use it).
 
     targets: labels (B, T) unshifted, -100 off the completion; num_items (the accumulated, all-rank valid count,
     or None); and optionally topk_ids/topk_logprobs (B, T, k) at the label positions, or teacher_hidden
-    (B, T−1, H_t, already shifted) with teacher_weight (V, H_t).
+    (B, T−1, H_t, already shifted) with teacher_weight (V, H_t); or, for cross-tokenizer KD (`xtok`: the
+    train.xtok options), `xtok`: the batch's group tensors (xtok_loss.chunked_xtok_loss).
     """
     target = model.get_base_model() if hasattr(model, "get_base_model") else model
     original = target.forward
@@ -90,6 +92,10 @@ def add_distill_head(model, loss: LossConfig, vocab_size: int | None) -> None:
             hidden = hidden.to(weight.device)
             if distill.get("logits"):  # check_head: this head's logits, for a short input only
                 return hidden @ weight.t()
+            if distill.get("xtok") is not None:
+                return chunked_xtok_loss(hidden, weight, distill["labels"][:, 1:].to(weight.device), distill["xtok"],
+                                         xtok, alpha=loss.alpha, divergence=loss.divergence, beta=loss.beta,
+                                         num_items=distill.get("num_items"), chunk_size=loss.chunk_size)
             return chunked_distill_loss(
                 hidden, weight, distill["labels"][:, 1:].to(weight.device),
                 topk_ids[:, 1:] if topk_ids is not None else None,

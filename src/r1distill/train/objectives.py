@@ -4,11 +4,16 @@
   tokenizer learns the completion text re-tokenized);
 - kd: α·CE + (1−α)·τ²·D against the teacher's stored top-k (its first `loss.topk` entries when set);
 - kd_online: the same against a teacher model loaded beside the student, full vocabulary, computed per batch.
+
+With `train.xtok` set, kd and kd_online distil across tokenizers instead (xtok.py, xtok_loss.py, xtok_data.py):
+the student learns the completion text in its own tokens, and the KD term compares byte-aligned groups of the
+two sides' tokens, from the stored top-k (kd) or from the teacher's forward pass over its own tokens (kd_online).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 from r1distill.config import ConfigError, UserError
 from r1distill.console import console
@@ -39,6 +44,60 @@ def aligned_vocab(tokenizer, student, teacher_model, student_path: str, teacher:
     return n
 
 
+@dataclass
+class XtokSetup:
+    """What the trainer needs for cross-tokenizer KD."""
+
+    options: object  # train.xtok
+    shared: object  # (V_teacher,) torch tensor of xtok.shared_tokens, or None (uld/alm need none)
+    teacher_vocab: int | None  # len(teacher tokenizer): the teacher's logits beyond it are dropped (online)
+
+
+def _xtok_teacher_tokenizer(cfg: TrainConfig, online: bool):
+    """The teacher's tokenizer where cross-tokenizer KD needs it (online; gold's shared tokens), checked against
+    the fingerprint the traces record (offline)."""
+    from r1distill.data.traces import TOKENIZER_KEY, file_metadata, shard_paths
+    from r1distill.tokenbytes import fingerprint
+
+    if not online and cfg.xtok.method != "gold":
+        return None
+    tok = load_tokenizer(cfg.teacher)
+    if not online:
+        for p in shard_paths(cfg.inp):
+            stamp = file_metadata(p).get(TOKENIZER_KEY)
+            if stamp is not None and stamp != fingerprint(tok):
+                raise UserError(f"{p}: the traces were generated with another tokenizer (fingerprint {stamp}) than "
+                                f"train.teacher's, {cfg.teacher} ({fingerprint(tok)}): gold's shared tokens would be "
+                                "wrong; set train.teacher to the model that generated them")
+    return tok
+
+
+def _build_xtok(cfg: TrainConfig, tokenizer, online: bool):
+    """(rows, collator, XtokSetup) for cross-tokenizer KD."""
+    import torch
+    from accelerate import PartialState
+
+    from r1distill.train import xtok, xtok_data
+
+    x = cfg.xtok
+    teacher_tok = _xtok_teacher_tokenizer(cfg, online)
+    with PartialState().local_main_process_first():
+        cache = xtok_data.prepare(cfg, tokenizer, teacher_tok, online)
+    rows = data.TokenData(cache, cfg.max_length)
+    counts = rows.counts
+    for side in ("teacher", "student"):
+        if counts.get(f"{side}_bytes_mismatch"):
+            console.print(f"[yellow]warning[/]: train: {counts[f'{side}_bytes_mismatch']} of {counts['rows']} rows: "
+                          f"the {side}'s tokens do not make the completion's bytes; they train on CE only")
+    shared = (torch.as_tensor(xtok.shared_tokens(teacher_tok, tokenizer, x.exact_tokens))
+              if x.method == "gold" else None)
+    collator = xtok.XtokCollator(tokenizer.pad_token_id, rows, merge=x.merge, shared=shared,
+                                 topk=cfg.loss.topk if not online else None,
+                                 teacher_pad=teacher_tok.pad_token_id if online else None)
+    setup = XtokSetup(x, shared, len(teacher_tok) if teacher_tok is not None else None)
+    return rows, collator, setup
+
+
 def build(cfg: TrainConfig, student_path: str) -> Setup:
     """Read and check the data, load the student (and an online teacher), prepare the work dir, and build
     the trainer; nothing is trained yet (tests use this to inspect the trainer's logs and gradients)."""
@@ -53,16 +112,23 @@ def build(cfg: TrainConfig, student_path: str) -> Setup:
 
     tokenizer = load_tokenizer(student_path)
     online = cfg.kd and cfg.objective == "kd_online"
-    data.check_vocab(student_path, tokenizer, cfg.teacher if cfg.kd else None,
-                     "online KD" if online else "offline top-k KD")
+    cross = cfg.kd and cfg.xtok is not None
+    if not cross:
+        data.check_vocab(student_path, tokenizer, cfg.teacher if cfg.kd else None,
+                         "online KD" if online else "offline top-k KD")
     need_topk = cfg.kd and not online
     retok = not cfg.kd and (cfg.retokenize if cfg.retokenize is not None
                             else not data.same_tokenizer(tokenizer, cfg.teacher))
     if need_topk:
         data.check_logprobs_kind(cfg)
-    with PartialState().local_main_process_first():  # one conversion per node; the other ranks map its files
-        cache = data.prepare_tokens(cfg, tokenizer, need_topk, retok)
-    rows = data.TokenData(cache, cfg.max_length)
+    xtok_setup = None
+    if cross:
+        rows, collator, xtok_setup = _build_xtok(cfg, tokenizer, online)
+    else:
+        with PartialState().local_main_process_first():  # one conversion per node; the other ranks map its files
+            cache = data.prepare_tokens(cfg, tokenizer, need_topk, retok)
+        rows = data.TokenData(cache, cfg.max_length)
+        collator = DistillCollator(tokenizer.pad_token_id, rows, topk=cfg.loss.topk if need_topk else None)
     if not rows.rows_total:
         raise UserError(f"{cfg.inp}: 0 rows to train on (curation kept none: see {cfg.inp / 'stats.md'})")
     if not len(rows):
@@ -85,14 +151,17 @@ def build(cfg: TrainConfig, student_path: str) -> Setup:
         teacher = AutoModelForCausalLM.from_pretrained(resolve_model(cfg.teacher), use_safetensors=True,
                                                        dtype=torch.bfloat16 if bf16 else torch.float32)
         teacher = teacher.to(device).eval().requires_grad_(False)
-    vocab = aligned_vocab(tokenizer, model, teacher, student_path, cfg.teacher)
+    vocab = aligned_vocab(tokenizer, model, None if cross else teacher, student_path, cfg.teacher)
+    if cross and teacher is not None and head_rows(teacher) < xtok_setup.teacher_vocab:
+        raise UserError(f"The teacher ({cfg.teacher}) has {head_rows(teacher)} output rows but its tokenizer "
+                        f"{xtok_setup.teacher_vocab} tokens: the model and tokenizer do not belong together")
     loss = cfg.loss if cfg.kd else dataclasses.replace(cfg.loss, alpha=1.0)
     try:
         trainer = DistillTrainer(
             # The dataset holds row numbers; the collator reads the rows' tokens from the memory-mapped cache.
             model=model, args=args, train_dataset=Dataset.from_dict({"idx": list(range(len(rows)))}),
             processing_class=tokenizer, peft_config=lora_config(cfg), loss=loss, vocab_size=vocab, teacher=teacher,
-            data_collator=DistillCollator(tokenizer.pad_token_id, rows, topk=cfg.loss.topk if need_topk else None),
+            data_collator=collator, xtok=xtok_setup,
         )
     except ValueError as e:
         if cfg.lora.enabled and "not found in the base model" in str(e):

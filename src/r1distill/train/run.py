@@ -32,7 +32,7 @@ from pathlib import Path
 from r1distill import rerun
 from r1distill.config import config_hash, write_resolved
 from r1distill.console import console
-from r1distill.models import check_model, derive_student, pick_layers, resolve_model
+from r1distill.models import check_model, derive_student, is_tokenizer_dir, pick_layers, resolve_model
 from r1distill.train import data, gkd, objectives
 from r1distill.train.config import TrainConfig
 from r1distill.train.skeleton import Setup, save_student, write_train_log
@@ -51,10 +51,12 @@ def prepare_student(cfg: TrainConfig) -> str:
     total = AutoConfig.from_pretrained(resolve_model(source)).num_hidden_layers
     layers = list(s.layers) or pick_layers(total, s.num_layers or total)
     marker = out / "r1distill_derived.json"
-    if marker.exists() and json.loads(marker.read_text()) == {"source": source, "layers": layers}:
+    want = {"source": source, "layers": layers, **({"tokenizer": s.tokenizer} if s.tokenizer else {})}
+    if marker.exists() and json.loads(marker.read_text()) == want:
         return str(out)
-    console.print(f"deriving a student from {source}: layers {layers} -> {out}")
-    return str(derive_student(source, out, layers=layers))
+    console.print(f"deriving a student from {source}: layers {layers}"
+                  + (f", tokenizer {s.tokenizer}" if s.tokenizer else "") + f" -> {out}")
+    return str(derive_student(source, out, layers=layers, tokenizer=s.tokenizer))
 
 
 def stamp(cfg: TrainConfig) -> str:
@@ -74,8 +76,8 @@ def run(cfg: TrainConfig) -> Path:
 
     t0 = time.time()
     data.input_shards(cfg.inp)  # a missing curated dir is reported before any model is loaded or derived
-    for name in (cfg.teacher, cfg.student.name, cfg.student.derive_from):
-        if name and name != "teacher":
+    for name in (cfg.teacher, cfg.student.name, cfg.student.derive_from, cfg.student.tokenizer):
+        if name and name != "teacher" and not is_tokenizer_dir(name):
             check_model(name)
     done_stamp, state = stamp(cfg), PartialState()
     if not cfg.overwrite and rerun.is_done(cfg.out, done_stamp):

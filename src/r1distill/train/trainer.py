@@ -17,6 +17,8 @@ from trl import SFTTrainer
 from r1distill.train.config import LossConfig
 from r1distill.train.head import add_distill_head, check_head, gathered_head, head_scale, last_hidden
 from r1distill.train.losses import IGNORE, distill_loss
+from r1distill.train.xtok import online_teacher
+from r1distill.train.xtok_loss import xtok_loss
 
 
 class DistillTrainer(SFTTrainer):
@@ -27,18 +29,19 @@ class DistillTrainer(SFTTrainer):
     it are dropped; teacher: an online teacher (frozen, eval, on any device) or None for offline top-k / SFT.
     """
 
-    def __init__(self, *args, loss: LossConfig, vocab_size: int | None = None, teacher=None, **kwargs):
+    def __init__(self, *args, loss: LossConfig, vocab_size: int | None = None, teacher=None, xtok=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.loss_options = loss
         self.vocab_size = vocab_size
         self.teacher = teacher
+        self.xtok = xtok  # cross-tokenizer KD: an XtokSetup (objectives.py), else None
         self._teacher_head: torch.Tensor | None = None
         self._head_checked = not loss.chunk_size  # the full-logit path is the model's own
         # Our loss divides by num_items_in_batch itself: make Trainer count it and not divide by the
         # accumulation steps again (it decides both from this flag).
         self.model_accepts_loss_kwargs = True
         if loss.chunk_size:
-            add_distill_head(self.model, loss, vocab_size)
+            add_distill_head(self.model, loss, vocab_size, xtok.options if xtok is not None else None)
         self._sums = torch.zeros(3, dtype=torch.float64)  # Σ CE, Σ KD, valid tokens since the last log
         self._tokens_seen = 0.0  # completion tokens (all ranks) this session
         self._window_t0: float | None = None
@@ -60,10 +63,24 @@ class DistillTrainer(SFTTrainer):
                     self._teacher_head = w.detach().to(device).clone()
             return {"teacher_hidden": hidden.to(device), "teacher_weight": self._teacher_head}
 
+    def _xtok_targets(self, inputs: dict, device: torch.device) -> dict:
+        """The batch's group tensors, the teacher's side computed by the online teacher when it is one."""
+        xt = dict(inputs["xtok"])
+        online = xt.pop("online", None)
+        if online is not None:
+            if self._teacher_head is None:
+                with gathered_head(self.teacher, self.xtok.teacher_vocab) as w:
+                    self._teacher_head = w.detach().clone()
+            xt.update(online_teacher(self.teacher, self._teacher_head, online, self.xtok.options.online_topk,
+                                     self.loss_options.chunk_size or 1024, self.xtok.shared))
+        return {k: v.to(device) for k, v in xt.items()}
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         o = self.loss_options
         labels = inputs["labels"]
         kd = o.alpha < 1.0
+        if self.xtok is not None:
+            return self._xtok_loss(model, inputs, labels, num_items_in_batch, return_outputs)
         teacher = self._teacher_targets(inputs, labels.device) if kd and self.teacher is not None else {}
         topk = {k: inputs[k] for k in ("topk_ids", "topk_logprobs") if kd and k in inputs}
         if not self._head_checked and model.training:  # once: an unknown output transform fails here
@@ -79,6 +96,25 @@ class DistillTrainer(SFTTrainer):
             lps = topk["topk_logprobs"][:, 1:] if topk else None
             parts = distill_loss(logits, labels[:, 1:], ids, lps, num_items=num_items_in_batch,
                                  teacher_logits=teacher.get("teacher_logits"), **o.loss_kwargs())
+        return self._finish(model, parts, labels, num_items_in_batch, return_outputs)
+
+    def _xtok_loss(self, model, inputs, labels, num_items_in_batch, return_outputs):
+        o = self.loss_options
+        xt = self._xtok_targets(inputs, labels.device)
+        if not self._head_checked and model.training:
+            check_head(model, inputs["input_ids"], inputs["attention_mask"])
+            self._head_checked = True
+        if o.chunk_size:
+            parts = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                          distill={"labels": labels, "num_items": num_items_in_batch, "xtok": xt})
+        else:
+            logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                           use_cache=False).logits[:, :-1, :self.vocab_size]
+            parts = xtok_loss(logits, labels[:, 1:], xt, self.xtok.options, alpha=o.alpha, divergence=o.divergence,
+                              beta=o.beta, num_items=num_items_in_batch)
+        return self._finish(model, parts, labels, num_items_in_batch, return_outputs)
+
+    def _finish(self, model, parts, labels, num_items_in_batch, return_outputs):
         loss = parts["loss"]
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             # num_items_in_batch counts every rank's tokens and DDP averages gradients over ranks.
