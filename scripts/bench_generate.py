@@ -18,6 +18,10 @@
     pass over the same tokens (the bf16 completions, so both describe one sequence): KL(p_fp32 || p_bf16) over
     the stored top-k ids, renormalised, per token (mean, p99, max), the largest |log-prob error|, and how often
     the bf16 top-1 is the fp32 top-1.
+(f) The shared prompt prefix against the plain batch (`--only-prefix`): one backend, `share_prefix` on and off in
+    alternating runs, on the quickstart's few-shot teacher prompt (recipes/quickstart.yaml) with its 4 samples
+    per problem at temperature 0.7 and top-20 capture, and greedy with 1 sample (eval); seconds and the ratio, and
+    whether both gave the same tokens.
 Tokens are generated tokens up to and including eos. Synthetic problems; one warm-up call first.
 Prints a Markdown table.
 
@@ -25,6 +29,7 @@ Prints a Markdown table.
                                      [--batch-size 32] [--k 20] [--disk-problems 16] [--device auto]
                                      [--only-formats]   # (d) alone
                                      [--only-bf16 [--repeats 2]]   # (e) alone
+                                     [--only-prefix [--repeats 2]]   # (f) alone
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import shlex
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -159,6 +165,39 @@ def _bf16(args: argparse.Namespace) -> None:
           f"{max(errs):.3f}; top-1 agrees on {100 * float(np.mean(top1)):.1f}% of tokens.")
 
 
+def _prefix(args: argparse.Namespace) -> None:
+    """(f): the shared-prefix cache on and off, side by side, on the quickstart's few-shot prompt."""
+    import yaml
+
+    from r1distill.prompts import PromptConfig
+
+    recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml").read_text())
+    prompt = PromptConfig(**recipe["generate"]["prompt"])
+    backend = HFBackend(args.model, device=args.device, batch_size=args.batch_size)
+    prompts = [prompt.messages(p["problem"]) for p in load_problems(SourceConfig(num_problems=args.prompts))]
+    runs = {"generate: 4 samples, temperature 0.7, top-20": SamplingConfig(
+                n=4, max_new_tokens=args.max_new_tokens, temperature=0.7, top_p=0.95, logprobs=20, seed=1),
+            "eval: greedy, 1 sample": SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=0.0)}
+    backend.generate(prompts[:2], SamplingConfig(max_new_tokens=4, temperature=0.0))  # warm-up
+    print(f"\n`{shlex.join([sys.executable.rsplit('/', 1)[-1], *sys.argv])}`\n")
+    print(f"(f) {args.model} on {backend.model.device} ({backend.model.dtype}, {torch.get_num_threads()} threads), "
+          f"{len(prompts)} problems with the quickstart's 4-shot teacher prompt, batch {args.batch_size}, "
+          f"{args.max_new_tokens} new tokens; runs alternating.\n")
+    print("| run | plain batch, s | shared prefix, s | plain / shared | same tokens |\n|---|---:|---:|---:|---|")
+    for name, sampling in runs.items():
+        secs: dict[bool, list[float]] = {False: [], True: []}
+        outs = {}
+        for r in range(args.repeats):
+            for share in ((False, True) if r % 2 == 0 else (True, False)):
+                backend.share_prefix = share
+                t0 = time.perf_counter()
+                outs[share] = backend.generate(prompts, sampling)
+                secs[share].append(time.perf_counter() - t0)
+        same = all(a.token_ids == b.token_ids for x, y in zip(outs[False], outs[True]) for a, b in zip(x, y))
+        plain, shared = float(np.median(secs[False])), float(np.median(secs[True]))
+        print(f"| {name} | {plain:.1f} | {shared:.1f} | {plain / shared:.2f}x | {'yes' if same else 'no'} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
@@ -171,8 +210,12 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--only-formats", action="store_true", help="run (d) only")
     ap.add_argument("--only-bf16", action="store_true", help="run (e) only: bf16 vs fp32 on the CPU")
-    ap.add_argument("--repeats", type=int, default=2, help="(e): alternating runs per dtype")
+    ap.add_argument("--only-prefix", action="store_true", help="run (f) only: shared prompt prefix vs plain")
+    ap.add_argument("--repeats", type=int, default=2, help="(e), (f): alternating runs per setting")
     args = ap.parse_args()
+    if args.only_prefix:
+        _prefix(args)
+        return
     if args.only_bf16:
         _bf16(args)
         return

@@ -56,7 +56,7 @@ def test_the_span_columns_survive_curation(curated):
 
 
 def test_offline_cross_tokenizer_kd_falls(tmp_path, curated, xtok_student_dir, teacher_dir):  # noqa: F811
-    """The fast version of scripts/xtok_cpu_run.py: the KD term falls over a few steps on the same batch, the
+    """The KD term falls over a few steps on the same batch, the
     gradients stay finite, and the chunked head gives the full-logit path's losses."""
     log = _steps(_cfg(tmp_path / "a", xtok_student_dir, curated, teacher_dir), xtok_student_dir, 6)
     assert all(math.isfinite(h["grad_norm"]) and math.isfinite(h["loss"]) for h in log)
