@@ -49,11 +49,14 @@ def test_variants_merge_over_train_and_expand_students(tmp_path):
     ({"sft": {"output_dir": "x"}}, ["teacher"], "students/sft"),
     ({"sft": {}}, ["student:kd"], "variants are sft"),
     (None, ["students"], "has no variants"),
+    ({"sft": {}, "_base": {"output_dir": "x"}}, ["teacher"], "train.output_dir cannot be used with variants"),
 ])
 def test_variant_mistakes_are_errors_before_anything_runs(tmp_path, variants, models, message):
     recipe = _recipe(tmp_path, variants, models)
     if variants is None:
         del recipe["variants"]
+    elif "_base" in variants:
+        recipe["train"].update(variants.pop("_base"))
     with pytest.raises(ConfigError, match=message):
         build_configs(recipe)
 

@@ -64,6 +64,9 @@ def variant_sections(recipe: dict) -> dict[str, dict]:
     if not isinstance(variants, dict) or not variants:
         raise ConfigError(f"variants must be a non-empty mapping of name -> train settings, got {variants!r}")
     base = dict(recipe.get("train") or {})
+    if clash := [k for k in ("output_dir", "init_dir") if k in base]:
+        raise ConfigError(f"train.{clash[0]} cannot be used with variants: each variant's student goes to "
+                          "{run_dir}/students/<name>")
     if "student" not in base and "student" in recipe:
         base["student"] = recipe["student"]
     run_dir = base.get("run_dir", recipe.get("run_dir", "runs/default"))
