@@ -41,6 +41,17 @@ def test_variants_merge_over_train_and_expand_students(tmp_path):
     assert configs["eval"].resolve("teacher") == "smollm2-135m-instruct"
 
 
+def test_a_moved_stage_output_is_the_next_stage_s_input(tmp_path):
+    recipe = load_recipe(TINY, [f"run_dir={tmp_path}", "generate.output_dir=elsewhere/traces",
+                                "curate.output_dir=elsewhere/curated"])
+    configs = build_configs(recipe)
+    assert configs["curate"].inp == Path("elsewhere/traces") and configs["train"].inp == Path("elsewhere/curated")
+    configs = build_configs({**recipe, "variants": {"a": {}}})
+    assert configs["train:a"].inp == Path("elsewhere/curated")
+    recipe["curate"]["input_dir"] = "mine"  # a stage's own input_dir wins
+    assert build_configs(recipe)["curate"].inp == Path("mine")
+
+
 @pytest.mark.parametrize("variants, models, message", [
     ({"a b": {}}, ["teacher"], "must be letters"),
     ({"sft": "objective: sft"}, ["teacher"], "must be a mapping"),

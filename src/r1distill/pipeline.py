@@ -44,6 +44,14 @@ def build_configs(recipe: dict) -> dict:
     """Every stage's dataclass from a recipe dict (validates all sections before anything runs). With `variants`,
     `train` is replaced by one `train:<name>` per variant (each into `{run_dir}/students/<name>`) and `students` in
     eval.models by their `student:<name>` labels."""
+    # a stage reads what the stage before it wrote, also where a recipe moved that output (generate.output_dir)
+    chain = {"curate": "generate", "train": "curate"}
+    recipe = dict(recipe)
+    for name, before in chain.items():
+        out = (recipe.get(before) or {}).get("output_dir")
+        section = recipe.get(name) or {}
+        if out and isinstance(section, dict) and "input_dir" not in section:
+            recipe[name] = {**section, "input_dir": out}
     variants = variant_sections(recipe)
     if variants:
         section = dict(recipe.get("eval") or {})
