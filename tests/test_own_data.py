@@ -360,7 +360,9 @@ def test_9_an_unknown_model_name_fails_fast_in_one_line(tmp_path, name, env, exp
     print(f"{name} {env}: exit {done.returncode} after {seconds:.2f} s (was 51.5 s, a traceback and exit 1)")
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and expected in lines[0], done.stderr
-    assert seconds < 5
+    # a fresh process importing torch and transformers, no network wait: ~3 s alone, more on a loaded machine
+    # (the bound tells it from the 51.5 s of retries it replaced, not from a quiet machine's time)
+    assert seconds < 20
     assert not (tmp_path / "traces").exists()  # nothing touched
 
 
