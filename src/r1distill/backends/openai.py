@@ -69,7 +69,7 @@ import numpy as np
 
 from r1distill.backends import Completion, Progress, SamplingConfig, prompt_seeds
 from r1distill.config import ConfigError, UserError
-from r1distill.tokenbytes import check_parts, fingerprint, token_bytes
+from r1distill.tokenbytes import byte_decoder, check_parts, fingerprint, token_bytes
 
 log = logging.getLogger(__name__)
 
@@ -143,18 +143,6 @@ class Options:
 # Token strings -> ids
 
 
-def _byte_decoder() -> dict[str, int]:
-    """GPT-2 byte-level BPE: the printable character standing for each byte -> the byte."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs, extra = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + extra)
-            extra += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
-
-
 class TokenMap:
     """Maps the tokens a server prints (strings, bytes, "token_id:N") to the ids of a tokenizer."""
 
@@ -164,7 +152,7 @@ class TokenMap:
         pieces = tokenizer.convert_ids_to_tokens(list(range(n)))
         special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
         normal = [p for i, p in enumerate(pieces) if p is not None and i not in special]
-        dec = _byte_decoder()
+        dec = byte_decoder()
         byte_level = bool(normal) and all(c in dec for p in normal for c in p)
         self.by_bytes: dict[bytes, int] = {}
         self.by_raw: dict[str, int] = {}  # the vocabulary's own spelling ("Ġthe"), a last resort
