@@ -27,41 +27,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("same", "xtok-same", "xtok-bpe")
-DIGITS_UP_TO_3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")  # Llama-3's split (tests/train_fixtures.py trains the same BPE)
-
-
-def bpe_tokenizer(out: Path, vocab_size: int = 700) -> Path:
-    """A small byte-level BPE on synthetic problems, digits in groups of up to three, the teacher's chat
-    template, eos <|im_end|>."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    from r1distill.data.synthetic import generate_problems
-    from r1distill.models import load_tokenizer
-
-    if (out / "tokenizer.json").exists():
-        return out
-    texts = [p["problem"] for p in generate_problems(300, "train", "mixed", 0)]
-    texts += [" ".join(str(i) for i in range(j, 1000, 7)) for j in range(7)]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(DIGITS_UP_TO_3), "isolated"),
-                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   bos_token=None)
-    fast.chat_template = load_tokenizer("smollm2-135m-instruct").chat_template
-    fast.save_pretrained(out)
-    return out
-
-
 def prepare(work: Path, args) -> dict:
     """Traces, curated traces and the two students (made once under `work`)."""
     from r1distill import curate, generate
     from r1distill.data.problems import SourceConfig
+    from r1distill.data.toy_tokenizer import train_bpe_tokenizer
     from r1distill.models import derive_student, resolve_model
 
     if not (work / "curated" / "stats.json").exists():
@@ -77,7 +47,7 @@ def prepare(work: Path, args) -> dict:
     if not (same / "config.json").exists():
         derive_student(teacher, same, num_layers=args.layers)
     if not (bpe / "config.json").exists():
-        derive_student(teacher, bpe, num_layers=args.layers, tokenizer=str(bpe_tokenizer(work / "bpe")))
+        derive_student(teacher, bpe, num_layers=args.layers, tokenizer=str(train_bpe_tokenizer(work / "bpe")))
     return {"traces": work / "traces", "curated": work / "curated", "same": same, "bpe": bpe}
 
 

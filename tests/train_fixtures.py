@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from r1distill.data.toy_tokenizer import train_bpe_tokenizer
 from r1distill.data.traces import CURATED_SCHEMA, rows_to_table, write_table_atomic
 from r1distill.models import StudentConfig, derive_student
 from r1distill.train import LossConfig, TrainConfig
@@ -58,36 +59,6 @@ def train_config(tmp: Path, student: Path, traces: Path, **kw) -> TrainConfig:
             "lr_scheduler": "constant", "report_to": [], "max_length": 64, "cache_dir": str(tmp / "token_cache")}
     base.update(kw)
     return TrainConfig(**base)
-
-
-DIGITS_UP_TO_3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")  # Llama-3's split: numbers in groups of up to three digits
-
-
-def train_bpe_tokenizer(out: Path, vocab_size: int = 700) -> Path:
-    """A small byte-level BPE tokenizer trained on synthetic problems, grouping digits up to three (the
-    built-in teacher writes every digit as a token): another tokenizer for cross-tokenizer KD, made offline in
-    about a second. ChatML specials and the built-in teacher's chat template; eos <|im_end|>."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    from r1distill.data.synthetic import generate_problems
-    from r1distill.models import load_tokenizer
-
-    texts = [p["problem"] for p in generate_problems(300, "train", "mixed", 0)]
-    texts += [" ".join(str(i) for i in range(j, 1000, 7)) for j in range(7)]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(DIGITS_UP_TO_3), "isolated"),
-                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   bos_token=None)
-    fast.chat_template = load_tokenizer("smollm2-135m-instruct").chat_template
-    fast.save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="session")

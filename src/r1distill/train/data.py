@@ -226,23 +226,40 @@ def _convert_shard(shard: Path, dest: Path, tokenizer, need_topk: bool, retok: b
                             "top-k log-probs (generate with generate.topk_logprobs > 0), or use train.objective=sft "
                             "or kd_online")
         cols += stored
+    width = k
+
+    def rows(table: pa.Table, where: _Where) -> dict:
+        nonlocal width
+        comp_len, comp = _completion(table, tokenizer, retok, where)
+        prompts = [render_prompt(tokenizer, p) for p in table["prompt"].to_pylist()]
+        plen = np.array([len(p) for p in prompts], dtype=np.int64)
+        arrays = {"input_ids": _token_lists(plen + comp_len, _interleave(prompts, plen, comp, comp_len)),
+                  "prompt_len": pa.array(plen.astype(np.int32))}
+        if need_topk:
+            ids, lps, width = _topk(table, comp_len, len(tokenizer), width, where)
+            arrays["topk_ids"], arrays["topk_logprobs"] = topk_lists(comp_len, ids, lps, width)
+        return arrays
+
+    write_ipc(shard, pf, cols, dest, rows)
+    return width
+
+
+def topk_lists(comp_len: np.ndarray, ids: np.ndarray, lps: np.ndarray, k: int | None) -> tuple[pa.Array, pa.Array]:
+    """Flat [N, k] top-k ids and log-probs -> two list<fixed_size_list<k>> columns, one list per row."""
+    off = pa.array(list_offsets(comp_len))
+    return tuple(pa.ListArray.from_arrays(off, pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), k or 0))
+                 for flat in (ids, lps))
+
+
+def write_ipc(shard: Path, pf, columns: list[str], dest: Path, rows: Callable[[pa.Table, "_Where"], dict]) -> None:
+    """Stream `columns` of a curated shard a record batch at a time (q8 codes decoded to float16 log-probs) through
+    `rows` (table, where -> dict of Arrow arrays) into one Arrow IPC file at dest, so that no shard is ever held
+    whole. An empty shard still gets a (schema-less) marker file so the parts line up."""
     writer, first = None, 0
     try:
-        for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=cols):
-            table = decode_topk(pa.Table.from_batches([batch]))  # q8 codes -> float16 log-probs
-            where = _Where(shard, first, table)
-            comp_len, comp = _completion(table, tokenizer, retok, where)
-            prompts = [render_prompt(tokenizer, p) for p in table["prompt"].to_pylist()]
-            plen = np.array([len(p) for p in prompts], dtype=np.int64)
-            arrays = {"input_ids": _token_lists(plen + comp_len, _interleave(prompts, plen, comp, comp_len)),
-                      "prompt_len": pa.array(plen.astype(np.int32))}
-            if need_topk:
-                ids, lps, k = _topk(table, comp_len, len(tokenizer), k, where)
-                off = pa.array(list_offsets(comp_len))
-                for name, flat in (("topk_ids", ids), ("topk_logprobs", lps)):
-                    inner = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), k or 0)
-                    arrays[name] = pa.ListArray.from_arrays(off, inner)
-            rb = pa.RecordBatch.from_pydict(arrays)
+        for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+            table = decode_topk(pa.Table.from_batches([batch]))
+            rb = pa.RecordBatch.from_pydict(rows(table, _Where(shard, first, table)))
             if writer is None:
                 writer = pa.ipc.new_file(str(dest), rb.schema)
             writer.write_batch(rb)
@@ -250,9 +267,8 @@ def _convert_shard(shard: Path, dest: Path, tokenizer, need_topk: bool, retok: b
     finally:
         if writer is not None:
             writer.close()
-    if writer is None:  # an empty shard still gets a (schema-less) marker so the parts line up
+    if writer is None:
         dest.write_bytes(b"")
-    return k
 
 
 def _check_topk_present(inp: Path, shards: list[Path]) -> None:

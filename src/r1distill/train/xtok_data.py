@@ -22,11 +22,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from r1distill.config import UserError
-from r1distill.data.traces import SPAN_FIELDS, decode_topk, list_offsets, parquet_file
+from r1distill.data.traces import SPAN_FIELDS, list_offsets, parquet_file
 from r1distill.prompts import render_prompt
 from r1distill.tokenbytes import fingerprint, spans, token_bytes
 from r1distill.train import data
-from r1distill.train.data import BATCH_ROWS, _completion, _interleave, _token_lists, _topk, _Where
+from r1distill.train.data import _completion, _interleave, _token_lists, _topk, topk_lists, write_ipc
 
 SPAN_COLUMNS = [n for n, _ in SPAN_FIELDS]
 OLD_TRACES = ("cross-tokenizer KD (train.xtok) reads the byte spans and sampled-token log-probs that `r1distill "
@@ -72,49 +72,39 @@ def convert_shard(shard: Path, dest: Path, student_tok, teacher_tok, online: boo
             raise UserError(f"{shard}: no topk_ids/topk_logprobs column: offline cross-tokenizer KD needs the "
                             "teacher's top-k log-probs (generate with generate.topk_logprobs > 0), or use kd_online")
         cols += stored
-    writer, first, counts = None, 0, {"rows": 0, "teacher_bytes_mismatch": 0, "student_bytes_mismatch": 0}
-    try:
-        for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=cols):
-            table = decode_topk(pa.Table.from_batches([batch]))
-            where = _Where(shard, first, table)
-            texts = table["completion"].to_pylist()
-            stops = [r == "stop" for r in table["finish_reason"].to_pylist()]
-            s_ids, s_w, s_ok = _own_tokens(student_tok, texts, stops)
-            prompts = [render_prompt(student_tok, p) for p in table["prompt"].to_pylist()]
-            plen = np.array([len(p) for p in prompts], dtype=np.int64)
-            comp_len = np.array([len(x) for x in s_ids], dtype=np.int64)
-            comp = np.fromiter((t for x in s_ids for t in x), np.int32, int(comp_len.sum()))
-            arrays = {"input_ids": _token_lists(plen + comp_len, _interleave(prompts, plen, comp, comp_len)),
-                      "prompt_len": pa.array(plen.astype(np.int32)), "s_nbytes": _lists(s_w, np.int32),
-                      "s_ok": pa.array(s_ok)}
-            if online:
-                t_ids, t_w, t_ok = _own_tokens(teacher_tok, texts, stops)
-                t_prompts = [render_prompt(teacher_tok, p) for p in table["prompt"].to_pylist()]
-                arrays.update(t_input_ids=_lists([np.array(p + x) for p, x in zip(t_prompts, t_ids)], np.int32),
-                              t_prompt_len=pa.array(np.array([len(p) for p in t_prompts], np.int32)),
-                              t_nbytes=_lists(t_w, np.int32), t_ok=pa.array(t_ok))
-            else:
-                t_len, _ = _completion(table, None, False, where)
-                t_ok = _stored_spans(table, t_len, where, arrays)
-                ids, lps, k = _topk(table, t_len, 2**31 - 1, k, where)
-                off = pa.array(list_offsets(t_len))
-                for name, flat in (("t_topk_ids", ids), ("t_topk_lp", lps)):
-                    arrays[name] = pa.ListArray.from_arrays(
-                        off, pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), k or 0))
-            counts["rows"] += table.num_rows
-            counts["teacher_bytes_mismatch"] += int(np.sum(~np.asarray(t_ok, bool)))
-            counts["student_bytes_mismatch"] += int(np.sum(~np.asarray(s_ok, bool)))
-            rb = pa.RecordBatch.from_pydict(arrays)
-            if writer is None:
-                writer = pa.ipc.new_file(str(dest), rb.schema)
-            writer.write_batch(rb)
-            first += table.num_rows
-    finally:
-        if writer is not None:
-            writer.close()
-    if writer is None:
-        dest.write_bytes(b"")
-    return k, counts
+    counts = {"rows": 0, "teacher_bytes_mismatch": 0, "student_bytes_mismatch": 0}
+    width = k
+
+    def rows(table: pa.Table, where) -> dict:
+        nonlocal width
+        texts = table["completion"].to_pylist()
+        stops = [r == "stop" for r in table["finish_reason"].to_pylist()]
+        s_ids, s_w, s_ok = _own_tokens(student_tok, texts, stops)
+        prompts = [render_prompt(student_tok, p) for p in table["prompt"].to_pylist()]
+        plen = np.array([len(p) for p in prompts], dtype=np.int64)
+        comp_len = np.array([len(x) for x in s_ids], dtype=np.int64)
+        comp = np.fromiter((t for x in s_ids for t in x), np.int32, int(comp_len.sum()))
+        arrays = {"input_ids": _token_lists(plen + comp_len, _interleave(prompts, plen, comp, comp_len)),
+                  "prompt_len": pa.array(plen.astype(np.int32)), "s_nbytes": _lists(s_w, np.int32),
+                  "s_ok": pa.array(s_ok)}
+        if online:
+            t_ids, t_w, t_ok = _own_tokens(teacher_tok, texts, stops)
+            t_prompts = [render_prompt(teacher_tok, p) for p in table["prompt"].to_pylist()]
+            arrays.update(t_input_ids=_lists([np.array(p + x) for p, x in zip(t_prompts, t_ids)], np.int32),
+                          t_prompt_len=pa.array(np.array([len(p) for p in t_prompts], np.int32)),
+                          t_nbytes=_lists(t_w, np.int32), t_ok=pa.array(t_ok))
+        else:
+            t_len, _ = _completion(table, None, False, where)
+            t_ok = _stored_spans(table, t_len, where, arrays)
+            ids, lps, width = _topk(table, t_len, 2**31 - 1, width, where)
+            arrays["t_topk_ids"], arrays["t_topk_lp"] = topk_lists(t_len, ids, lps, width)
+        counts["rows"] += table.num_rows
+        counts["teacher_bytes_mismatch"] += int(np.sum(~np.asarray(t_ok, bool)))
+        counts["student_bytes_mismatch"] += int(np.sum(~np.asarray(s_ok, bool)))
+        return arrays
+
+    write_ipc(shard, pf, cols, dest, rows)
+    return width, counts
 
 
 def _check_columns(shard: Path, names: list[str], online: bool) -> list[str]:
