@@ -98,8 +98,11 @@ def test_token_bytes_make_the_completion_s_bytes(traces, teacher_dir):
 
 def test_resume_skips_finished_and_redoes_missing(traces):
     before = read_table(traces.out).to_pylist()
+    first = json.loads((traces.out / "summary.json").read_text())
     generate.run(traces)  # nothing left to do
     assert read_table(traces.out).num_rows == 6
+    again = json.loads((traces.out / "summary.json").read_text())  # the speed of the session that generated
+    assert again["generate_seconds"] == first["generate_seconds"] > 0 and again["new_tokens_per_s"] > 0
     shard_paths(traces.out)[1].unlink()  # as if the run died before this shard was renamed into place
     generate.run(traces)
     after = read_table(traces.out).to_pylist()

@@ -138,3 +138,23 @@ def test_a_shared_prefix_changes_nothing_but_the_cost(penalised_dir):
                 assert (a.topk_ids == b.topk_ids).all()
                 torch.testing.assert_close(torch.from_numpy(b.topk_logprobs), torch.from_numpy(a.topk_logprobs),
                                            atol=1e-4, rtol=0)
+
+
+def test_top_p_warper_keeps_exactly_what_transformers_keeps():
+    from transformers import TopPLogitsWarper
+
+    from r1distill.backends.hf import TopPWarper
+
+    gen = torch.Generator().manual_seed(0)
+    for scale in (12.0, 4.0, 0.5):  # peaked (the K largest hold top_p), medium, flat (the whole-vocabulary path)
+        for top_p in (0.5, 0.9, 0.95, 0.999):
+            x = torch.randn(8, 5000, generator=gen) * scale
+            want = torch.isinf(TopPLogitsWarper(top_p)(None, x.clone()))
+            got = TopPWarper(top_p, k=64)(None, x.clone())
+            assert torch.equal(torch.isinf(got), want), (scale, top_p)
+            assert torch.equal(got[~want], x[~want])  # the kept logits pass unchanged
+    # One dominant token: it alone holds top_p, and it is kept (never an empty nucleus).
+    x = torch.zeros(2, 100)
+    x[:, 7] = 50.0
+    kept = ~torch.isinf(TopPWarper(0.9, k=4)(None, x))
+    assert kept.sum(-1).tolist() == [1, 1] and kept[:, 7].all()

@@ -347,7 +347,11 @@ def run(cfg: GenerateConfig) -> Location:
     summary["skipped_ids"] = {"prompt_too_long": too_long} if too_long else {}
     summary["logprobs_kind"] = _stamp_record(out).get("logprobs_kind") or "/".join(sorted(kinds_on_disk)) or None
     summary["topk_format"] = cfg.topk_format
-    store.write_text_atomic(store.join(out, f"summary{cfg.tag}.json"), json.dumps(summary, indent=1))
+    summary_path = store.join(out, f"summary{cfg.tag}.json")
+    if not todo and store.exists(summary_path):  # a no-op rerun keeps the speed of the session that generated
+        earlier = json.loads(store.read_text(summary_path))
+        summary.update({k: earlier[k] for k in ("seconds", "generate_seconds", "new_tokens_per_s") if k in earlier})
+    store.write_text_atomic(summary_path, json.dumps(summary, indent=1))
     too_long = summary["skipped"].get("prompt_too_long", 0)
     unmapped = f"; {summary['unmapped_tokens']} tokens with unmapped top-k" if summary["unmapped_tokens"] else ""
     console.print(f"generate: {summary['rows']} rows for {summary['problems']} problems ({too_long} skipped: "

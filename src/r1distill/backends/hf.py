@@ -6,8 +6,9 @@ Instruct ships repetition_penalty 1.05) before any processor of ours, and merges
 passed in. So during `generate` the model's generation_config is swapped for a plain one holding only its special
 token ids; transformers then builds no processor at all, and ours run in this order:
   1. TopKRecorder records `log_softmax(logits).topk(k)`: the model's temperature-1 distribution, `raw`;
-  2. the user's temperature and top-p (transformers' own warpers), nothing else: the recipe's sampling settings
-     are the only ones, as with the vllm and openai backends;
+  2. the user's temperature (transformers' warper) and top-p (TopPWarper: transformers' rule, without sorting
+     the whole vocabulary), nothing else: the recipe's sampling settings are the only ones, as with the vllm and
+     openai backends;
   3. SeededSampler adds Gumbel noise from one generator per sequence, and decoding is greedy: argmax(log p + G) is
      an exact draw from p, with a stream of its own per (prompt, sample) (`SamplingConfig.seeds`), so a problem's
      samples do not depend on what it is batched with (torch's one global generator would make them depend on it).
@@ -91,6 +92,29 @@ class TopKRecorder(LogitsProcessor):
         """After `generate`: the last step's chosen token is the output's last column."""
         self._take(output_ids)
         self._last = None
+
+
+class TopPWarper(LogitsProcessor):
+    """Nucleus filtering by transformers' TopPLogitsWarper rule (a token is kept while the probability of the
+    tokens above it is below top_p; the most likely one always), read from the `k` largest probabilities when
+    they hold top_p of the mass in every row, which is nearly always; otherwise the whole batch goes through
+    transformers' warper. The warper sorts all V logits of every row at every step: 18% of the quickstart's
+    generate time at V = 49k on a CPU, where a top-k of 256 is a small fraction of that."""
+
+    def __init__(self, top_p: float, k: int = 256):
+        self.top_p, self.k = top_p, k
+        self.fallback = TopPLogitsWarper(top_p)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        probs = scores.float().softmax(dim=-1)
+        vals, idx = probs.topk(min(self.k, probs.shape[-1]), dim=-1)  # (B, k), descending
+        cum = vals.cumsum(dim=-1)
+        if not bool((cum[:, -1] >= self.top_p).all()):
+            return self.fallback(input_ids, scores)
+        keep = (cum - vals) < self.top_p  # the mass above each entry
+        keep[:, 0] = True
+        remove = torch.ones_like(scores, dtype=torch.bool).scatter_(-1, idx, ~keep)
+        return scores.masked_fill(remove, -float("inf"))
 
 
 class SeededSampler(LogitsProcessor):
@@ -187,7 +211,7 @@ class HFBackend:
         if sampling.temperature > 0:  # else greedy: plain argmax of the raw logits
             processors.append(TemperatureLogitsWarper(sampling.temperature))
             if sampling.top_p < 1.0:
-                processors.append(TopPLogitsWarper(sampling.top_p))
+                processors.append(TopPWarper(sampling.top_p))
             processors.append(SeededSampler(seeds, self.model.device))
         config = GenerationConfig(max_new_tokens=sampling.max_new_tokens, do_sample=False, num_beams=1,
                                   pad_token_id=pad, eos_token_id=self.eos_ids)

@@ -40,3 +40,11 @@ def train_bpe_tokenizer(out: Path, vocab_size: int = 700) -> Path:
     fast.chat_template = load_tokenizer("smollm2-135m-instruct").chat_template
     fast.save_pretrained(out)
     return out
+
+
+if __name__ == "__main__":  # python -m r1distill.data.toy_tokenizer OUT_DIR (recipes/cpu-xtok.yaml)
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m r1distill.data.toy_tokenizer OUT_DIR")
+    print(train_bpe_tokenizer(Path(sys.argv[1])))

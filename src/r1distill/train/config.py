@@ -151,6 +151,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     bf16: bool | None = None  # None: bf16 autocast on a GPU that supports it and on a CPU with native bf16
     gradient_checkpointing: bool = False
+    # train only the decoder layers from this index up: the input embeddings and layers [0, N) stay as they are
+    # and no gradient flows below layer N (the backward skips them; a tied LM head still trains). 0 = all.
+    freeze_layers: int = field(default=0, metadata=NEW_FIELD)
     lora: LoraOptions = field(default_factory=LoraOptions)
     teacher_device: str = "auto"  # kd_online: where the teacher runs (auto = the student's device; cpu, cuda:1…)
     logging_steps: int = 1
@@ -172,6 +175,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"train.objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.freeze_layers < 0:
+            raise ConfigError("train.freeze_layers must be >= 0 (0 trains every layer)")
+        if self.freeze_layers and self.lora.enabled:
+            raise ConfigError("train.freeze_layers goes with full fine-tuning; with train.lora choose the layers "
+                              "by train.lora.target_modules")
         if self.save_steps < 0 or self.logging_steps < 1:
             raise ConfigError("train.save_steps must be >= 0 and train.logging_steps >= 1")
         if self.save_total_limit is not None and self.save_total_limit < 1:

@@ -18,7 +18,7 @@ from r1distill.console import console
 from r1distill.models import load_model, load_tokenizer
 from r1distill.train import data
 from r1distill.train.config import TrainConfig
-from r1distill.train.skeleton import Setup, lora_config, prepare_work, training_args, use_bf16
+from r1distill.train.skeleton import Setup, freeze_lower, lora_config, prepare_work, training_args, use_bf16
 
 
 def build_gkd_rows(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
@@ -115,6 +115,7 @@ def build(cfg: TrainConfig, student_path: str) -> Setup:
     ckpt = prepare_work(cfg, args.process_index == 0)
     PartialState().wait_for_everyone()
     model = AutoModelForCausalLM.from_pretrained(student_path, dtype=torch.float32, use_safetensors=True)
+    freeze_lower(model, cfg.freeze_layers)
     # The trainer moves the teacher to the training device (or shards it under ZeRO-3); frozen, eval mode.
     teacher = load_model(cfg.teacher, dtype="bfloat16" if use_bf16(cfg) else "float32", device="cpu")
     trainer = _trainer_class()(model=model, teacher_model=teacher, args=args, peft_config=lora_config(cfg),

@@ -20,7 +20,7 @@ from r1distill.console import console
 from r1distill.models import load_tokenizer, resolve_model
 from r1distill.train import data
 from r1distill.train.config import TrainConfig
-from r1distill.train.skeleton import Setup, lora_config, prepare_work, training_args, use_bf16
+from r1distill.train.skeleton import Setup, freeze_lower, lora_config, prepare_work, training_args, use_bf16
 
 
 def head_rows(model) -> int:
@@ -145,6 +145,7 @@ def build(cfg: TrainConfig, student_path: str) -> Setup:
     ckpt = prepare_work(cfg, args.process_index == 0)
     PartialState().wait_for_everyone()
     model = AutoModelForCausalLM.from_pretrained(student_path, dtype=torch.float32, use_safetensors=True)
+    freeze_lower(model, cfg.freeze_layers)
     teacher = None
     if online:
         device = args.device if cfg.teacher_device == "auto" else torch.device(cfg.teacher_device)

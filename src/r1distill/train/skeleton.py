@@ -71,6 +71,28 @@ def lora_config(cfg: TrainConfig):
 
 # ---- the work dir and its checkpoints ----
 
+def freeze_lower(model, n: int) -> None:
+    """train.freeze_layers: the input embeddings and decoder layers [0, n) get no gradient, and their output is
+    detached so that the backward stops at layer n (with a tied LM head the shared weight still trains through
+    the head). The layers are found as the decoder's `layers` ModuleList (Llama, Qwen, Mistral, Gemma, ...)."""
+    if n <= 0:
+        return
+    base = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+    layers = getattr(base, "layers", None)
+    if layers is None:
+        raise UserError(f"train.freeze_layers: {type(model).__name__} has no decoder `layers` list to freeze")
+    if n >= len(layers):
+        raise UserError(f"train.freeze_layers={n}: the student has {len(layers)} decoder layers; keep at least one "
+                        "trainable")
+    for layer in layers[:n]:
+        layer.requires_grad_(False)
+    embed = model.get_input_embeddings()
+    if embed.weight is not model.get_output_embeddings().weight:
+        embed.requires_grad_(False)
+    # the (tied) embedding output carries a gradient path; cut it so nothing below layer n is differentiated
+    embed.register_forward_hook(lambda module, args, output: output.detach())
+
+
 def latest_checkpoint(work: Path) -> Path | None:
     """The highest `checkpoint-N` in `work` whose trainer_state.json (written last) is complete."""
     found = []
