@@ -22,6 +22,9 @@
     alternating runs, on the quickstart's few-shot teacher prompt (recipes/quickstart.yaml) with its 4 samples
     per problem at temperature 0.7 and top-20 capture, and greedy with 1 sample (eval); seconds and the ratio, and
     whether both gave the same tokens.
+(g) Top-p without the full sort (`--only-topp`): the quickstart's generate settings as in (f) (4 samples,
+    temperature 0.7, top-p 0.95, top-20, shared prefix on), the backend's TopPWarper against transformers'
+    TopPLogitsWarper in alternating runs; seconds, the ratio, and whether both gave the same tokens.
 Tokens are generated tokens up to and including eos. Synthetic problems; one warm-up call first.
 Prints a Markdown table.
 
@@ -30,6 +33,7 @@ Prints a Markdown table.
                                      [--only-formats]   # (d) alone
                                      [--only-bf16 [--repeats 2]]   # (e) alone
                                      [--only-prefix [--repeats 2]]   # (f) alone
+                                     [--only-topp [--repeats 2]]   # (g) alone
 """
 
 from __future__ import annotations
@@ -198,6 +202,45 @@ def _prefix(args: argparse.Namespace) -> None:
         print(f"| {name} | {plain:.1f} | {shared:.1f} | {plain / shared:.2f}x | {'yes' if same else 'no'} |")
 
 
+def _topp(args: argparse.Namespace) -> None:
+    """(g): the backend's top-p against transformers' warper, side by side, on the quickstart's generate."""
+    import yaml
+    from transformers import TopPLogitsWarper
+
+    import r1distill.backends.hf as hf
+    from r1distill.prompts import PromptConfig
+
+    recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml").read_text())
+    prompt = PromptConfig(**recipe["generate"]["prompt"])
+    backend = HFBackend(args.model, device=args.device, batch_size=args.batch_size)
+    prompts = [prompt.messages(p["problem"]) for p in load_problems(SourceConfig(num_problems=args.prompts))]
+    sampling = SamplingConfig(n=4, max_new_tokens=args.max_new_tokens, temperature=0.7, top_p=0.95, logprobs=20,
+                              seed=1)
+    ours = hf.TopPWarper
+    backend.generate(prompts[:2], SamplingConfig(max_new_tokens=4, temperature=0.0))  # warm-up
+    print(f"\n`{shlex.join([sys.executable.rsplit('/', 1)[-1], *sys.argv])}`\n")
+    print(f"(g) {args.model} on {backend.model.device} ({backend.model.dtype}, {torch.get_num_threads()} threads), "
+          f"{len(prompts)} problems x 4 samples with the quickstart's 4-shot teacher prompt, batch {args.batch_size}, "
+          f"{args.max_new_tokens} new tokens, temperature 0.7, top-p 0.95, top-20; runs alternating.\n")
+    secs: dict[str, list[float]] = {"transformers": [], "ours": []}
+    outs = {}
+    for r in range(args.repeats):
+        for name in (("transformers", "ours") if r % 2 == 0 else ("ours", "transformers")):
+            hf.TopPWarper = ours if name == "ours" else TopPLogitsWarper
+            t0 = time.perf_counter()
+            outs[name] = backend.generate(prompts, sampling)
+            secs[name].append(time.perf_counter() - t0)
+    hf.TopPWarper = ours
+    same = all(a.token_ids == b.token_ids for x, y in zip(outs["transformers"], outs["ours"]) for a, b in zip(x, y))
+    tokens = sum(len(c.token_ids) for cs in outs["ours"] for c in cs)
+    theirs, mine = float(np.median(secs["transformers"])), float(np.median(secs["ours"]))
+    print("| top-p | s (median) | runs, s | new tokens/s |\n|---|---:|---|---:|")
+    for name, med in (("transformers TopPLogitsWarper (full sort)", theirs), ("TopPWarper (top-256)", mine)):
+        key = "ours" if name.startswith("TopPWarper") else "transformers"
+        print(f"| {name} | {med:.1f} | {', '.join(f'{x:.1f}' for x in secs[key])} | {tokens / med:.0f} |")
+    print(f"\ntransformers / ours: {theirs / mine:.2f}x; same tokens: {'yes' if same else 'no'} ({tokens} tokens)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
@@ -211,10 +254,14 @@ def main() -> None:
     ap.add_argument("--only-formats", action="store_true", help="run (d) only")
     ap.add_argument("--only-bf16", action="store_true", help="run (e) only: bf16 vs fp32 on the CPU")
     ap.add_argument("--only-prefix", action="store_true", help="run (f) only: shared prompt prefix vs plain")
-    ap.add_argument("--repeats", type=int, default=2, help="(e), (f): alternating runs per setting")
+    ap.add_argument("--only-topp", action="store_true", help="run (g) only: top-p without the full sort")
+    ap.add_argument("--repeats", type=int, default=2, help="(e), (f), (g): alternating runs per setting")
     args = ap.parse_args()
     if args.only_prefix:
         _prefix(args)
+        return
+    if args.only_topp:
+        _topp(args)
         return
     if args.only_bf16:
         _bf16(args)
