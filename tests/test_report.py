@@ -309,6 +309,18 @@ def test_without_an_sft_variant_there_is_no_difference_column(tmp_path):
     assert "Δ vs" not in md and "no baseline" in md
 
 
+def test_a_cross_tokenizer_variant_names_its_alignment(tmp_path):
+    run = tmp_path / "lab"
+    gold = {**KD5, "xtok": {"method": "gold"}}
+    uld = {**KD5, "loss": {"alpha": 0.5, "divergence": "forward_kl"}, "xtok": {"method": "uld"}}
+    _variant_run(run, {"gold": gold, "uld": uld}, {"teacher": {"p00"}, "student:gold": {"p00"},
+                                                   "student:uld": set()})
+    write_report(run)
+    md = (run / "report.md").read_text()
+    assert "| gold | kd | xtok gold + forward_kl | 5 | 16 | 30 | 0.025 [" in md  # 1 of 40 problems
+    assert "| uld | kd | xtok uld | 20 | 16 | 120 | 0.000 [" in md
+
+
 def test_a_teacher_at_zero_gives_no_ratio(tmp_path):
     run = tmp_path / "r"
     _variant_run(run, {}, {"teacher": set(), "student_init": set(), "student": {"p01"}}, n=10)

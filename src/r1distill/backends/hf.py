@@ -99,7 +99,9 @@ class TopPWarper(LogitsProcessor):
     tokens above it is below top_p; the most likely one always), read from the `k` largest probabilities when
     they hold top_p of the mass in every row, which is nearly always; otherwise the whole batch goes through
     transformers' warper. The warper sorts all V logits of every row at every step: 18% of the quickstart's
-    generate time at V = 49k on a CPU, where a top-k of 256 is a small fraction of that."""
+    generate time at V = 49k on a CPU, where a top-k of 256 is a small fraction of that. Where several tokens
+    tie in probability at the cut (bf16 logits tie often) both keep as many as the rule says but may choose
+    different ones among the tied (transformers' sort is not stable either), so a seeded sample can differ."""
 
     def __init__(self, top_p: float, k: int = 256):
         self.top_p, self.k = top_p, k

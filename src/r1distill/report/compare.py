@@ -68,6 +68,10 @@ def describe(data: dict, v: dict) -> dict:
     div = loss.get("divergence") if objective != "sft" and (kd_term or objective in ONLINE) else None
     if div == "jsd" and loss.get("beta") is not None:
         div = f"jsd β={loss['beta']:g}"
+    xtok = v["config"].get("xtok")
+    if xtok and div:  # cross-tokenizer KD: the alignment method; gold adds the divergence on shared tokens
+        method = xtok.get("method", "gold")
+        div = f"xtok {method}" + (f" + {div}" if method == "gold" else "")
     return {"name": v["name"], "model": v["model"], "objective": objective, "divergence": div,
             "topk": k if kd_term else None, "layers": _layers(v),
             "bytes_per_token": stored_bytes_per_token(objective, k, fmt, kd_term)}
