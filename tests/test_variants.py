@@ -107,3 +107,18 @@ def test_two_variants_through_run(tmp_path, capsys):
     capsys.readouterr()
     assert main(["run", str(path)]) == 0
     assert capsys.readouterr().err.count("skipped") == 5
+
+
+def test_a_missing_student_tokenizer_fails_before_generate(tmp_path):
+    import yaml
+
+    from r1distill.models import ModelNotFoundError
+    from r1distill.pipeline import run
+
+    recipe = load_recipe(TINY, [f"run_dir={tmp_path}"])
+    recipe["student"] = {"derive_from": "teacher", "num_layers": 1, "tokenizer": str(tmp_path / "no-such-bpe")}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(ModelNotFoundError, match=r"^student.tokenizer: Model path .*no-such-bpe does not exist"):
+        run(path)
+    assert not (tmp_path / "traces").exists()  # generate never started

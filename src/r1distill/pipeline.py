@@ -28,7 +28,7 @@ from r1distill.config import ConfigError, config_hash, dict_hash, load_recipe, s
 from r1distill.console import console
 from r1distill.data.problems import fingerprint, load_problems
 from r1distill.data.traces import shard_paths, write_text_atomic
-from r1distill.models import check_model
+from r1distill.models import ModelNotFoundError, check_model, is_tokenizer_dir
 from r1distill.report import hardware, versions, write_report
 
 STAGES = [
@@ -93,6 +93,13 @@ def _check_models(configs: dict) -> None:
     for name in names:
         if name and name != "teacher":
             check_model(name)
+    for t in train_configs(configs):  # a student's own tokenizer: a tokenizer dir, or any model's
+        tok = t.student.tokenizer
+        if tok and not is_tokenizer_dir(tok):
+            try:
+                check_model(tok)
+            except ModelNotFoundError as e:
+                raise ModelNotFoundError(f"student.tokenizer: {e}") from None
 
 
 def _inputs(name: str, cfg) -> str:
