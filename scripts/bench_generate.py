@@ -169,8 +169,9 @@ def _bf16(args: argparse.Namespace) -> None:
           f"{max(errs):.3f}; top-1 agrees on {100 * float(np.mean(top1)):.1f}% of tokens.")
 
 
-def _prefix(args: argparse.Namespace) -> None:
-    """(f): the shared-prefix cache on and off, side by side, on the quickstart's few-shot prompt."""
+def _quickstart_prompts(args: argparse.Namespace) -> tuple[HFBackend, list]:
+    """(f), (g): a backend of args.model and `--prompts` synthetic problems in the quickstart's 4-shot teacher
+    prompt (recipes/quickstart.yaml)."""
     import yaml
 
     from r1distill.prompts import PromptConfig
@@ -179,6 +180,12 @@ def _prefix(args: argparse.Namespace) -> None:
     prompt = PromptConfig(**recipe["generate"]["prompt"])
     backend = HFBackend(args.model, device=args.device, batch_size=args.batch_size)
     prompts = [prompt.messages(p["problem"]) for p in load_problems(SourceConfig(num_problems=args.prompts))]
+    return backend, prompts
+
+
+def _prefix(args: argparse.Namespace) -> None:
+    """(f): the shared-prefix cache on and off, side by side, on the quickstart's few-shot prompt."""
+    backend, prompts = _quickstart_prompts(args)
     runs = {"generate: 4 samples, temperature 0.7, top-20": SamplingConfig(
                 n=4, max_new_tokens=args.max_new_tokens, temperature=0.7, top_p=0.95, logprobs=20, seed=1),
             "eval: greedy, 1 sample": SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=0.0)}
@@ -204,16 +211,11 @@ def _prefix(args: argparse.Namespace) -> None:
 
 def _topp(args: argparse.Namespace) -> None:
     """(g): the backend's top-p against transformers' warper, side by side, on the quickstart's generate."""
-    import yaml
     from transformers import TopPLogitsWarper
 
     import r1distill.backends.hf as hf
-    from r1distill.prompts import PromptConfig
 
-    recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml").read_text())
-    prompt = PromptConfig(**recipe["generate"]["prompt"])
-    backend = HFBackend(args.model, device=args.device, batch_size=args.batch_size)
-    prompts = [prompt.messages(p["problem"]) for p in load_problems(SourceConfig(num_problems=args.prompts))]
+    backend, prompts = _quickstart_prompts(args)
     sampling = SamplingConfig(n=4, max_new_tokens=args.max_new_tokens, temperature=0.7, top_p=0.95, logprobs=20,
                               seed=1)
     ours = hf.TopPWarper
@@ -235,9 +237,9 @@ def _topp(args: argparse.Namespace) -> None:
     tokens = sum(len(c.token_ids) for cs in outs["ours"] for c in cs)
     theirs, mine = float(np.median(secs["transformers"])), float(np.median(secs["ours"]))
     print("| top-p | s (median) | runs, s | new tokens/s |\n|---|---:|---|---:|")
-    for name, med in (("transformers TopPLogitsWarper (full sort)", theirs), ("TopPWarper (top-256)", mine)):
-        key = "ours" if name.startswith("TopPWarper") else "transformers"
-        print(f"| {name} | {med:.1f} | {', '.join(f'{x:.1f}' for x in secs[key])} | {tokens / med:.0f} |")
+    for label, key, med in (("transformers TopPLogitsWarper (full sort)", "transformers", theirs),
+                            ("TopPWarper (top-256)", "ours", mine)):
+        print(f"| {label} | {med:.1f} | {', '.join(f'{x:.1f}' for x in secs[key])} | {tokens / med:.0f} |")
     print(f"\ntransformers / ours: {theirs / mine:.2f}x; same tokens: {'yes' if same else 'no'} ({tokens} tokens)")
 
 
