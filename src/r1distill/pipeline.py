@@ -85,7 +85,14 @@ def train_configs(configs: dict) -> list:
 def _check_models(configs: dict) -> None:
     """Every model name a stage will load, checked before the first stage runs (a typo fails in seconds, not after
     generation). The run's own students (aliases) do not exist yet."""
-    names = [n for t in train_configs(configs) for n in (t.teacher, t.student.name, t.student.derive_from)]
+    names: list[str | None] = []
+    for t in train_configs(configs):
+        names += [t.teacher, t.student.name, t.student.derive_from]
+        if (tok := t.student.tokenizer) and not is_tokenizer_dir(tok):  # a tokenizer dir, or any model's
+            try:
+                check_model(tok)
+            except ModelNotFoundError as e:
+                raise ModelNotFoundError(f"student.tokenizer: {e}") from None
     if configs["generate"].backend != "openai":
         names.append(configs["generate"].teacher)
     if configs["eval"].backend != "openai":
@@ -93,13 +100,6 @@ def _check_models(configs: dict) -> None:
     for name in names:
         if name and name != "teacher":
             check_model(name)
-    for t in train_configs(configs):  # a student's own tokenizer: a tokenizer dir, or any model's
-        tok = t.student.tokenizer
-        if tok and not is_tokenizer_dir(tok):
-            try:
-                check_model(tok)
-            except ModelNotFoundError as e:
-                raise ModelNotFoundError(f"student.tokenizer: {e}") from None
 
 
 def _inputs(name: str, cfg) -> str:
