@@ -206,8 +206,12 @@ class HFBackend:
         cache = {}
         if P:
             prefix = torch.tensor([ids[0][:P]], device=self.model.device)
-            cache["cache"] = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).cache
-            cache["cache"].batch_repeat_interleave(len(ids))
+            out = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
+            # `cache` in transformers >= 5.2x, `past_key_values` before (vLLM 0.31 pins transformers < 5.18; the
+            # old keyword stays accepted until 6.0): the output holds the field under the name `generate` takes.
+            name = "cache" if "cache" in out else "past_key_values"
+            cache[name] = out[name]
+            cache[name].batch_repeat_interleave(len(ids))
         recorder = TopKRecorder(sampling.logprobs) if sampling.logprobs else None
         processors: list[LogitsProcessor] = [recorder] if recorder else []
         if sampling.temperature > 0:  # else greedy: plain argmax of the raw logits

@@ -45,8 +45,14 @@ def use_bf16(cfg: TrainConfig) -> bool:
 
 def training_args(cfg: TrainConfig, cls, **extra):
     """`cls` (SFTConfig, GKDConfig) with the fields every objective shares, then `extra`."""
+    import dataclasses
+
     import torch
 
+    # transformers renamed gradient_checkpointing to activation_checkpointing (the old name is a deprecated alias,
+    # and 5.17, which vLLM 0.31 pins, knows only it): set it under the name this version has.
+    names = {f.name for f in dataclasses.fields(cls)}
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     return cls(
         output_dir=str(cfg.work), num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
@@ -54,7 +60,7 @@ def training_args(cfg: TrainConfig, cls, **extra):
         logging_steps=cfg.logging_steps, report_to=[r for r in cfg.report_to if r != "none"] or "none",
         save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 500,
         save_total_limit=cfg.save_total_limit, seed=cfg.seed, bf16=use_bf16(cfg),
-        use_cpu=not torch.cuda.is_available(), activation_checkpointing=cfg.gradient_checkpointing,
+        use_cpu=not torch.cuda.is_available(), **{checkpointing: cfg.gradient_checkpointing},
         max_length=cfg.max_length, dataloader_num_workers=0, **extra,
     )
 
