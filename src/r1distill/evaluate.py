@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from r1distill import rerun
-from r1distill.backends import BACKENDS, SamplingConfig, derive_seed, get_backend
+from r1distill.backends import BACKENDS, SamplingConfig, close, derive_seed, get_backend
 from r1distill.config import LAYOUT, ConfigError, UserError, model_dirname, to_dict, write_resolved
 from r1distill.console import console, progress
 from r1distill.data.problems import Problems, SourceConfig, fingerprint, load_problems
@@ -433,11 +433,15 @@ def run(cfg: EvalConfig) -> Path:
         t0 = time.time()
         box: dict = {}
         summary[model] = {}
-        for bench in cfg.benchmarks:
-            samples, skipped = _eval_one(cfg, name, model_dirname(model), bench, problems[bench.label], box,
-                                         cfg.prompt_for(model))
-            metrics = summarize(samples, ks=cfg.pass_at_k, bootstrap=cfg.bootstrap)
-            summary[model][bench.label] = {**metrics, **skipped, "model_path": name}
+        try:
+            for bench in cfg.benchmarks:
+                samples, skipped = _eval_one(cfg, name, model_dirname(model), bench, problems[bench.label], box,
+                                             cfg.prompt_for(model))
+                metrics = summarize(samples, ks=cfg.pass_at_k, bootstrap=cfg.bootstrap)
+                summary[model][bench.label] = {**metrics, **skipped, "model_path": name}
+        finally:
+            if "backend" in box:
+                close(box["backend"])  # the next model's engine needs the memory
         summary[model]["_seconds"] = round(time.time() - t0, 2)
         summary[model]["_prompt"] = cfg.prompt_for(model).describe()  # which prompt this model had
         box.clear()

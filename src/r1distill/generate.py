@@ -49,7 +49,7 @@ from pathlib import Path
 import yaml
 
 from r1distill import rerun
-from r1distill.backends import BACKENDS, SamplingConfig, check_options, get_backend
+from r1distill.backends import BACKENDS, SamplingConfig, check_options, close, get_backend
 from r1distill.config import LAYOUT, ConfigError, UserError, dict_hash, resolved_yaml, to_dict
 from r1distill.console import console, progress
 from r1distill.data import traces as store
@@ -111,6 +111,8 @@ class GenerateConfig:
                               f"got {self.topk_format!r}")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"generate.top_p must be in (0, 1], got {self.top_p}")
+        if self.backend == "vllm":  # vLLM refuses every request above max_logprobs: say so before it starts
+            check_options("vllm", self.backend_options).check_topk(self.topk_logprobs, "generate.topk_logprobs")
         if self.worker and self.overwrite:
             raise ConfigError("generate.overwrite would delete the other workers' shards too: delete the output "
                               "dir once before starting the workers instead")
@@ -291,56 +293,59 @@ def run(cfg: GenerateConfig) -> Location:
             _check_kind(cfg, expected, kinds_on_disk)
         backend = get_backend(cfg.backend, cfg.teacher, cfg.backend_options, dtype=cfg.dtype, device=cfg.device,
                               batch_size=cfg.batch_size, trust_remote_code=cfg.trust_remote_code)
-        kind = backend.logprobs_kind if cfg.topk_logprobs else "none"
-        _check_kind(cfg, kind, kinds_on_disk)
-        # Prompts that leave no room for max_new_tokens in the context are skipped and counted, not errors.
-        lengths = backend.prompt_lengths([cfg.prompt.messages(p["problem"]) for _, p in todo])
-        fits = [n + cfg.max_new_tokens <= backend.context_length for n in lengths]
-        skipped["prompt_too_long"] = fits.count(False)
-        too_long = [p["id"] for (_, p), ok in zip(todo, fits) if not ok]
-        if too_long:
-            console.print(f"[yellow]warning[/]: {len(too_long)} problems skipped: prompt + max_new_tokens "
-                          f"({cfg.max_new_tokens}) exceed the teacher's context of {backend.context_length} tokens: "
-                          f"{', '.join(too_long[:10])}{' ...' if len(too_long) > 10 else ''}")
-        todo = [t for t, ok in zip(todo, fits) if ok]
-        sampling = SamplingConfig(n=cfg.num_samples, max_new_tokens=cfg.max_new_tokens,
-                                  temperature=cfg.temperature, top_p=cfg.top_p, logprobs=cfg.topk_logprobs)
-        per_shard = max(1, cfg.shard_size // cfg.num_samples)
-        # Never reuse a shard number: a gap left by a lost shard must not lead to overwriting a later one.
-        next_index = 1 + max((int(SHARD_NAME.fullmatch(store.name_of(p))[3]) for p in own), default=-1)
-        gen_start = time.time()
-        with progress() as bar:
-            note = f", {skipped['prompt_too_long']} skipped (too long)" if skipped["prompt_too_long"] else ""
-            task = bar.add_task("problems", total=len(todo), info=note)
-            tokens = 0
+        try:
+            kind = backend.logprobs_kind if cfg.topk_logprobs else "none"
+            _check_kind(cfg, kind, kinds_on_disk)
+            # Prompts that leave no room for max_new_tokens in the context are skipped and counted, not errors.
+            lengths = backend.prompt_lengths([cfg.prompt.messages(p["problem"]) for _, p in todo])
+            fits = [n + cfg.max_new_tokens <= backend.context_length for n in lengths]
+            skipped["prompt_too_long"] = fits.count(False)
+            too_long = [p["id"] for (_, p), ok in zip(todo, fits) if not ok]
+            if too_long:
+                console.print(f"[yellow]warning[/]: {len(too_long)} problems skipped: prompt + max_new_tokens "
+                              f"({cfg.max_new_tokens}) exceed the teacher's context of {backend.context_length} "
+                              f"tokens: {', '.join(too_long[:10])}{' ...' if len(too_long) > 10 else ''}")
+            todo = [t for t, ok in zip(todo, fits) if ok]
+            sampling = SamplingConfig(n=cfg.num_samples, max_new_tokens=cfg.max_new_tokens,
+                                      temperature=cfg.temperature, top_p=cfg.top_p, logprobs=cfg.topk_logprobs)
+            per_shard = max(1, cfg.shard_size // cfg.num_samples)
+            # Never reuse a shard number: a gap left by a lost shard must not lead to overwriting a later one.
+            next_index = 1 + max((int(SHARD_NAME.fullmatch(store.name_of(p))[3]) for p in own), default=-1)
+            gen_start = time.time()
+            with progress() as bar:
+                note = f", {skipped['prompt_too_long']} skipped (too long)" if skipped["prompt_too_long"] else ""
+                task = bar.add_task("problems", total=len(todo), info=note)
+                tokens = 0
 
-            def tick(seqs: int, toks: int) -> None:
-                nonlocal tokens
-                tokens += toks
-                rate = tokens / max(time.time() - gen_start, 1e-9)
-                bar.update(task, advance=seqs / cfg.num_samples, info=f"{rate:.0f} tok/s{note}")
+                def tick(seqs: int, toks: int) -> None:
+                    nonlocal tokens
+                    tokens += toks
+                    rate = tokens / max(time.time() - gen_start, 1e-9)
+                    bar.update(task, advance=seqs / cfg.num_samples, info=f"{rate:.0f} tok/s{note}")
 
-            for start in range(0, len(todo), per_shard):
-                chunk = todo[start:start + per_shard]
-                name = f"shard{cfg.tag}-{next_index:05d}.parquet"
-                # A different stream per shard file, so workers and resumed runs never repeat one (a plain run
-                # keeps seed + index * 1_000_003, the streams the measured quickstart results came from).
-                sampling.seed = (cfg.seed + next_index * 1_000_003 if not cfg.tag
-                                 else int(hashlib.sha256(f"{cfg.seed}/{name}".encode()).hexdigest()[:8], 16))
-                outs = backend.generate([cfg.prompt.messages(p["problem"]) for _, p in chunk],
-                                        sampling, progress=tick)
-                rows = _rows(cfg, chunk, outs, stats)
-                unmapped = sum(c.unmapped_tokens for cs in outs for c in cs)
-                stats["unmapped_tokens"] += unmapped
-                meta = {KIND_KEY: kind, UNMAPPED_KEY: unmapped,
-                        **({TOKENIZER_KEY: fp} if (fp := backend.tokenizer_fingerprint) else {})}
-                shard = write_table_atomic(rows_to_table(rows, SPAN_SCHEMA, topk_format=cfg.topk_format),
-                                           store.join(out, name), metadata=meta)
-                own.append(shard)
-                manifest.append({"file": store.name_of(shard), "rows": len(rows),
-                                 "pairs": [[r["prompt_id"], r["sample_idx"]] for r in rows]})
-                _write_manifest(cfg, manifest)
-                next_index += 1
+                for start in range(0, len(todo), per_shard):
+                    chunk = todo[start:start + per_shard]
+                    name = f"shard{cfg.tag}-{next_index:05d}.parquet"
+                    # A different stream per shard file, so workers and resumed runs never repeat one (a plain run
+                    # keeps seed + index * 1_000_003, the streams the measured quickstart results came from).
+                    sampling.seed = (cfg.seed + next_index * 1_000_003 if not cfg.tag
+                                     else int(hashlib.sha256(f"{cfg.seed}/{name}".encode()).hexdigest()[:8], 16))
+                    outs = backend.generate([cfg.prompt.messages(p["problem"]) for _, p in chunk],
+                                            sampling, progress=tick)
+                    rows = _rows(cfg, chunk, outs, stats)
+                    unmapped = sum(c.unmapped_tokens for cs in outs for c in cs)
+                    stats["unmapped_tokens"] += unmapped
+                    meta = {KIND_KEY: kind, UNMAPPED_KEY: unmapped,
+                            **({TOKENIZER_KEY: fp} if (fp := backend.tokenizer_fingerprint) else {})}
+                    shard = write_table_atomic(rows_to_table(rows, SPAN_SCHEMA, topk_format=cfg.topk_format),
+                                               store.join(out, name), metadata=meta)
+                    own.append(shard)
+                    manifest.append({"file": store.name_of(shard), "rows": len(rows),
+                                     "pairs": [[r["prompt_id"], r["sample_idx"]] for r in rows]})
+                    _write_manifest(cfg, manifest)
+                    next_index += 1
+        finally:
+            close(backend)  # the engine's memory is free before the next stage
     elapsed = time.time() - t0
     gen_seconds = time.time() - gen_start if gen_start else 0.0
     summary = _summarize([store.join(out, e["file"]) for e in manifest], stats, skipped, elapsed, gen_seconds)

@@ -91,6 +91,14 @@ class Backend(Protocol):
 BACKENDS = ("hf", "vllm", "openai")
 
 
+def close(backend) -> None:
+    """Stop what a backend runs beside this process (vLLM's engine processes) now, not when it is collected: the
+    next stage may need that memory (a GPU's). A backend without a `close` holds nothing outside Python objects."""
+    stop = getattr(backend, "close", None)
+    if stop is not None:
+        stop()
+
+
 def check_options(name: str, options: dict | None):
     """Validate a recipe's `backend_options` for backend `name` without loading anything heavy: each backend
     module defines an `Options` dataclass at its top and imports its engine (vllm, the HTTP client) lazily."""

