@@ -32,6 +32,10 @@
     at 32 new tokens in the quickstart's 4-shot teacher prompt (its generate: most samples stop after about 20
     tokens) and at 256 in the R1 prompt (the teacher rambles to the limit, as long reasoning traces do); the two
     backends alternate `--repeats` times per setting; tokens/s (median) and the ratio.
+(i) Stored top-k of trace dirs against an fp32 forward pass (`--check-traces DIR [DIR ...]`, e.g. the quickstart's
+    traces from each backend): the first `--prompts` rows of each dir, the teacher in fp32 over teacher prompt +
+    completion; per token KL(p_fp32 || p_stored) over the stored ids, both renormalised (mean, p99), the largest
+    |log-prob error| and how often the stored top-1 is the fp32 top-1.
 Tokens are generated tokens up to and including eos. Synthetic problems; one warm-up call first.
 Prints a Markdown table.
 
@@ -42,6 +46,7 @@ Prints a Markdown table.
                                      [--only-prefix [--repeats 2]]   # (f) alone
                                      [--only-topp [--repeats 2]]   # (g) alone
                                      [--only-vllm [--prompts 16 --samples 4 --repeats 2]]   # (h) alone
+                                     [--check-traces DIR [DIR ...] [--prompts 64]]   # (i) alone
 """
 
 from __future__ import annotations
@@ -233,6 +238,38 @@ def _vllm(args: argparse.Namespace) -> None:
     engines["vllm"].close()
 
 
+def _check_traces(args: argparse.Namespace) -> None:
+    """(i): each trace dir's stored top-k against an fp32 forward over the same tokens."""
+    from r1distill.models import load_model, load_tokenizer
+
+    tok, model = load_tokenizer(args.model), load_model(args.model, dtype="float32", device="cpu")
+    print(f"\n`{shlex.join([sys.executable.rsplit('/', 1)[-1], *sys.argv])}`\n")
+    print(f"(i) stored top-k against {args.model} in fp32, the first {args.prompts} rows of each dir; KL over the "
+          "stored ids, both renormalised, per token.\n")
+    print("| traces | backend | tokens | KL mean | KL p99 | max abs log-prob error | top-1 agreement |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for d in args.check_traces:
+        rows = read_table(d).to_pylist()[:args.prompts]
+        kls, worst, agree = [], 0.0, 0
+        for r in rows:
+            prompt = render_prompt(tok, r.get("teacher_prompt") or r["prompt"])
+            with torch.no_grad():
+                logits = model(torch.tensor([prompt + r["completion_ids"]])).logits[0].float()
+            full = torch.log_softmax(logits, -1)[len(prompt) - 1:len(prompt) - 1 + r["num_tokens"]]
+            ids = torch.tensor(r["topk_ids"]).long()
+            stored = torch.tensor(r["topk_logprobs"], dtype=torch.float32)
+            ref = full.gather(-1, ids)
+            worst = max(worst, float((ref - stored).abs().max()))
+            p = ref.softmax(-1)
+            kls.append((p * (p.log() - stored.log_softmax(-1))).sum(-1))
+            agree += int((full.argmax(-1) == ids[:, 0]).sum())
+        kl = torch.cat(kls)
+        run = json.loads((Path(d).parent / "run.json").read_text()) if (Path(d).parent / "run.json").exists() else {}
+        backend = run.get("resolved", {}).get("generate", {}).get("backend", "?")
+        print(f"| {d} | {backend} | {len(kl)} | {float(kl.mean()):.2e} | {float(kl.quantile(0.99)):.2e} | "
+              f"{worst:.3f} | {agree / len(kl):.3f} |")
+
+
 def _prefix(args: argparse.Namespace) -> None:
     """(f): the shared-prefix cache on and off, side by side, on the quickstart's few-shot prompt."""
     backend, prompts = _quickstart_prompts(args)
@@ -310,7 +347,11 @@ def main() -> None:
     ap.add_argument("--only-vllm", action="store_true", help="run (h) only: the hf and vllm backends side by side")
     ap.add_argument("--samples", type=int, default=4, help="(h): samples per problem")
     ap.add_argument("--repeats", type=int, default=2, help="(e)-(h): alternating runs per setting")
+    ap.add_argument("--check-traces", nargs="+", metavar="DIR", help="run (i) only: trace dirs against fp32")
     args = ap.parse_args()
+    if args.check_traces:
+        _check_traces(args)
+        return
     if args.only_vllm:
         _vllm(args)
         return
