@@ -7,7 +7,16 @@ import json
 import pytest
 import torch
 
-from r1distill.models import builtin_gguf_path, derive_student, load_model, load_tokenizer, pick_layers
+from r1distill.models import (
+    CONVERSION,
+    _converted,
+    builtin_gguf_path,
+    derive_student,
+    gguf_special_tokens,
+    load_model,
+    load_tokenizer,
+    pick_layers,
+)
 
 
 def test_pick_layers_evenly_spaced():
@@ -33,6 +42,23 @@ def test_converted_teacher_matches_gguf_logits(teacher_dir):
         a, b = direct(ids).logits, converted(ids).logits
     assert a.shape == (1, ids.shape[1], 49152)
     torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+
+
+def test_converted_tokenizer_has_the_gguf_s_special_tokens(teacher_dir, tmp_path):
+    """transformers 5.17's GGUF reader made <|im_start|> the eos and left pad unset; the file says <|im_end|> (id 2)
+    for both, and the conversion takes them from it, whatever the transformers version."""
+    assert gguf_special_tokens(builtin_gguf_path("smollm2-135m-instruct")) == {
+        "bos_token": 1, "eos_token": 2, "pad_token": 2, "unk_token": 0}
+    tok = load_tokenizer(str(teacher_dir))
+    assert (tok.bos_token, tok.eos_token, tok.pad_token, tok.unk_token) == (
+        "<|im_start|>", "<|im_end|>", "<|im_end|>", "<|endoftext|>")
+    assert tok.eos_token_id == tok.pad_token_id == 2
+    # A dir from an older conversion (or none recorded) is converted again.
+    assert _converted(teacher_dir)
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "r1distill_source.json").write_text(json.dumps({"builtin": "smollm2-135m-instruct"}))
+    assert not _converted(old) and not _converted(tmp_path / "missing") and CONVERSION >= 2
 
 
 def test_derived_student_copies_chosen_layers(teacher_dir, tmp_path):

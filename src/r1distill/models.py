@@ -159,19 +159,50 @@ def builtin_model_dir(name: str) -> Path:
     return r1distill_home() / "models" / name
 
 
+# Bumped when a converted dir changes (2: the special tokens from the GGUF's own ids): an older dir is converted again.
+CONVERSION = 2
+GGUF_SPECIAL = {"bos_token": "bos_token_id", "eos_token": "eos_token_id", "pad_token": "padding_token_id",
+                "unk_token": "unknown_token_id"}
+
+
+def gguf_special_tokens(path: Path) -> dict[str, int]:
+    """The special-token ids a GGUF file's metadata names (`tokenizer.ggml.eos_token_id`, ...), by tokenizer
+    attribute."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(str(path)).fields
+    out = {}
+    for attr, key in GGUF_SPECIAL.items():
+        f = fields.get(f"tokenizer.ggml.{key}")
+        if f is not None and f.data:
+            out[attr] = int(f.parts[f.data[0]][0])
+    return out
+
+
+def _converted(out: Path) -> bool:
+    try:
+        return json.loads((out / "r1distill_source.json").read_text()).get("conversion") == CONVERSION
+    except (OSError, ValueError):
+        return False
+
+
 def convert_builtin(name: str, force: bool = False) -> Path:
-    """Convert a built-in GGUF model to a safetensors model dir in the cache (once; atomic)."""
+    """Convert a built-in GGUF model to a safetensors model dir in the cache (once per CONVERSION; atomic)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     out = builtin_model_dir(name)
-    if (out / "config.json").exists() and not force:
+    if (out / "config.json").exists() and _converted(out) and not force:
         return out
     gguf = builtin_gguf_path(name)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out.parent))
     try:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        # The GGUF names its special tokens by id; transformers' GGUF reader does not always take them (5.17 made
+        # SmolLM2's eos <|im_start|> and left pad unset, where the file says <|im_end|> for both): set them from it.
+        for attr, token_id in gguf_special_tokens(gguf).items():
+            setattr(tok, attr, tok.convert_ids_to_tokens(token_id))
         # dequantize=True: a model still quantized with gguf cannot be saved.
         model = AutoModelForCausalLM.from_pretrained(
             str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32,
@@ -180,7 +211,8 @@ def convert_builtin(name: str, force: bool = False) -> Path:
         model.config.name_or_path = name
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        (tmp / "r1distill_source.json").write_text(json.dumps({"builtin": name, "gguf": gguf.name}))
+        (tmp / "r1distill_source.json").write_text(json.dumps({"builtin": name, "gguf": gguf.name,
+                                                                "conversion": CONVERSION}))
         if out.exists():  # force, or a half-finished earlier dir without config.json
             shutil.rmtree(out)
         os.replace(tmp, out)

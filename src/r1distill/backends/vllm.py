@@ -256,58 +256,47 @@ def _engine(model: str, opts: Options, dtype: str, trust_remote_code: bool):
 
 
 _WATCHDOG = """
-import sys, time
+import os, sys, time
 import psutil
-parent = psutil.Process(int(sys.argv[1]))
-procs = []
-for pid in sys.argv[2:]:
-    try:
-        procs.append(psutil.Process(int(pid)))  # remembers the start time: a reused pid is never taken for it
-    except psutil.NoSuchProcess:
-        pass
+parent, seen = psutil.Process(int(sys.argv[1])), {}
 def alive(p):
     try:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
-while alive(parent) and any(alive(p) for p in procs):
-    time.sleep(1)
-for p in procs:
+while alive(parent):
     try:
-        p.kill()
+        for c in parent.children(recursive=True):
+            if c.pid != os.getpid():
+                seen[(c.pid, c.create_time())] = c
+    except psutil.Error:
+        pass
+    time.sleep(1)
+for p in seen.values():
+    try:
+        p.kill()  # psutil checks the start time first: a pid reused since is left alone
     except psutil.Error:
         pass
 """
 
 
 class _Watchdog:
-    """A process that kills the engine processes this process started when this process dies without stopping
-    them (SIGKILL, a crash): vLLM's EngineCore and its workers outlive their parent otherwise (module doc). It polls
-    once a second, leaves its own session (a Ctrl-C to the terminal does not reach it) and exits when they are
-    gone."""
+    """A process that, once this process is gone without stopping it (SIGKILL, a crash), kills every process this
+    one had started: vLLM's EngineCore and its workers outlive their parent otherwise (module doc). It notes the
+    descendants once a second from before the engine starts (a kill during start-up is covered too), leaves its own
+    session (a Ctrl-C to the terminal does not reach it) and is stopped by `VLLMBackend.close`."""
 
-    def __init__(self, before: set[int]):
+    def __init__(self):
         import subprocess
         import sys
 
-        import psutil
-
-        me = psutil.Process()
-        started = [p.pid for p in me.children(recursive=True) if p.pid not in before]
-        self.proc = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(me.pid), *map(str, started)],
-                                     start_new_session=True, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) if started else None
+        self.proc = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid())], start_new_session=True,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-
-
-def _children() -> set[int]:
-    import psutil
-
-    return {p.pid for p in psutil.Process().children(recursive=True)}
 
 
 def _run(llm, prompt_ids: list[list[int]], sampling: SamplingConfig) -> list[list[Completion]]:
@@ -357,15 +346,17 @@ class VLLMBackend:
         self.tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)  # renders prompts as hf does
         path = resolve_model(model)
         # batch_size does not apply: vLLM schedules sequences itself (continuous batching).
-        before = _children()
-        if self.opts.data_parallel_size == 1:
-            self.llm = _engine(path, self.opts, dtype, trust_remote_code)
-            self.context_length = int(self.llm.model_config.max_model_len)
-            self._replicas = []
-        else:
-            self.llm = None
-            self._replicas = self._start_replicas(path, dtype, trust_remote_code)
-        self._watchdog = _Watchdog(before)
+        self.llm, self._replicas = None, []
+        self._watchdog = _Watchdog()
+        try:
+            if self.opts.data_parallel_size == 1:
+                self.llm = _engine(path, self.opts, dtype, trust_remote_code)
+                self.context_length = int(self.llm.model_config.max_model_len)
+            else:
+                self._replicas = self._start_replicas(path, dtype, trust_remote_code)
+        except BaseException:
+            self._watchdog.stop()  # vLLM stops what it started when its start-up fails
+            raise
 
     def _start_replicas(self, path: str, dtype: str, trust_remote_code: bool) -> list:
         import multiprocessing as mp
