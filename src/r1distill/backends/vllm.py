@@ -27,7 +27,8 @@ vLLM's defaults where they fail or cost:
     (VLLM_CPU_NUM_OF_RESERVED_CPU=0): the model then runs on both of 2 cores, 1.3x the tokens/s of one;
   - dtype `auto` follows `r1distill.models.pick_dtype`: bf16 where the CPU computes it natively, else fp32.
 Seeded samples on a CPU are reproducible in fp32 (the same tokens whatever the batch); in bf16 the rounding depends on
-which sequences share a step, so a sampled token can differ between two identical calls (greedy outputs did not).
+which sequences share a step, which depends on when requests reach the engine process, so a sampled token can differ
+between two identical calls, and a greedy one between two runs (46 of the quickstart eval's 400 teacher outputs).
 
 The engine runs in child processes (vLLM's EngineCore and its worker) that vLLM does not stop when this process is
 killed: a SIGKILLed `generate` left both running, generating, and holding their memory (on a GPU, the GPU's). So a
