@@ -176,6 +176,44 @@ def test_file_parquet_and_json(tmp_path: Path) -> None:
     assert load_problems(SourceConfig(name="file", path=str(tmp_path / "j.json")))[0]["answer"] == "2"
 
 
+def test_file_csv_and_tsv(tmp_path: Path) -> None:
+    """ASDiv ships as CSV: a header line, quoted cells with commas and line breaks, a spreadsheet's byte-order mark,
+    numbers as text; columns map and join as for any file."""
+    path = tmp_path / "asdiv.csv"
+    path.write_text('\ufeffID,Body,Question,Answer\n'
+                    'nluds-1,"Seven red apples and two green apples are in the basket.",How many apples are in the '
+                    'basket?,9\n'
+                    '\n'
+                    'nluds-2,"Ellen has six more balls than Marin,\nand Marin has nine.",How many balls does Ellen '
+                    'have?,15\n', encoding="utf-8")
+    got = load_problems(SourceConfig(path=str(path), columns={"id": "ID", "problem": ["Body", "Question"],
+                                                               "answer": "Answer"}))
+    assert [(g["id"], g["answer"]) for g in got] == [("nluds-1", "9"), ("nluds-2", "15")]
+    assert got[1]["problem"] == ("Ellen has six more balls than Marin,\nand Marin has nine. How many balls does "
+                                 "Ellen have?")
+    (tmp_path / "t.tsv").write_text("problem\tanswer\n1 + 1?\t2\n")
+    assert load_problems(SourceConfig(path=str(tmp_path / "t.tsv")))[0] == {"id": "t/0", "problem": "1 + 1?",
+                                                                            "answer": "2"}
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        ("problem,answer\n1 + 1?,2\n2 + 2?,\n", r"bad\.csv: line 3: field 'answer' is empty"),
+        ("problem,answer\n1 + 1?,2\n2 + 2?\n", r"bad\.csv: line 3: 1 cells, but the header names 2 columns"),
+        ("problem,answer\n1 + 1?,2,extra\n", r"bad\.csv: line 2: 3 cells, but the header names 2 columns"),
+        ("question,answer\n1 + 1?,2\n", r"bad\.csv: line 2: field 'problem' \(column 'problem'\) is missing"),
+        ("problem,problem\n1,2\n", r"bad\.csv: line 1: the header must name each column once"),
+        ("", r"bad\.csv: empty file"),
+    ],
+)
+def test_file_csv_bad_rows_name_the_line(tmp_path: Path, text: str, pattern: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(UserError, match=pattern):
+        load_problems(SourceConfig(path=str(path)))
+
+
 @pytest.mark.parametrize(
     ("rows", "pattern"),
     [

@@ -43,7 +43,7 @@ SOURCES_HELP = """problem sources (generate.source, and each entry of eval.bench
   gsm8k | math500 | aime24 | aime25 | amc23   a local <name>_test.jsonl (path=FILE_OR_DIR or $R1DISTILL_BENCHMARKS_DIR),
                                               else the Hugging Face hub
   synthetic                                   the built-in generator (eval: the frozen test set)
-  {path: mine.jsonl}                          your file (.jsonl, .json or .parquet); a path alone means name: file
+  {path: mine.jsonl}                          your file (.jsonl, .json, .parquet, .csv); a path alone means name: file
   {name: hf, path: org/dataset, split: test}  a hub dataset
 columns maps our fields (id, problem, answer) to yours: a column, a list of columns joined by a space, or a
 "{Col} ..." template. Worked example, svamp.jsonl with rows such as

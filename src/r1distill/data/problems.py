@@ -38,7 +38,7 @@ SHOWN_BAD_ROWS = 5  # bad rows named in the error (all are counted)
 @dataclass
 class SourceConfig:
     name: str | None = None  # synthetic|gsm8k|math500|aime24|aime25|amc23|file|hf; unset: file if path, else synthetic
-    path: str | None = None  # file: .jsonl/.json/.parquet; hf: hub dataset id; benchmarks: local JSONL or dir
+    path: str | None = None  # file: .jsonl/.json/.parquet/.csv/.tsv; hf: hub dataset id; benchmarks: local JSONL or dir
     split: str = "train"  # synthetic: train | test; hf: the split
     subset: str | None = None  # hf dataset config name
     level: str = "easy"  # synthetic only: easy | medium | hard | mixed
@@ -77,7 +77,7 @@ class SourceConfig:
             raise ConfigError(f"name: synthetic ignores path {self.path!r}: drop `name` (a path alone is a file) "
                               "or set name: file")
         if self.name in ("file", "hf") and not self.path:
-            what = "a .jsonl/.json/.parquet file" if self.name == "file" else "a hub dataset id"
+            what = "a .jsonl/.json/.parquet/.csv file" if self.name == "file" else "a hub dataset id"
             raise ConfigError(f"Source name={self.name} needs path= set to {what}")
         for ours, theirs in self.columns.items():
             ok = (isinstance(theirs, str) and theirs.strip()) or (
@@ -281,7 +281,8 @@ class Checker:
 
 # ---- local files ------------------------------------------------------------------------------
 def read_file(path: Path, check: Checker | None = None) -> list[dict]:
-    """Read and check a .jsonl, .json (a list of objects) or .parquet file of problems."""
+    """Read and check a .jsonl, .json (a list of objects), .parquet or .csv/.tsv (with a header line) file of
+    problems."""
     if not path.is_file():
         raise UserError(f"Problem file not found: {path}")
     check = check or Checker({}, False, True, Counter())
@@ -292,8 +293,10 @@ def read_file(path: Path, check: Checker | None = None) -> list[dict]:
         rows = _json_rows(path)
     elif suffix == ".parquet":
         rows = _parquet_rows(path)
+    elif suffix in (".csv", ".tsv"):
+        rows = _csv_rows(path, "\t" if suffix == ".tsv" else ",")
     else:
-        raise UserError(f"{path}: unsupported file type {suffix!r}; use .jsonl, .json or .parquet")
+        raise UserError(f"{path}: unsupported file type {suffix!r}; use .jsonl, .json, .parquet, .csv or .tsv")
     return check.rows(rows, path.stem, str(path))
 
 
@@ -329,6 +332,39 @@ def _parquet_rows(path: Path) -> Iterator[tuple[str, Any]]:
         raise UserError(f"{path}: cannot read as Parquet ({e})") from None
     for i, row in enumerate(rows, start=1):
         yield f"row {i}", row
+
+
+def _csv_rows(path: Path, delimiter: str) -> Iterator[tuple[str, Any]]:
+    """The records of a CSV/TSV file under its header line. Every cell is text (an empty answer cell is an empty
+    answer, a bad row); a record with more or fewer cells than the header is a bad row. A record's place is the
+    line it ends on (a quoted cell may span lines)."""
+    import csv
+
+    with path.open(encoding="utf-8-sig", newline="") as f:  # -sig: a spreadsheet's byte-order mark is not a column
+        reader = csv.reader(f, delimiter=delimiter)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise UserError(f"{path}: empty file (a CSV needs a header line naming its columns)") from None
+        except csv.Error as e:
+            raise UserError(f"{path}: line 1: cannot read as CSV ({e})") from None
+        if len(set(header)) != len(header) or not all(h.strip() for h in header):
+            raise UserError(f"{path}: line 1: the header must name each column once, got {header}")
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                yield f"line {reader.line_num}", RowError(f"line {reader.line_num}: cannot read as CSV ({e})")
+                continue
+            where = f"line {reader.line_num}"
+            if not cells:  # a blank line
+                continue
+            if len(cells) != len(header):
+                yield where, RowError(f"{where}: {len(cells)} cells, but the header names {len(header)} columns")
+                continue
+            yield where, dict(zip(header, cells))
 
 
 # ---- benchmarks -------------------------------------------------------------------------------
