@@ -111,6 +111,25 @@ def renorm_kl(ref: np.ndarray, other: np.ndarray) -> np.ndarray:
     return (lp.exp() * (lp - lq)).nansum(-1).numpy()
 
 
+def topk_error(model, tok, rows) -> tuple[np.ndarray, list[float], list[np.ndarray]]:
+    """Stored top-k against `model`'s forward pass over the same prompt + completion tokens. rows: (chat messages,
+    completion ids, (T, k) top-k ids, (T, k) log-probs). Returns each token's KL(p_ref || p_stored) over the stored
+    ids, both renormalised (`renorm_kl`), each row's largest |log-prob error|, and per row whether each token's stored
+    top-1 is the reference's."""
+    kls, errs, top1 = [], [], []
+    with torch.no_grad():
+        for messages, token_ids, ids, lps in rows:
+            prompt = render_prompt(tok, messages)
+            lp = torch.log_softmax(model(torch.tensor([prompt + list(token_ids)])).logits[0].float(), -1)
+            ref = lp[len(prompt) - 1:len(prompt) - 1 + len(token_ids)]  # (T, V)
+            ids, lps = np.asarray(ids), np.asarray(lps, dtype=np.float32)
+            ref_k = ref.gather(-1, torch.from_numpy(ids).long()).numpy()
+            kls.append(renorm_kl(ref_k, lps))
+            errs.append(float(np.abs(ref_k - lps).max()))
+            top1.append(ref.argmax(-1).numpy() == ids[:, 0])
+    return np.concatenate(kls), errs, top1
+
+
 def _formats(backend: HFBackend, args: argparse.Namespace) -> dict:
     """(d): the same real completions written in both top-k formats; bytes per token and error against float32."""
     problems = load_problems(SourceConfig(num_problems=args.disk_problems))
@@ -155,19 +174,9 @@ def _bf16(args: argparse.Namespace) -> None:
             rates[dt].append(sum(len(c.token_ids) for cs in got for c in cs) / (time.perf_counter() - t0))
             if dt == "bfloat16":
                 outs = got
-    model, tok = backends["float32"].model, backends["float32"].tokenizer
-    kls, errs, top1 = [], [], []
-    with torch.no_grad():
-        for m, [c] in zip(prompts, outs):
-            prompt = render_prompt(tok, m)
-            lp = torch.log_softmax(model(torch.tensor([prompt + c.token_ids])).logits[0].float(), -1)
-            ref = lp[len(prompt) - 1:len(prompt) - 1 + len(c.token_ids)]  # (T, V) fp32
-            ids = torch.from_numpy(c.topk_ids).long()
-            ref_k = ref.gather(-1, ids).numpy()
-            kls.append(renorm_kl(ref_k, c.topk_logprobs))
-            errs.append(np.abs(ref_k - c.topk_logprobs).max())
-            top1.append((ref.argmax(-1).numpy() == c.topk_ids[:, 0]).mean())
-    kl = np.concatenate(kls)
+    kl, errs, top1_rows = topk_error(backends["float32"].model, backends["float32"].tokenizer,
+                                     [(m, c.token_ids, c.topk_ids, c.topk_logprobs) for m, [c] in zip(prompts, outs)])
+    top1 = [t.mean() for t in top1_rows]
     med = {dt: float(np.median(v)) for dt, v in rates.items()}
     print(f"\n`{shlex.join([sys.executable.rsplit('/', 1)[-1], *sys.argv])}`\n")
     print(f"(e) {args.model} on the CPU ({torch.get_num_threads()} threads), {len(prompts)} prompts at batch "
@@ -250,24 +259,12 @@ def _check_traces(args: argparse.Namespace) -> None:
     print("|---|---|---:|---:|---:|---:|---:|")
     for d in args.check_traces:
         rows = read_table(d).to_pylist()[:args.prompts]
-        kls, worst, agree = [], 0.0, 0
-        for r in rows:
-            prompt = render_prompt(tok, r.get("teacher_prompt") or r["prompt"])
-            with torch.no_grad():
-                logits = model(torch.tensor([prompt + r["completion_ids"]])).logits[0].float()
-            full = torch.log_softmax(logits, -1)[len(prompt) - 1:len(prompt) - 1 + r["num_tokens"]]
-            ids = torch.tensor(r["topk_ids"]).long()
-            stored = torch.tensor(r["topk_logprobs"], dtype=torch.float32)
-            ref = full.gather(-1, ids)
-            worst = max(worst, float((ref - stored).abs().max()))
-            p = ref.softmax(-1)
-            kls.append((p * (p.log() - stored.log_softmax(-1))).sum(-1))
-            agree += int((full.argmax(-1) == ids[:, 0]).sum())
-        kl = torch.cat(kls)
+        kl, errs, top1 = topk_error(model, tok, [(r.get("teacher_prompt") or r["prompt"], r["completion_ids"],
+                                                  r["topk_ids"], r["topk_logprobs"]) for r in rows])
         run = json.loads((Path(d).parent / "run.json").read_text()) if (Path(d).parent / "run.json").exists() else {}
         backend = run.get("resolved", {}).get("generate", {}).get("backend", "?")
-        print(f"| {d} | {backend} | {len(kl)} | {float(kl.mean()):.2e} | {float(kl.quantile(0.99)):.2e} | "
-              f"{worst:.3f} | {agree / len(kl):.3f} |")
+        print(f"| {d} | {backend} | {len(kl)} | {kl.mean():.2e} | {np.quantile(kl, 0.99):.2e} | {max(errs):.3f} | "
+              f"{np.concatenate(top1).mean():.3f} |")
 
 
 def _prefix(args: argparse.Namespace) -> None:

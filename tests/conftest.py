@@ -29,6 +29,14 @@ def teacher_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def teacher_fp32(teacher_dir):
+    """The built-in teacher in fp32 on the CPU, the reference the backends' stored log-probs are checked against."""
+    from r1distill.models import load_model
+
+    return load_model(str(teacher_dir), dtype="float32", device="cpu")
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, teacher_dir) -> Path:
     """`r1distill run tests/tiny.yaml` through the real CLI, once per session: every stage's outputs, run.json and
     the report. Tests may rerun it (stages skip) but must not change its outputs."""

@@ -24,8 +24,9 @@ from r1distill.backends.openai import OpenAIBackend, Options, TokenMap, parse_ch
 from r1distill.config import ConfigError, UserError
 from r1distill.data.problems import SourceConfig
 from r1distill.data.traces import read_table
-from r1distill.models import load_model, load_tokenizer
+from r1distill.models import load_tokenizer
 from r1distill.prompts import render_prompt
+from teacher_forward import completion_logprobs
 
 MODEL = "smollm2-135m-instruct"
 # llama-cpp-python's sampler defaults (repeat_penalty 1.1, top_k 40, min_p 0.05) are not the model's distribution.
@@ -103,7 +104,7 @@ def _signal_name(rc: int) -> str:
 
 
 @needs_llama
-def test_generate_stage_traces_match_the_servers_response(server, tok, llama_strings, tmp_path, teacher_dir):
+def test_generate_stage_traces_match_the_servers_response(server, tok, llama_strings, tmp_path, teacher_fp32):
     k = 5
     # The backend talks to the server through a recording proxy, so each row can be checked against the exact
     # answer it came from (llama-cpp-python reuses the KV cache of the previous request's prefix, so even greedy
@@ -116,7 +117,6 @@ def test_generate_stage_traces_match_the_servers_response(server, tok, llama_str
         generate.run(cfg)
     rows = read_table(cfg.out).to_pylist()
     assert len(rows) == 2 and len(proxy.forwarded) == 2
-    model = load_model(str(teacher_dir), dtype="float32", device="cpu")
     unmapped = mapped = 0
     diffs = []
     for r in rows:
@@ -159,10 +159,8 @@ def test_generate_stage_traces_match_the_servers_response(server, tok, llama_str
         mapped += int((ids != -1).sum())
         # Independent of the server: the dequantized model's own log-probs at the stored ids (llama.cpp computes
         # with quantized activations, so about 0.1 apart; a wrong id would be nats apart).
-        prompt = render_prompt(tok, r["prompt"])
-        with torch.no_grad():
-            full = torch.log_softmax(model(torch.tensor([prompt + r["completion_ids"]])).logits[0], -1)
-        ref = full[len(prompt) - 1:len(prompt) - 1 + T].gather(-1, torch.tensor(ids[:T]).clamp_min(0).long()).numpy()
+        full = completion_logprobs(teacher_fp32, render_prompt(tok, r["prompt"]), r["completion_ids"])
+        ref = full[:T].gather(-1, torch.tensor(ids[:T]).clamp_min(0).long()).numpy()
         diffs.append(np.abs(ref - lps[:T])[ids[:T] != -1])
     d = np.concatenate(diffs)
     assert d.mean() < 0.25 and d.max() < 2.0, (d.mean(), d.max())

@@ -18,8 +18,9 @@ from llama_server import ServerProcess, free_port
 from r1distill.backends import SamplingConfig
 from r1distill.backends.openai import OpenAIBackend
 from r1distill.data.problems import SourceConfig, load_problems
-from r1distill.models import load_model, load_tokenizer
+from r1distill.models import load_tokenizer
 from r1distill.prompts import PromptConfig, render_prompt
+from teacher_forward import completion_logprobs
 
 vllm_backend = pytest.importorskip("r1distill.backends.vllm")
 try:
@@ -62,11 +63,6 @@ def server(vllm_server):
         yield vllm_server
 
 
-@pytest.fixture(scope="module")
-def hf_model(teacher_dir):
-    return load_model(str(teacher_dir), dtype="float32", device="cpu")
-
-
 def _backend(server, **extra) -> OpenAIBackend:
     return OpenAIBackend("smollm2-135m-instruct", options={"base_urls": [server.url], "served_model": SERVED,
                                                           **extra})
@@ -78,7 +74,7 @@ def test_logprobs_kind_auto_is_raw_and_the_context_comes_from_the_server(server,
     assert b.context_length == 2048
 
 
-def test_sampled_topk_ids_are_exact_and_equal_an_hf_forward_pass(server, hf_model, teacher_dir):
+def test_sampled_topk_ids_are_exact_and_equal_an_hf_forward_pass(server, teacher_fp32, teacher_dir):
     tok = load_tokenizer(str(teacher_dir))
     msgs = [PromptConfig().messages(p["problem"]) for p in load_problems(SourceConfig(num_problems=3))]
     b = _backend(server, extra_body={"return_token_ids": True})
@@ -88,10 +84,7 @@ def test_sampled_topk_ids_are_exact_and_equal_an_hf_forward_pass(server, hf_mode
         prompt = render_prompt(tok, m)
         for c in cs:
             assert c.unmapped_tokens == 0 and -1 not in c.token_ids and (c.topk_ids >= 0).all()
-            T = len(c.token_ids)
-            with torch.no_grad():
-                full = torch.log_softmax(hf_model(torch.tensor([prompt + c.token_ids])).logits[0].float(), -1)
-            full = full[len(prompt) - 1:len(prompt) - 1 + T]
+            full = completion_logprobs(teacher_fp32, prompt, c.token_ids)  # (T, V)
             ref = full.gather(-1, torch.from_numpy(c.topk_ids).long())
             diffs.append(float((ref - torch.from_numpy(c.topk_logprobs)).abs().max()))
             assert (full.argmax(-1).numpy() == c.topk_ids[:, 0]).all()
@@ -100,7 +93,7 @@ def test_sampled_topk_ids_are_exact_and_equal_an_hf_forward_pass(server, hf_mode
     assert max(diffs) < 1e-3
 
 
-def test_prompt_logprobs_equal_an_hf_forward_pass(server, hf_model, teacher_dir):
+def test_prompt_logprobs_equal_an_hf_forward_pass(server, teacher_fp32, teacher_dir):
     """The server scores a given token sequence (`prompt_logprobs`, no generation to speak of): each position's
     log-prob of the token that follows, and its top-5, as a forward pass gives them."""
     tok = load_tokenizer(str(teacher_dir))
@@ -112,7 +105,7 @@ def test_prompt_logprobs_equal_an_hf_forward_pass(server, hf_model, teacher_dir)
         got = json.loads(r.read())["choices"][0]["prompt_logprobs"]
     assert len(got) == len(ids) and got[0] is None  # the first token has no context
     with torch.no_grad():
-        full = torch.log_softmax(hf_model(torch.tensor([ids])).logits[0].float(), -1)  # (L, V)
+        full = torch.log_softmax(teacher_fp32(torch.tensor([ids])).logits[0].float(), -1)  # (L, V)
     own, top = [], []
     for t in range(1, len(ids)):
         entries = {int(k.removeprefix("token_id:")) if isinstance(k, str) else int(k): v for k, v in got[t].items()}
