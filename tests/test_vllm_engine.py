@@ -26,7 +26,7 @@ from r1distill.config import ConfigError
 from r1distill.data.problems import SourceConfig, load_problems
 from r1distill.data.traces import read_table, shard_paths
 from r1distill.prompts import PromptConfig, render_prompt
-from teacher_forward import completion_logprobs
+from teacher_forward import completion_logprobs, topk_agreement
 
 vllm_backend = pytest.importorskip("r1distill.backends.vllm")
 try:
@@ -167,6 +167,34 @@ def test_generate_stage_with_workers(tmp_path, shared):
     asked = len([c for c in shared if "prompts" in c])
     assert main(_gen_args(out)) == 0
     assert len([c for c in shared if "prompts" in c]) == asked and len(_pairs(out)) == 12
+
+
+def test_score_stage_gives_generate_s_own_topk_with_vllm(tmp_path, shared, engine, monkeypatch):
+    """vLLM's prompt log-probs over the tokens vLLM generated (fp32) are the top-k generate stored: the score stage's
+    exactness test on the vllm backend; the hf backend scoring the same traces agrees too."""
+    from r1distill import backends, score
+
+    real = backends.get_backend
+    monkeypatch.setattr(score, "get_backend", lambda name, model, options=None, **common:
+                        engine if name == "vllm" else real(name, model, options, **common))
+    monkeypatch.setattr(score, "close", lambda b: None if b is engine else backends.close(b))
+    out = tmp_path / "traces"
+    assert main(_gen_args(out)) == 0
+    gen = read_table(out).to_pylist()
+    for backend in ("vllm", "hf"):
+        dest = tmp_path / f"scored-{backend}"
+        assert main(["score", f"score.input_dir={out}", f"score.output_dir={dest}", "score.topk_logprobs=5",
+                     f"score.backend={backend}",
+                     *([f"score.backend_options={OPTIONS_YAML}"] if backend == "vllm" else [])]) == 0
+        got = read_table(dest).to_pylist()
+        assert len(got) == len(gen) == 12
+        kls, differ, compared = [], 0, 0
+        for g, s in zip(gen, got):
+            assert s["completion_ids"] == g["completion_ids"]
+            kl, d, c = topk_agreement(g, s)
+            kls.append(kl)
+            differ, compared = differ + d, compared + c
+        assert float(np.mean(kls)) < 1e-4 and differ == 0 and compared > 100, (backend, np.mean(kls), differ)
 
 
 def test_generate_killed_leaves_no_engine_behind_and_resumes(tmp_path, shared):

@@ -29,6 +29,7 @@ STAGE_HELP = {
     "run": "run every stage in order (skipping stages already done for this config), then write the report",
     "generate": "teacher writes traces (with top-k log-probs) for a problem source",
     "curate": "verify answers against the gold and filter the traces",
+    "score": "a teacher's top-k log-probs over existing traces' tokens (a forward pass, no generation)",
     "train": "train the student on curated traces (SFT, offline KD, online KD or GKD)",
     "eval": "score models on benchmarks (pass@1 with CI, maj@k, lengths)",
 }
@@ -36,6 +37,7 @@ STAGE_EXAMPLE = {
     "run": "r1distill run recipes/quickstart.yaml train.epochs=2",
     "generate": "r1distill generate recipes/quickstart.yaml generate.num_samples=2 generate.source.num_problems=8",
     "curate": "r1distill curate recipes/quickstart.yaml curate.max_per_problem=1",
+    "score": "r1distill score run_dir=runs/mine score.teacher=smollm2-135m-instruct score.backend=hf",
     "train": "r1distill train recipes/quickstart.yaml train.objective=sft train.epochs=1",
     "eval": "r1distill eval eval.models=[smollm2-135m-instruct] eval.benchmarks=[gsm8k] eval.max_new_tokens=256",
 }
@@ -60,6 +62,7 @@ and train on what it kept: r1distill train run_dir=runs/mine train.objective=sft
 STAGE_NOTES = {"generate": SOURCES_HELP, "eval": SOURCES_HELP, "curate": CURATE_HELP}
 # section -> (module, config dataclass); imported only to print --help
 STAGE_CONFIGS = {"generate": ("r1distill.generate", "GenerateConfig"), "curate": ("r1distill.curate", "CurateConfig"),
+                 "score": ("r1distill.score", "ScoreConfig"),
                  "train": ("r1distill.train", "TrainConfig"), "eval": ("r1distill.evaluate", "EvalConfig")}
 
 
@@ -172,6 +175,9 @@ def _parser(full_help: bool = False) -> argparse.ArgumentParser:
         if name == "generate":
             s.add_argument("--shard", metavar="I/N", help="generate only worker I's share of the problems "
                            "(prompt_id hash mod N), so N workers can fill one output dir")
+        if name == "score":
+            s.add_argument("--shard", metavar="I/N", help="score only input shards I, I+N, I+2N, ..., so N workers "
+                           "can fill one output dir")
     r = sub.add_parser("report", help="write report.html (self-contained) and report.md with plots for a run dir",
                        description="Write RUN_DIR/report.html (one self-contained file, plots embedded) and "
                        "RUN_DIR/report.md with its plots in RUN_DIR/report_files/, from the stages' outputs.",
@@ -262,7 +268,7 @@ def _dispatch(ns: argparse.Namespace) -> int:
     if getattr(ns, "resume", False):
         overrides.append("train.resume=true")
     if getattr(ns, "shard", None):
-        overrides.append(f"generate.shard={ns.shard}")
+        overrides.append(f"{ns.command}.shard={ns.shard}")
     if ns.command == "run":
         from r1distill import pipeline
 

@@ -1,7 +1,7 @@
 """YAML recipe -> per-stage dataclasses.
 
 A recipe is a YAML mapping with a few shared top-level keys (`run_dir`, `seed`, `teacher`,
-`student`) and one section per stage (`generate`, `curate`, `train`, `eval`). Command-line
+`student`) and one section per stage (`import` or `generate`, `curate`, `score`, `train`, `eval`). Command-line
 overrides are `dotted.key=value`, the value parsed as YAML. Every key must name a dataclass
 field: a misspelt key raises `ConfigError` naming it (and the closest field), never a silent
 default. Stage configs are built by `stage_config`, which copies the shared keys into a
@@ -25,13 +25,14 @@ import yaml
 T = TypeVar("T")
 
 SHARED_KEYS = ("run_dir", "seed", "teacher", "student")
-STAGES = ("generate", "curate", "train", "eval")
+STAGES = ("import", "generate", "curate", "score", "train", "eval")
 TOP_LEVEL_KEYS = (*SHARED_KEYS, *STAGES, "variants", "name", "description")
 
 # Where each stage writes inside a run directory (the contract `run` and `eval` aliases rely on).
 LAYOUT = {
     "traces": "traces",
     "curated": "curated",
+    "scored": "scored",  # curated traces with a teacher's top-k (the score stage)
     "student_init": "student_init",
     "student": "student",
     "eval": "eval",

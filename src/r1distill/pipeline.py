@@ -23,8 +23,17 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from r1distill import curate, evaluate, generate, rerun, train
-from r1distill.config import ConfigError, config_hash, dict_hash, load_recipe, stage_config, to_dict, variant_sections
+from r1distill import curate, evaluate, generate, rerun, score, train
+from r1distill.config import (
+    LAYOUT,
+    ConfigError,
+    config_hash,
+    dict_hash,
+    load_recipe,
+    stage_config,
+    to_dict,
+    variant_sections,
+)
 from r1distill.console import console
 from r1distill.data.problems import fingerprint, load_problems
 from r1distill.data.traces import shard_paths, write_text_atomic
@@ -34,9 +43,12 @@ from r1distill.report import hardware, versions, write_report
 STAGES = [
     ("generate", generate.GenerateConfig, generate.run),
     ("curate", curate.CurateConfig, curate.run),
+    ("score", score.ScoreConfig, score.run),
     ("train", train.TrainConfig, train.run),
     ("eval", evaluate.EvalConfig, evaluate.run),
 ]
+# Stages `run` includes only when the recipe has their section: `score` (after curate; train then reads its output).
+OPTIONAL = ("score",)
 MARKER = ".r1distill_done.json"
 
 
@@ -45,8 +57,14 @@ def build_configs(recipe: dict) -> dict:
     `train` is replaced by one `train:<name>` per variant (each into `{run_dir}/students/<name>`) and `students` in
     eval.models by their `student:<name>` labels."""
     # a stage reads what the stage before it wrote, also where a recipe moved that output (generate.output_dir)
-    chain = {"curate": "generate", "train": "curate"}
     recipe = dict(recipe)
+    present = [name for name, _, _ in STAGES if name not in OPTIONAL or recipe.get(name) is not None]
+    if "score" in present:  # train reads the scored traces (score's own default output is {run_dir}/scored)
+        section = recipe.get("train") or {}
+        if isinstance(section, dict) and "input_dir" not in section:
+            recipe["train"] = {**section, "input_dir": (recipe["score"] or {}).get("output_dir")
+                               or str(Path(recipe.get("run_dir", "runs/default")) / LAYOUT["scored"])}
+    chain = {"curate": "generate", "score": "curate", "train": "score" if "score" in present else "curate"}
     for name, before in chain.items():
         out = (recipe.get(before) or {}).get("output_dir")
         section = recipe.get(name) or {}
@@ -64,6 +82,8 @@ def build_configs(recipe: dict) -> dict:
         raise ConfigError("eval.models names `students` (every variant's student), but the recipe has no variants")
     configs = {}
     for name, cls, _ in STAGES:
+        if name not in present:
+            continue
         if name == "train" and variants:
             for v, sec in variants.items():
                 configs[f"train:{v}"] = stage_config({**recipe, "train": sec}, "train", cls)
@@ -95,6 +115,8 @@ def _check_models(configs: dict) -> None:
                 raise ModelNotFoundError(f"student.tokenizer: {e}") from None
     if configs["generate"].backend != "openai":
         names.append(configs["generate"].teacher)
+    if "score" in configs:
+        names.append(configs["score"].teacher)
     if configs["eval"].backend != "openai":
         names += [configs["eval"].resolve(m) for m in configs["eval"].models if not evaluate.is_alias(m)]
     for name in names:
@@ -106,7 +128,7 @@ def _inputs(name: str, cfg) -> str:
     """A fingerprint of the content a stage reads that its config names only by path."""
     if name == "generate":
         return fingerprint(load_problems(cfg.source))
-    if name == "curate" or name.startswith("train"):
+    if name in ("curate", "score") or name.startswith("train"):
         return rerun.fingerprint(shard_paths(cfg.inp))
     weights = [sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(m).glob("*.safetensors"))
                for m in map(cfg.resolve, cfg.models)]

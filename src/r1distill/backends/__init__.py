@@ -53,6 +53,18 @@ class Completion:
 
 Progress = Callable[[int, int], None]  # (sequences finished in this call, tokens generated)
 
+ScoreInput = tuple[list[int], list[int]]  # (prompt ids as the chat template renders them, completion ids)
+
+
+@dataclass
+class Scored:
+    """A model's next-token distributions over the given completion tokens (teacher forcing, no generation):
+    what a generation of exactly those tokens would have recorded. Raw (temperature-1) log-probs."""
+
+    topk_ids: np.ndarray  # (T, k) int32, by rank
+    topk_logprobs: np.ndarray  # (T, k) float32
+    token_logprobs: np.ndarray  # (T,) float32: the log-prob of each given completion token, in the top-k or not
+
 
 def derive_seed(*parts: object) -> int:
     """A 63-bit seed from any values (a base seed, a benchmark, a problem id, a sample index): distinct inputs give
@@ -86,6 +98,9 @@ class Backend(Protocol):
                  progress: Progress | None = None) -> list[list[Completion]]:
         """One list of `sampling.n` completions per prompt, in prompt order."""
         ...
+
+    # Backends that can score existing tokens (the `score` stage) also have:
+    #   score(inputs: list[ScoreInput], k: int, progress: Progress | None = None) -> list[Scored]
 
 
 BACKENDS = ("hf", "vllm", "openai")

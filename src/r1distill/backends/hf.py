@@ -44,12 +44,38 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from r1distill.backends import Completion, Progress, SamplingConfig, derive_seed, prompt_seeds
+from r1distill.backends import Completion, Progress, SamplingConfig, Scored, ScoreInput, derive_seed, prompt_seeds
 from r1distill.models import load_model, load_tokenizer
 from r1distill.prompts import render_prompt
 from r1distill.tokenbytes import fingerprint, spans, token_bytes
 
 MIN_SHARED_PREFIX = 16  # tokens: below this the extra forward costs more than it saves
+SCORE_CHUNK = 1024  # positions per LM-head chunk when scoring: (1024, V) float32 logits at a time (600 MB at 152k)
+
+
+def topk_of_hidden(hidden: torch.Tensor, targets: torch.Tensor, head, k: int, chunk: int = SCORE_CHUNK,
+                   softcap: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The top-k of log_softmax(head(hidden)) and the targets' log-probs, `chunk` positions at a time, so that no
+    (positions x vocabulary) tensor larger than (chunk, V) exists.
+
+    hidden: (N, H) final hidden states (after the model's last norm), the positions that predict `targets`
+    targets: (N,) token ids
+    head: the output embedding (H -> V); softcap: the model's final_logit_softcapping (Gemma 2), None if none
+    returns: ids (N, k) int32, log-probs (N, k) float32, target log-probs (N,) float32
+    """
+    ids, lps, chosen = [], [], []
+    for s in range(0, hidden.shape[0], chunk):
+        logits = head(hidden[s:s + chunk]).float()  # (c, V)
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        lp = torch.log_softmax(logits, dim=-1)
+        vals, idx = lp.topk(k, dim=-1)
+        ids.append(idx.to(torch.int32))
+        lps.append(vals)
+        chosen.append(lp.gather(-1, targets[s:s + chunk, None].to(lp.device)).squeeze(-1))
+    if not ids:
+        return (torch.zeros(0, k, dtype=torch.int32), torch.zeros(0, k), torch.zeros(0))
+    return torch.cat(ids), torch.cat(lps), torch.cat(chosen)
 
 
 def shared_prefix(ids: list[list[int]]) -> int:
@@ -191,6 +217,37 @@ class HFBackend:
                 results[p][s] = out
             if progress:
                 progress(len(batch), sum(len(o.token_ids) for o in outs))
+        return results  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def score(self, inputs: list[ScoreInput], k: int, progress: Progress | None = None) -> list[Scored]:
+        """The model's raw top-k (and each given token's log-prob) at every completion position: one forward pass
+        per batch of (prompt, completion) sequences, batched by length (sorted, right-padded), the LM head applied
+        only to the completion positions, `SCORE_CHUNK` at a time (`topk_of_hidden`)."""
+        order = sorted(range(len(inputs)), key=lambda i: (len(inputs[i][0]) + len(inputs[i][1]), i))
+        results: list[Scored | None] = [None] * len(inputs)
+        body, head = self.model.base_model, self.model.get_output_embeddings()
+        softcap = getattr(self.model.config, "final_logit_softcapping", None)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            rows = [inputs[i][0] + inputs[i][1] for i in batch]
+            width = max(len(r) for r in rows)
+            input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.model.device)
+            attention = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=self.model.device)
+            hidden = body(input_ids=input_ids, attention_mask=attention).last_hidden_state  # (B, L, H)
+            # completion token j of a row with P prompt tokens sits at P + j and is predicted at P + j - 1
+            spans_ = [(len(inputs[i][0]), len(inputs[i][1])) for i in batch]
+            picked = torch.cat([hidden[b, p - 1:p - 1 + t] for b, (p, t) in enumerate(spans_)])  # (N, H)
+            targets = torch.tensor([t for i in batch for t in inputs[i][1]], dtype=torch.long)
+            ids, lps, chosen = (x.cpu().numpy() for x in topk_of_hidden(picked, targets, head, k, softcap=softcap))
+            at = 0
+            for i, (_, t) in zip(batch, spans_):
+                results[i] = Scored(np.ascontiguousarray(ids[at:at + t]), np.ascontiguousarray(lps[at:at + t]),
+                                    np.ascontiguousarray(chosen[at:at + t]))
+                at += t
+            if progress:
+                progress(len(batch), int(sum(t for _, t in spans_)))
         return results  # type: ignore[return-value]
 
     @torch.no_grad()

@@ -40,6 +40,12 @@ Parallelism: `tensor_parallel_size` / `pipeline_parallel_size` go to one engine 
 each an independent engine on its own tp*pp GPUs (a dense model's data-parallel ranks share
 nothing), and splits every call's prompts between them. For data parallel across nodes run one
 `r1distill generate --shard i/N` per node instead.
+
+Scoring (`score`, the score stage): prompt + completion go in as one prompt with `prompt_logprobs=k` and
+`max_tokens=1`; vLLM computes prompt log-probs from the logits before any sampling processor
+(`Sampler.compute_logprobs`, a float32 log-softmax, whatever `logprobs_mode` says), so they are raw. Requests with
+prompt log-probs do not read the prefix cache, so every position is computed. `from_prompt_logprobs` keeps the
+completion's positions.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from r1distill.backends import Completion, Progress, SamplingConfig, prompt_seeds
+from r1distill.backends import Completion, Progress, SamplingConfig, Scored, ScoreInput, prompt_seeds
 from r1distill.config import ConfigError, UserError
 from r1distill.models import load_tokenizer, resolve_model
 from r1distill.prompts import render_prompt
@@ -201,6 +207,37 @@ def to_completion(out, k: int) -> Completion:
     return comp
 
 
+def from_prompt_logprobs(prompt_logprobs, prompt_len: int, completion: list[int], k: int) -> Scored:
+    """vLLM's prompt log-probs of one request (one {token id: Logprob} per prompt position, None at position 0,
+    each holding the top-k and the position's own token) -> the Scored completion positions."""
+    T = len(completion)
+    if prompt_logprobs is None or len(prompt_logprobs) != prompt_len + T:
+        got = "none" if prompt_logprobs is None else len(prompt_logprobs)
+        raise RuntimeError(f"vLLM returned {got} prompt log-prob positions for {prompt_len + T} tokens")
+    ids = np.full((T, k), -1, dtype=np.int32)
+    lps = np.full((T, k), -np.inf, dtype=np.float32)
+    chosen = np.full(T, np.nan, dtype=np.float32)
+    for t in range(T):
+        position = dict(prompt_logprobs[prompt_len + t].items())
+        if (own := position.get(completion[t])) is not None:
+            chosen[t] = own.logprob
+        best = sorted(position.items(), key=lambda e: (-e[1].logprob, e[1].rank or 0, e[0]))[:k]
+        ids[t, :len(best)] = [i for i, _ in best]
+        lps[t, :len(best)] = [e.logprob for _, e in best]
+    return Scored(ids, lps, chosen)
+
+
+def _score(llm, inputs: list[ScoreInput], k: int) -> list[Scored]:
+    from vllm import SamplingParams
+
+    params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=k, detokenize=False, flat_logprobs=True)
+    outs = llm.generate([{"prompt_token_ids": p + c} for p, c in inputs], params, use_tqdm=False)
+    return [from_prompt_logprobs(o.prompt_logprobs, len(p), c, k) for o, (p, c) in zip(outs, inputs)]
+
+
+JOBS = {"generate": lambda llm, *a: _run(llm, *a), "score": lambda llm, *a: _score(llm, *a)}
+
+
 def split_evenly(n: int, parts: int) -> list[range]:
     """`parts` contiguous ranges covering range(n), sizes differing by at most one (empty ones last)."""
     q, r = divmod(n, parts)
@@ -313,7 +350,7 @@ def _replica(gpus: str, model: str, opts: Options, dtype: str, trust_remote_code
         llm = _engine(model, opts, dtype, trust_remote_code)
         conn.send(("ready", llm.model_config.max_model_len))
         while (job := conn.recv()) is not None:
-            conn.send(("ok", _run(llm, *job)))
+            conn.send(("ok", JOBS[job[0]](llm, *job[1:])))
     except Exception as e:  # the parent re-raises it
         conn.send(("error", f"{type(e).__name__}: {e}"))
 
@@ -438,7 +475,7 @@ class VLLMBackend:
         seeds = prompt_seeds(sampling, len(ids))
         for (_, conn), part in zip(self._replicas, parts):
             # Each replica gets its prompts' own seeds, so the split does not change any sample.
-            conn.send(([ids[i] for i in part], SamplingConfig(**{**asdict(sampling),
+            conn.send(("generate", [ids[i] for i in part], SamplingConfig(**{**asdict(sampling),
                                                                  "seeds": [seeds[i] for i in part]})))
         results = []
         for _, conn in self._replicas:
@@ -447,3 +484,18 @@ class VLLMBackend:
                 progress(len(got) * sampling.n, sum(len(c.token_ids) for cs in got for c in cs))
             results += got
         return self._add_spans(results)
+
+    def score(self, inputs: list[ScoreInput], k: int, progress: Progress | None = None) -> list[Scored]:
+        """Raw top-k over given completion tokens from `prompt_logprobs` (module doc); data-parallel replicas
+        share the inputs evenly."""
+        self.opts.check_topk(k, "score.topk_logprobs")
+        if not self._replicas:
+            results = _score(self.llm, inputs, k)
+        else:
+            parts = split_evenly(len(inputs), len(self._replicas))
+            for (_, conn), part in zip(self._replicas, parts):
+                conn.send(("score", [inputs[i] for i in part], k))
+            results = [s for _, conn in self._replicas for s in self._receive(conn)]
+        if progress:
+            progress(len(inputs), sum(len(c) for _, c in inputs))
+        return results
