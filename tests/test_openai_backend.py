@@ -190,6 +190,15 @@ def test_backend_counts_unmapped_and_samples_n_per_prompt(server, tok):
 
 
 @needs_llama
+def test_scoring_through_a_server_without_prompt_logprobs_is_a_clear_error(server, tok):
+    from r1distill.backends.openai import OpenAIBackend
+
+    b = OpenAIBackend(MODEL, options={"base_urls": [server.url], "extra_body": PLAIN, "max_retries": 0})
+    # llama.cpp's server refuses a prompt of token ids (HTTP 500, a validation error): the error says what is needed
+    with pytest.raises(UserError, match=r"HTTP 500.*\(scoring given tokens needs a server that takes token ids"):
+        b.score([(tok("Hi")["input_ids"], tok(" there")["input_ids"])], 5)
+
+
 def test_requests_are_spread_over_two_servers(server, tmp_path):
     with LlamaServer(log=tmp_path / "second.log") as second:
         b = OpenAIBackend(MODEL, options={"base_urls": [server.url, second.url + "/"], "concurrency": 2})

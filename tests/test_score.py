@@ -137,8 +137,6 @@ def test_bad_input_is_one_line_before_anything_is_written(tmp_path):
     with pytest.raises(UserError, match=r"a\.parquet: missing column 'completion'"):
         score.run(_score(tmp_path, tmp_path / "x"))
     assert not (tmp_path / "scored").exists()
-    with pytest.raises(ConfigError, match="openai"):
-        score.ScoreConfig(backend="openai")
     with pytest.raises(ConfigError, match="max_logprobs"):
         score.ScoreConfig(backend="vllm", topk_logprobs=40)
 

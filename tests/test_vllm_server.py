@@ -117,3 +117,28 @@ def test_prompt_logprobs_equal_an_hf_forward_pass(server, teacher_fp32, teacher_
     print(f"prompt log-probs vs hf forward, {len(ids) - 1} positions: max |dlogp| own {max(own):.2e}, "
           f"top-5 {max(top):.2e}")
     assert max(own) < 1e-3 and max(top) < 1e-3
+
+
+def test_score_stage_through_the_server_equals_a_forward_pass(server, teacher_fp32, teacher_dir, tmp_path):
+    """`score.backend: openai` against a vLLM server: its prompt log-probs over traces' own tokens, as the score
+    stage writes them, equal an fp32 forward pass (top-5 ids and log-probs, each token's own log-prob)."""
+    from r1distill import generate, score
+    from r1distill.data.traces import read_table
+
+    traces = generate.run(generate.GenerateConfig(output_dir=str(tmp_path / "traces"), source=SourceConfig(
+        num_problems=2), num_samples=2, max_new_tokens=12, topk_logprobs=5, shard_size=4))
+    out = score.run(score.ScoreConfig(input_dir=str(traces), output_dir=str(tmp_path / "scored"), backend="openai",
+                                      topk_logprobs=5, backend_options={"base_urls": [server.url],
+                                                                        "served_model": SERVED}))
+    tok = load_tokenizer(str(teacher_dir))
+    rows = read_table(out).to_pylist()
+    assert len(rows) == 4
+    for r in rows:
+        full = completion_logprobs(teacher_fp32, render_prompt(tok, r["teacher_prompt"]), r["completion_ids"])
+        ids = torch.tensor(r["topk_ids"]).long()
+        assert torch.equal(ids[:, 0], full.argmax(-1))
+        # float16 storage: about 3 significant digits
+        torch.testing.assert_close(torch.tensor(r["topk_logprobs"], dtype=torch.float32), full.gather(-1, ids),
+                                   atol=1e-3, rtol=1e-3)
+        own = full.gather(-1, torch.tensor(r["completion_ids"])[:, None]).squeeze(-1)
+        torch.testing.assert_close(torch.tensor(r["token_logprobs"], dtype=torch.float32), own, atol=1e-3, rtol=1e-3)

@@ -74,7 +74,7 @@ class ScoreConfig:
     teacher: str = "smollm2-135m-instruct"  # the model whose top-k is stored: built-in name, hub id or local dir
     input_dir: str | None = None  # trace or curated shards; default: {run_dir}/curated
     output_dir: str | None = None  # default: {run_dir}/scored
-    backend: str = "hf"  # hf | vllm (prompt log-probs)
+    backend: str = "hf"  # hf | vllm (prompt log-probs) | openai (a vLLM server's prompt log-probs)
     backend_options: dict = field(default_factory=dict)  # settings of the chosen backend (see its module)
     topk_logprobs: int = 20  # top-k log-probs stored per completion token
     topk_format: str = "exact"  # exact (float16) | q8 (8-bit; see data/traces.py)
@@ -94,10 +94,6 @@ class ScoreConfig:
             raise ConfigError(f"score.topk_format must be one of {', '.join(TOPK_FORMATS)}, got {self.topk_format!r}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"score.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        if self.backend == "openai":
-            raise ConfigError("score.backend=openai is not supported yet: an OpenAI-compatible API returns "
-                              "log-probs of the tokens it generates, not of given ones (a vLLM server's "
-                              "prompt_logprobs would; not wired in). Use backend hf or vllm with the teacher's weights")
         if self.backend == "vllm":
             check_options("vllm", self.backend_options).check_topk(self.topk_logprobs, "score.topk_logprobs")
         if self.worker and self.overwrite:

@@ -103,6 +103,27 @@ class Backend(Protocol):
     #   score(inputs: list[ScoreInput], k: int, progress: Progress | None = None) -> list[Scored]
 
 
+def from_prompt_logprobs(prompt_logprobs, prompt_len: int, completion: list[int], k: int) -> Scored:
+    """Prompt log-probs of one request, as vLLM gives them (in process, or through its OpenAI server): one {token id:
+    entry with .logprob and .rank} per position of prompt + completion, None at position 0, each holding the top-k and
+    the position's own token -> the Scored completion positions (top-k by log-prob, then rank, then id)."""
+    T = len(completion)
+    if prompt_logprobs is None or len(prompt_logprobs) != prompt_len + T:
+        got = "none" if prompt_logprobs is None else len(prompt_logprobs)
+        raise RuntimeError(f"vLLM returned {got} prompt log-prob positions for {prompt_len + T} tokens")
+    ids = np.full((T, k), -1, dtype=np.int32)
+    lps = np.full((T, k), -np.inf, dtype=np.float32)
+    chosen = np.full(T, np.nan, dtype=np.float32)
+    for t in range(T):
+        position = dict(prompt_logprobs[prompt_len + t].items())
+        if (own := position.get(completion[t])) is not None:
+            chosen[t] = own.logprob
+        best = sorted(position.items(), key=lambda e: (-e[1].logprob, e[1].rank or 0, e[0]))[:k]
+        ids[t, :len(best)] = [i for i, _ in best]
+        lps[t, :len(best)] = [e.logprob for _, e in best]
+    return Scored(ids, lps, chosen)
+
+
 BACKENDS = ("hf", "vllm", "openai")
 
 

@@ -67,7 +67,15 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from r1distill.backends import Completion, Progress, SamplingConfig, prompt_seeds
+from r1distill.backends import (
+    Completion,
+    Progress,
+    SamplingConfig,
+    Scored,
+    ScoreInput,
+    from_prompt_logprobs,
+    prompt_seeds,
+)
 from r1distill.config import ConfigError, UserError
 from r1distill.tokenbytes import byte_decoder, check_parts, fingerprint, token_bytes
 
@@ -459,25 +467,52 @@ class OpenAIBackend:
         if sampling.think_prefix and self.opts.endpoint == "chat":
             raise ConfigError("think_prefix needs backend_options.endpoint: completions with the openai backend "
                               "(the chat API cannot start the assistant's reply)")
-        coro = self._generate(prompts, sampling, progress)
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(coro)
-        box: dict = {}  # called from inside an event loop (a notebook): run ours in a thread
+        return _run_sync(self._generate(prompts, sampling, progress))
 
-        def target() -> None:
-            try:
-                box["out"] = asyncio.run(coro)
-            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-                box["err"] = e
+    def score(self, inputs: list[ScoreInput], k: int, progress: Progress | None = None) -> list[Scored]:
+        """A server's prompt log-probs over prompt + completion ids (POST /completions with `prompt_logprobs`, a
+        vLLM extension: `max_tokens` 1, the ids as the prompt). A server that does not return them (the OpenAI API,
+        llama.cpp's, SGLang's) is a one-line error: it cannot score given tokens."""
+        if self.tokenizer is None:
+            raise ConfigError("scoring through the openai backend sends token ids: set backend_options.tokenizer to "
+                              "the served model's tokenizer")
+        return _run_sync(self._score(inputs, k, progress))
 
-        t = threading.Thread(target=target)
-        t.start()
-        t.join()
-        if "err" in box:
-            raise box["err"]
-        return box["out"]
+    async def _score(self, inputs: list[ScoreInput], k: int, progress: Progress | None) -> list[Scored]:
+        async with self._client() as client:
+            sem = asyncio.Semaphore(self.opts.concurrency)
+
+            async def one(p: list[int], c: list[int]) -> Scored:
+                body = {"model": self.served_model, "prompt": p + c, "max_tokens": 1, "temperature": 0,
+                        "prompt_logprobs": k, **self.opts.extra_body}
+                need = ("scoring given tokens needs a server that takes token ids as the prompt and returns "
+                        "prompt_logprobs (vLLM's OpenAI server does; the OpenAI API, llama.cpp's and SGLang's servers "
+                        "do not): use score.backend=vllm or hf with the teacher's weights")
+                try:
+                    data = await self._post(client, sem, body, path="/completions")
+                except UserError as e:
+                    raise UserError(f"{e} ({need})") from None
+                got = ((data.get("choices") or [{}])[0]).get("prompt_logprobs")
+                if not isinstance(got, list):
+                    raise UserError(f"the server at {self.opts.base_urls[0]} returned no prompt_logprobs: {need}")
+                positions = [None if e is None else
+                             {int(str(key).removeprefix("token_id:")): _Lp(float(v["logprob"]), v.get("rank"))
+                              for key, v in e.items()} for e in got]
+                out = from_prompt_logprobs(positions, len(p), c, k)
+                if progress:
+                    progress(1, len(c))
+                return out
+
+            return list(await asyncio.gather(*(one(p, c) for p, c in inputs)))
+
+    def _client(self):
+        import httpx2 as httpx
+
+        key = self._api_key()
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        timeout = httpx.Timeout(self.opts.timeout_s, connect=min(10.0, self.opts.timeout_s))
+        limits = httpx.Limits(max_connections=self.opts.concurrency, max_keepalive_connections=self.opts.concurrency)
+        return httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits)
 
     def _body(self, messages: list[dict], sampling: SamplingConfig, n: int, seed: int) -> dict:
         body: dict = {"model": self.served_model, "max_tokens": sampling.max_new_tokens,
@@ -499,18 +534,12 @@ class OpenAIBackend:
 
     async def _generate(self, prompts: list[list[dict]], sampling: SamplingConfig,
                         progress: Progress | None) -> list[list[Completion]]:
-        import httpx2 as httpx
 
         n = sampling.n
         seeds = prompt_seeds(sampling, len(prompts))
         results: list[list[Completion | None]] = [[None] * n for _ in prompts]
         sem = asyncio.Semaphore(self.opts.concurrency)
-        key = self._api_key()
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        timeout = httpx.Timeout(self.opts.timeout_s, connect=min(10.0, self.opts.timeout_s))
-        limits = httpx.Limits(max_connections=self.opts.concurrency, max_keepalive_connections=self.opts.concurrency)
-
-        async with httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits) as client:
+        async with self._client() as client:
 
             async def ask(p: int, first: int, count: int) -> list[Completion]:
                 # The prompt's own seed, shifted by its first sample: one-sample-per-request servers do not repeat
@@ -571,10 +600,10 @@ class OpenAIBackend:
                 return u
         return urls[0]
 
-    async def _post(self, client, sem: asyncio.Semaphore, body: dict) -> dict:
+    async def _post(self, client, sem: asyncio.Semaphore, body: dict, path: str | None = None) -> dict:
         import httpx2 as httpx
 
-        path = "/chat/completions" if self.opts.endpoint == "chat" else "/completions"
+        path = path or ("/chat/completions" if self.opts.endpoint == "chat" else "/completions")
         attempts = self.opts.max_retries + 1
         failures: list[str] = []
         unreachable = True
@@ -636,6 +665,37 @@ class OpenAIBackend:
             raise UserError(f"cannot reach {_urls(failures)}: {last.split(': ', 1)[1]} (after {attempts} attempts) "
                             "- is the server running?")
         raise UserError(f"the server kept failing after {attempts} attempts, last: {last}")
+
+
+@dataclass
+class _Lp:
+    """One prompt log-prob entry as vLLM's Python objects have it (what from_prompt_logprobs reads)."""
+
+    logprob: float
+    rank: int | None
+
+
+def _run_sync(coro):
+    """Run a coroutine to its end from synchronous code, also when called inside a running event loop (a notebook):
+    then in a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["out"] = asyncio.run(coro)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            box["err"] = e
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join()
+    if "err" in box:
+        raise box["err"]
+    return box["out"]
 
 
 def _urls(failures: Iterable[str]) -> str:

@@ -55,7 +55,15 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from r1distill.backends import Completion, Progress, SamplingConfig, Scored, ScoreInput, prompt_seeds
+from r1distill.backends import (
+    Completion,
+    Progress,
+    SamplingConfig,
+    Scored,
+    ScoreInput,
+    from_prompt_logprobs,
+    prompt_seeds,
+)
 from r1distill.config import ConfigError, UserError
 from r1distill.models import load_tokenizer, resolve_model
 from r1distill.prompts import render_prompt
@@ -205,26 +213,6 @@ def to_completion(out, k: int) -> Completion:
         comp.unmapped_tokens += len(best) < k
     comp.topk_ids, comp.topk_logprobs, comp.token_logprobs = ids, lps, chosen
     return comp
-
-
-def from_prompt_logprobs(prompt_logprobs, prompt_len: int, completion: list[int], k: int) -> Scored:
-    """vLLM's prompt log-probs of one request (one {token id: Logprob} per prompt position, None at position 0,
-    each holding the top-k and the position's own token) -> the Scored completion positions."""
-    T = len(completion)
-    if prompt_logprobs is None or len(prompt_logprobs) != prompt_len + T:
-        got = "none" if prompt_logprobs is None else len(prompt_logprobs)
-        raise RuntimeError(f"vLLM returned {got} prompt log-prob positions for {prompt_len + T} tokens")
-    ids = np.full((T, k), -1, dtype=np.int32)
-    lps = np.full((T, k), -np.inf, dtype=np.float32)
-    chosen = np.full(T, np.nan, dtype=np.float32)
-    for t in range(T):
-        position = dict(prompt_logprobs[prompt_len + t].items())
-        if (own := position.get(completion[t])) is not None:
-            chosen[t] = own.logprob
-        best = sorted(position.items(), key=lambda e: (-e[1].logprob, e[1].rank or 0, e[0]))[:k]
-        ids[t, :len(best)] = [i for i, _ in best]
-        lps[t, :len(best)] = [e.logprob for _, e in best]
-    return Scored(ids, lps, chosen)
 
 
 def _score(llm, inputs: list[ScoreInput], k: int) -> list[Scored]:
