@@ -107,6 +107,7 @@ def test_stage_help_lists_every_key_with_its_default(stage, capsys):
         assert any(w[:1] == [f.name] and " ".join(w[1:]).startswith(shown) for w in lines), (stage, f.name, shown)
     # spot checks against values written out by hand
     expected = {"generate": "num_samples 4 completions per problem", "curate": "require_correct true",
+                "import": "shard_size 2048 rows per shard", "score": "topk_logprobs 20 top-k log-probs stored",
                 "train": "objective kd", "eval": "temperature 0.6"}[stage]
     assert any(" ".join(w).startswith(expected) for w in lines), expected
 

@@ -391,7 +391,8 @@ def test_10_every_written_config_is_a_recipe_for_its_stage(tmp_path, teacher_dir
     from r1distill.pipeline import STAGES, build_configs
 
     configs = build_configs(load_recipe(REPO / "recipes" / "quickstart.yaml", [f"run_dir={tmp_path}"]))
-    for name, cls, _ in STAGES:
+    configs |= build_configs(load_recipe(REPO / "recipes" / "cpu-import.yaml", [f"run_dir={tmp_path}"]))
+    for name, cls, _ in STAGES:  # import and score from cpu-import.yaml, the others from the quickstart's
         path = write_resolved(configs[name], tmp_path / name, name)
         assert stage_config(load_recipe(path), name, cls) == configs[name], name
     # and one as a stage wrote it, run again from the file (was: Unknown key 'models')
@@ -403,10 +404,10 @@ def test_10_every_written_config_is_a_recipe_for_its_stage(tmp_path, teacher_dir
 def test_10_input_dir_is_documented_and_curates_ones_own_traces(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["curate", "--help"])
-    assert "traces you already have: curate.input_dir=DIR" in capsys.readouterr().out
+    assert "curate.input_dir=DIR reads every *.parquet in DIR" in capsys.readouterr().out
     readme = (REPO / "README.md").read_text()
     own = readme[readme.index("## Your own data"):]
-    assert "curate.input_dir=" in own and "problem: [Body, Question]" in own and "train.objective=sft" in own
+    assert "curate.input_dir=" in own and "problem: [Body, Question]" in own and "r1distill import run_dir=" in own
     out = curate.run(curate.CurateConfig(run_dir=str(tmp_path), input_dir=str(_hand_traces(tmp_path / "mine")),
                                          decontaminate=[], num_workers=1))
     assert json.loads((out / "stats.json").read_text())["kept"] == 4

@@ -27,7 +27,8 @@ def _id(p: Path) -> str:
 def test_the_glob_finds_the_recipes():
     names = {_id(p) for p in PIPELINE_RECIPES}
     assert {"quickstart.yaml", "r1-distill-qwen-1.5b/generate.yaml", "r1-distill-qwen-1.5b/sft.yaml",
-            "r1-distill-qwen-1.5b/kd.yaml", "api-teacher/recipe.yaml", "lora-kd/recipe.yaml"} <= names
+            "r1-distill-qwen-1.5b/kd.yaml", "api-teacher/recipe.yaml", "lora-kd/recipe.yaml",
+            "openr1-math-kd/recipe.yaml", "cpu-import.yaml"} <= names
     assert {_id(p) for p in ALL} - names == {"accelerate/ddp.yaml", "accelerate/fsdp.yaml", "accelerate/zero3.yaml"}
 
 
@@ -35,11 +36,12 @@ def test_the_glob_finds_the_recipes():
 def test_recipe_validates(path: Path):
     try:
         configs = build_configs(load_recipe(path))
-        for stage in ("generate", "eval"):
-            check_options(configs[stage].backend, configs[stage].backend_options)
+        for stage in ("generate", "score", "eval"):
+            if stage in configs:
+                check_options(configs[stage].backend, configs[stage].backend_options)
     except ConfigError as e:  # say which recipe, and what to fix, without a traceback into the config code
         pytest.fail(f"recipes/{_id(path)} does not validate: {e}", pytrace=False)
-    assert Path(configs["generate"].run_dir).parts[0] == "runs"  # outputs stay under runs/ (git-ignored)
+    assert all(Path(c.run_dir).parts[0] == "runs" for c in configs.values())  # outputs stay under runs/ (ignored)
 
 
 @pytest.mark.parametrize("path", PIPELINE_RECIPES, ids=_id)
@@ -59,6 +61,16 @@ def test_header_holds_the_command_that_runs_this_recipe(path: Path):
 def test_accelerate_configs_parse(path: Path):
     cfg = yaml.safe_load(path.read_text())
     assert isinstance(cfg, dict) and cfg["num_processes"] >= 1 and "distributed_type" in cfg
+
+
+def test_the_trace_set_recipe_chains_import_curate_score_train():
+    configs = build_configs(load_recipe(RECIPES / "openr1-math-kd" / "recipe.yaml"))
+    assert list(configs) == ["import", "curate", "score", "train", "eval"]
+    run = Path("runs/openr1-math-kd")
+    assert configs["curate"].inp == run / "traces" and configs["score"].inp == run / "curated"
+    assert configs["train"].inp == configs["score"].out == run / "scored"
+    assert configs["import"].teacher == configs["score"].teacher == "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
+    assert configs["import"].source.format == "openr1" and configs["score"].backend == "vllm"
 
 
 def test_recipes_that_reuse_the_quickstart_traces_ask_for_the_same_ones():

@@ -21,12 +21,15 @@ EXAMPLES = """examples:
   r1distill report runs/quickstart
   r1distill models
 
-A recipe is a YAML file with sections generate/curate/train/eval (see recipes/quickstart.yaml);
+A recipe is a YAML file with sections import or generate, curate, score, train, eval (see recipes/quickstart.yaml
+and recipes/cpu-import.yaml);
 each `key=value` override is parsed as YAML and unknown keys are errors.
 `r1distill STAGE --help` lists that stage's keys with their defaults."""
 
 STAGE_HELP = {
     "run": "run every stage in order (skipping stages already done for this config), then write the report",
+    "import": "read a trace set you already have (OpenR1, OpenThoughts, s1K, chat/ShareGPT rows, your columns) "
+              "into trace shards",
     "generate": "teacher writes traces (with top-k log-probs) for a problem source",
     "curate": "verify answers against the gold and filter the traces",
     "score": "a teacher's top-k log-probs over existing traces' tokens (a forward pass, no generation)",
@@ -35,6 +38,7 @@ STAGE_HELP = {
 }
 STAGE_EXAMPLE = {
     "run": "r1distill run recipes/quickstart.yaml train.epochs=2",
+    "import": "r1distill import run_dir=runs/mine import.source.path=openr1.jsonl import.source.format=openr1",
     "generate": "r1distill generate recipes/quickstart.yaml generate.num_samples=2 generate.source.num_problems=8",
     "curate": "r1distill curate recipes/quickstart.yaml curate.max_per_problem=1",
     "score": "r1distill score run_dir=runs/mine score.teacher=smollm2-135m-instruct score.backend=hf",
@@ -55,13 +59,32 @@ columns maps our fields (id, problem, answer) to yours: a column, a list of colu
 grades problem "Jack had 8 pens and gave 3 away. How many pens are left?" against answer "5" (the same as a
 template: problem: "{Body} {Question}"). Every row is checked first and all bad rows are listed (a duplicate id,
 an answer the verifier cannot grade such as "twelve"); skip_bad_rows: true leaves them out, counted."""
-CURATE_HELP = """traces you already have: curate.input_dir=DIR reads every *.parquet in DIR that has the trace
-schema (r1distill.data.traces.TRACE_SCHEMA; README "Your own data" shows a script that writes it), e.g.
-  r1distill curate run_dir=runs/mine curate.input_dir=my_traces curate.decontaminate=[gsm8k]
-and train on what it kept: r1distill train run_dir=runs/mine train.objective=sft"""
-STAGE_NOTES = {"generate": SOURCES_HELP, "eval": SOURCES_HELP, "curate": CURATE_HELP}
+CURATE_HELP = """traces you already have: `r1distill import` writes them into {run_dir}/traces (see its --help), then
+  r1distill curate run_dir=runs/mine curate.decontaminate=[gsm8k]
+curate.input_dir=DIR reads every *.parquet in DIR that has the trace schema (r1distill.data.traces.TRACE_SCHEMA)."""
+IMPORT_HELP = """trace formats (import.source.format; import.sources: a list of such sources, imported in turn):
+  openr1        OpenR1-Math-220k rows: problem, answer, generations (one trace each), is_reasoning_complete
+  openthoughts  OpenThoughts / Bespoke-Stratos: system + conversations, <|begin_of_thought|> markers -> <think>
+  sharegpt      conversations of {from, value}; the last assistant turn is the completion
+  messages      OpenAI chat `messages`; the last assistant turn is the completion, the turns before it the prompt
+  s1k           s1K: question, solution, thinking_trajectories, attempt
+  columns       problem, answer, completion (+ finish_reason, solution), renamed by `columns:` (LIMO, your own)
+A missing gold answer is taken from the reference solution's last \\boxed{}; a cut-off trace (unclosed <think>, no
+end marker, the set's own flag) is finish_reason length. Files: .jsonl .json .parquet .csv .tsv; or a hub dataset
+id (streamed). Example, then score it with a teacher and train by KD:
+  r1distill import run_dir=runs/mine 'import.source={path: data/traces/openr1.parquet, format: openr1}'
+  r1distill curate run_dir=runs/mine curate.decontaminate=[]
+  r1distill score run_dir=runs/mine
+  r1distill train run_dir=runs/mine train.input_dir=runs/mine/scored train.objective=kd"""
+SCORE_HELP = """score reads {run_dir}/curated by default (score after curate: only kept traces cost a teacher pass) and
+writes {run_dir}/scored, which train reads when a recipe has a score section (else set train.input_dir).
+The teacher sees teacher_prompt (or prompt) and the traces' own completion_ids where they are its tokens, else
+the completion text in its tokens. backend: hf (a forward pass), vllm (prompt_logprobs), openai (a vLLM server)."""
+STAGE_NOTES = {"generate": SOURCES_HELP, "eval": SOURCES_HELP, "curate": CURATE_HELP, "import": IMPORT_HELP,
+               "score": SCORE_HELP}
 # section -> (module, config dataclass); imported only to print --help
-STAGE_CONFIGS = {"generate": ("r1distill.generate", "GenerateConfig"), "curate": ("r1distill.curate", "CurateConfig"),
+STAGE_CONFIGS = {"import": ("r1distill.ingest", "ImportConfig"),
+                 "generate": ("r1distill.generate", "GenerateConfig"), "curate": ("r1distill.curate", "CurateConfig"),
                  "score": ("r1distill.score", "ScoreConfig"),
                  "train": ("r1distill.train", "TrainConfig"), "eval": ("r1distill.evaluate", "EvalConfig")}
 
@@ -147,8 +170,9 @@ def _epilog(name: str, full: bool) -> str:
 
         student = "\n".join(f"  student.{k:<18}{d:<10}{n}".rstrip() for k, d, n in config_keys(StudentConfig))
         return (text + f"\ntop-level keys: {', '.join(SHARED_KEYS)} (filled into every section that has them), "
-                "and one section per stage: generate, curate, train, eval.\nstudent: a model name, or\n" + student
-                + "\n\nEach section's keys and defaults: r1distill generate|curate|train|eval --help")
+                "and one section per stage: import or generate, curate, score (optional), train, eval.\n"
+                "student: a model name, or\n" + student
+                + "\n\nEach section's keys and defaults: r1distill import|generate|curate|score|train|eval --help")
     notes = f"\n{STAGE_NOTES[name]}\n" if name in STAGE_NOTES else ""
     return text + notes + "\n" + stage_keys_help(name)
 

@@ -23,7 +23,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from r1distill import curate, evaluate, generate, rerun, score, train
+from r1distill import curate, evaluate, generate, ingest, rerun, score, train
 from r1distill.config import (
     LAYOUT,
     ConfigError,
@@ -41,14 +41,16 @@ from r1distill.models import ModelNotFoundError, check_model, is_tokenizer_dir
 from r1distill.report import hardware, versions, write_report
 
 STAGES = [
+    ("import", ingest.ImportConfig, ingest.run),
     ("generate", generate.GenerateConfig, generate.run),
     ("curate", curate.CurateConfig, curate.run),
     ("score", score.ScoreConfig, score.run),
     ("train", train.TrainConfig, train.run),
     ("eval", evaluate.EvalConfig, evaluate.run),
 ]
-# Stages `run` includes only when the recipe has their section: `score` (after curate; train then reads its output).
-OPTIONAL = ("score",)
+# Stages `run` includes only when the recipe has their section: `import` (traces you have, instead of generate) and
+# `score` (after curate; train then reads its output).
+OPTIONAL = ("import", "score")
 MARKER = ".r1distill_done.json"
 
 
@@ -59,12 +61,18 @@ def build_configs(recipe: dict) -> dict:
     # a stage reads what the stage before it wrote, also where a recipe moved that output (generate.output_dir)
     recipe = dict(recipe)
     present = [name for name, _, _ in STAGES if name not in OPTIONAL or recipe.get(name) is not None]
+    if "import" in present:  # both write {run_dir}/traces: the traces come from one or the other
+        if recipe.get("generate"):
+            raise ConfigError("The recipe has both `import` (traces you already have) and `generate` (the teacher "
+                              "writes traces): keep one")
+        present.remove("generate")
     if "score" in present:  # train reads the scored traces (score's own default output is {run_dir}/scored)
         section = recipe.get("train") or {}
         if isinstance(section, dict) and "input_dir" not in section:
             recipe["train"] = {**section, "input_dir": (recipe["score"] or {}).get("output_dir")
                                or str(Path(recipe.get("run_dir", "runs/default")) / LAYOUT["scored"])}
-    chain = {"curate": "generate", "score": "curate", "train": "score" if "score" in present else "curate"}
+    chain = {"curate": "import" if "import" in present else "generate", "score": "curate",
+             "train": "score" if "score" in present else "curate"}
     for name, before in chain.items():
         out = (recipe.get(before) or {}).get("output_dir")
         section = recipe.get(name) or {}
@@ -113,8 +121,10 @@ def _check_models(configs: dict) -> None:
                 check_model(tok)
             except ModelNotFoundError as e:
                 raise ModelNotFoundError(f"student.tokenizer: {e}") from None
-    if configs["generate"].backend != "openai":
+    if "generate" in configs and configs["generate"].backend != "openai":
         names.append(configs["generate"].teacher)
+    if "import" in configs:
+        names.append(configs["import"].teacher)
     if "score" in configs:
         names.append(configs["score"].teacher)
     if configs["eval"].backend != "openai":
@@ -128,6 +138,8 @@ def _inputs(name: str, cfg) -> str:
     """A fingerprint of the content a stage reads that its config names only by path."""
     if name == "generate":
         return fingerprint(load_problems(cfg.source))
+    if name == "import":
+        return ingest.source_fingerprint(cfg)
     if name in ("curate", "score") or name.startswith("train"):
         return rerun.fingerprint(shard_paths(cfg.inp))
     weights = [sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(m).glob("*.safetensors"))
@@ -157,7 +169,7 @@ def run(recipe_path: str | Path | None, overrides: list[str] | tuple[str, ...] =
     recipe = load_recipe(recipe_path, overrides)
     configs = build_configs(recipe)
     _check_models(configs)
-    run_dir = Path(configs["generate"].run_dir)
+    run_dir = Path(next(iter(configs.values())).run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     command = shlex.join(["r1distill", "run", *([str(recipe_path)] if recipe_path is not None else []), *overrides])

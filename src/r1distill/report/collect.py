@@ -119,6 +119,8 @@ def _stage_dirs(run: Path, meta: dict | None) -> dict[str, Path]:
     dirs = {name: st["out"] for name, st in stages.items() if isinstance(st, dict) and st.get("out")}
     variants = any(name.startswith("train:") for name in stages) and "train" not in stages
     for name, d in STAGE_DIRS.items():
+        if name == "generate" and "import" in dirs:  # imported traces: no generation
+            continue
         if name not in dirs and not (variants and name == "train"):  # a run of variants has no plain train
             dirs[name] = d
     return {name: (run / d) for name, d in dirs.items()}  # absolute `out`s stay absolute under `/`
@@ -153,7 +155,9 @@ def collect(run_dir: str | Path) -> dict:
                 data["samples"].setdefault(model, {})[bench] = s
                 if s["tokens"]:
                     data["lengths"].setdefault(bench, {})[model] = s["tokens"]
-    data["generate"] = _json(path["generate"] / "summary.json")
+    data["generate"] = _json(path["generate"] / "summary.json") if "generate" in path else None
+    data["import"] = _json(path["import"] / "summary.json") if "import" in path else None
+    data["score"] = _json(path["score"] / "summary.json") if "score" in path else None
     data["curate"] = _json(path["curate"] / "stats.json")
     # Every trained student in the run dir: the train stages' own dirs first, then the variants and others (e.g.
     # an SFT-only one); students a rerun moved aside (`student.old-<stamp>`) are old results, not other students.

@@ -30,7 +30,7 @@ def sections(data: dict, figs: dict[str, bytes]) -> list[tuple[str, str, list[di
     return out + [
         ("lengths", "Completion lengths", _lengths(data, figs)),
         ("training", "Training", _training(data, figs)),
-        ("generation", "Generation", _generation(data)),
+        ("generation", "Imported traces" if data.get("import") else "Generation", _generation(data)),
         ("curation", "Curation", _curation(data, figs)),
         ("stages", "Time per stage", _stages(data, figs)),
     ]
@@ -121,7 +121,30 @@ def _curation(data: dict, figs: dict) -> list[dict]:
     return B.row(fig, blocks)
 
 
+def _imported(data: dict) -> list[dict]:
+    """The traces' section of a run that imported them (and scored them with a teacher)."""
+    i, sc = data.get("import") or {}, data.get("score") or {}
+    items = [("import", "traces", "rows", "{}"), ("import", "problems", "problems", "{}"),
+             ("import", "source rows", "source_rows", "{}"), ("import", "completion tokens", "total_tokens", "{}"),
+             ("score", "traces scored", "rows", "{}"), ("score", "tokens scored", "tokens", "{}"),
+             ("score", "scoring tokens/s", "tokens_per_s", "{:.1f}")]
+    rows = [[[name], [B.f(src[key], fmt, stage, key)]] for stage, name, key, fmt in items
+            if key in (src := i if stage == "import" else sc)]
+    for reason, n in (i.get("finish_reasons") or {}).items():
+        rows.append([[f"finish reason: {reason}"], [B.f(n, "{}", "import", "finish_reasons", reason)]])
+    for kind, n in (i.get("skipped") or {}).items():
+        rows.append([[f"bad rows skipped: {kind}"], [B.f(n, "{}", "import", "skipped", kind)]])
+    ic = data["configs"].get("import") or {}
+    srcs = ic.get("sources") or [ic.get("source") or {}]
+    who = [B.para("Imported from " + ", ".join(f"{s.get('path')} ({s.get('format', 'columns')})" for s in srcs)
+                  + (f"; scored by {sc['teacher']} on the {sc.get('backend')} backend, top-{sc.get('topk_logprobs')}"
+                     if sc.get("teacher") else "") + ".")]
+    return who + [B.table(["", "value"], rows)]
+
+
 def _generation(data: dict) -> list[dict]:
+    if data.get("import"):
+        return _imported(data)
     g = data["generate"]
     if not g:
         return [B.note(f"No generation summary ({data['dirs']['generate'] / 'summary.json'} not found).")]
@@ -151,7 +174,8 @@ def _stages(data: dict, figs: dict) -> list[dict]:
             src, pre = ((data["train"].get(label) or {}).get("summary"), ("train", label))
             rate_key, rate_name = "completion_tokens_per_s", "completion tokens/s"
         else:
-            src, pre = {"generate": data["generate"], "curate": data["curate"]}.get(kind), (kind,)
+            src, pre = {"generate": data["generate"], "curate": data["curate"], "import": data.get("import"),
+                         "score": data.get("score")}.get(kind), (kind,)
             rate_key, rate_name = ("new_tokens_per_s", "tokens/s generating") if kind == "generate" else (None, "")
         wall = [B.f(marker["seconds"], "{:.1f}", "stage", name, "seconds")] if marker and "seconds" in marker \
             else ["not run by `run`" if not marker else "—"]
