@@ -293,8 +293,8 @@ def test_hub_dataset_streamed(tmp_path, monkeypatch):
         return iter(OPENR1)
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    hub.reset()  # first: it restores the environment an earlier probe in this session changed
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    hub.reset()
     try:
         table, summary, _ = run(tmp_path, "open-r1/OpenR1-Math-220k", "openr1")
         assert calls[0] == ("open-r1/OpenR1-Math-220k", None, {"split": "train", "streaming": True})
