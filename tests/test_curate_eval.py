@@ -51,6 +51,25 @@ def test_curate_counts_each_reject_reason(tmp_path):
     assert len((out / "rejected.jsonl").read_text().splitlines()) == 7
 
 
+def test_curate_that_keeps_nothing_still_writes_its_funnel(tmp_path):
+    """Golds with units ("15 (balls)") make every trace "incorrect": the error names stats.md and rejected.jsonl, which
+    are written (every row, with pred_answer beside the gold), and a rerun curates again rather than "done"."""
+    rows = [_row("a", 0, "The answer is 15.", answer="15 (balls)"), _row("b", 0, "The answer is 9.", answer="9 (cm)")]
+    write_table_atomic(rows_to_table(rows), tmp_path / "traces" / "shard-00000.parquet")
+    cfg = curate.CurateConfig(run_dir=str(tmp_path), decontaminate=[], num_workers=1, dedup_problems=False)
+    out = cfg.out
+    with pytest.raises(curate.UserError, match=r"kept no traces out of 2 .*curated/stats\.md.*rejected\.jsonl"):
+        curate.run(cfg)
+    rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
+    assert [(r["answer"], r["pred_answer"], r["reject_reason"]) for r in rejected] == [
+        ("15 (balls)", "15", "incorrect"), ("9 (cm)", "9", "incorrect")]
+    assert "| **kept** | | **0** |" in (out / "stats.md").read_text()
+    assert json.loads((out / "stats.json").read_text())["kept"] == 0 and not list(out.glob("*.parquet"))
+    with pytest.raises(curate.UserError, match="kept no traces"):  # not "already holds ... nothing to do"
+        curate.run(cfg)
+    assert not list(tmp_path.glob("curated.old-*"))  # the unfinished funnel is replaced, not set aside
+
+
 def test_majority_vote_groups_equivalent_answers_and_breaks_ties_by_first_seen():
     assert majority_correct(["0.5", "\\frac12", "3"], [True, True, False])
     assert majority_correct(["1/2", "7", "7", "0.5"], [True, False, False, True]) is True

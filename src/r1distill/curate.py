@@ -392,9 +392,6 @@ def run(cfg: CurateConfig) -> Path:
         row["reject_reason"] = problem_reason.get(row["prompt_id"]) or _trace_reason(cfg, row)
     _select(cfg, rows, ShardTexts(shards, counts))
     kept_rows = [r for r in rows if r["reject_reason"] is None]
-    if not kept_rows:
-        raise UserError(f"curate kept no traces out of {len(rows)} ({_counts(rows)}); generate more samples, "
-                        "or loosen the filters (e.g. curate.require_correct=false)")
     work = out.with_name(out.name + ".tmp")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -407,10 +404,17 @@ def run(cfg: CurateConfig) -> Path:
     (work / "stats.json").write_text(json.dumps(stats, indent=1))
     (work / "stats.md").write_text(stats_markdown(stats))
     write_resolved(cfg, work, "curate")
-    rerun.finish(work, done_stamp)
+    if kept_rows:
+        rerun.finish(work, done_stamp)
+    else:  # the funnel and every rejected row, for finding out why; not finished: a rerun curates again
+        rerun.write_stamp(work, done_stamp, complete=False)
     if out.exists():  # claim() left nothing finished there: other results were moved aside
         shutil.rmtree(out)
     work.rename(out)
+    if not kept_rows:
+        raise UserError(f"curate kept no traces out of {len(rows)} ({_counts(rows)}): see {out / 'stats.md'} for "
+                        f"the funnel and {out / 'rejected.jsonl'} for each trace's pred_answer against its gold "
+                        "answer; a wrong gold format or a filter set too tight shows there")
     console.print(f"curate: kept {stats['kept']}/{stats['total']} traces")
     return out
 
