@@ -51,10 +51,20 @@ def test_curate_counts_each_reject_reason(tmp_path):
     assert len((out / "rejected.jsonl").read_text().splitlines()) == 7
 
 
+def test_curate_grades_asdiv_golds_with_units_by_their_value(tmp_path):
+    rows = [_row("a", 0, "The answer is 15.", answer="15 (balls)"),
+            _row("b", 0, "The answer is 9 cm.", answer="9 (cm)"), _row("c", 0, "The answer is 8.", answer="9 (cm)")]
+    write_table_atomic(rows_to_table(rows), tmp_path / "traces" / "shard-00000.parquet")
+    out = curate.run(curate.CurateConfig(run_dir=str(tmp_path), decontaminate=[], num_workers=1,
+                                         dedup_problems=False))
+    stats = json.loads((out / "stats.json").read_text())
+    assert (stats["kept"], stats["rejected"]["incorrect"], stats["gold_unparseable"]) == (2, 1, 0)
+
+
 def test_curate_that_keeps_nothing_still_writes_its_funnel(tmp_path):
-    """Golds with units ("15 (balls)") make every trace "incorrect": the error names stats.md and rejected.jsonl, which
-    are written (every row, with pred_answer beside the gold), and a rerun curates again rather than "done"."""
-    rows = [_row("a", 0, "The answer is 15.", answer="15 (balls)"), _row("b", 0, "The answer is 9.", answer="9 (cm)")]
+    """Every trace wrong: the error names stats.md and rejected.jsonl, which are written (every row, with pred_answer
+    beside the gold), and a rerun curates again rather than "done"."""
+    rows = [_row("a", 0, "The answer is 14.", answer="15 (balls)"), _row("b", 0, "The answer is 8.", answer="9 (cm)")]
     write_table_atomic(rows_to_table(rows), tmp_path / "traces" / "shard-00000.parquet")
     cfg = curate.CurateConfig(run_dir=str(tmp_path), decontaminate=[], num_workers=1, dedup_problems=False)
     out = cfg.out
@@ -62,7 +72,7 @@ def test_curate_that_keeps_nothing_still_writes_its_funnel(tmp_path):
         curate.run(cfg)
     rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
     assert [(r["answer"], r["pred_answer"], r["reject_reason"]) for r in rejected] == [
-        ("15 (balls)", "15", "incorrect"), ("9 (cm)", "9", "incorrect")]
+        ("15 (balls)", "14", "incorrect"), ("9 (cm)", "8", "incorrect")]
     assert "| **kept** | | **0** |" in (out / "stats.md").read_text()
     assert json.loads((out / "stats.json").read_text())["kept"] == 0 and not list(out.glob("*.parquet"))
     with pytest.raises(curate.UserError, match="kept no traces"):  # not "already holds ... nothing to do"

@@ -160,6 +160,14 @@ def test_normalize(raw: str, norm: str) -> None:
         ("0.5", "50\\%"),
         ("\\{1, 2\\}", "\\{2,1\\}"),  # sets: order does not matter
         ("5\\text{ cm}", "5"),  # units stripped
+        ("9", "9 (apples)"),  # ASDiv's golds: the unit in parentheses
+        ("9 (apples)", "9"),
+        ("0.5", "0.5 (km)"),
+        ("15 balls", "15 (balls)"),
+        ("0.5 km", "0.5"),
+        ("30", "30^\\circ"),  # degrees, each way
+        ("30^{\\circ}", "30"),
+        ("30°", "30"),
     ],
 )
 def test_equivalent(pred: str, gold: str) -> None:
@@ -178,6 +186,10 @@ def test_equivalent(pred: str, gold: str) -> None:
         ("(3,\\frac{\\pi}{3})", "(3,\\frac{\\pi}{2})"),
         ("", "18"),
         ("18", ""),
+        ("15", "9 (apples)"),  # a unit is dropped, not the value
+        ("9 (apples)", "15"),
+        ("3", "3 (mod 5) and 4"),  # parentheses holding more than a unit are not one
+        ("30", "31^\\circ"),
     ],
 )
 def test_not_equivalent(pred: str, gold: str) -> None:

@@ -350,6 +350,11 @@ _NUM = r"-?(?:\d+(?:\.\d*)?|\.\d+)"
 _THOUSANDS_RE = re.compile(r"-?\d{1,3}(?:(?:,|\{,\}|\\,)\d{3})+(?:\.\d+)?")
 _TEXT_UNIT_RE = re.compile(rf"^({_NUM})\s*(?:\\(?:text|mbox|mathrm)\{{[^{{}}]*\}}\s*)+$")
 _WORD_UNIT_RE = re.compile(rf"^({_NUM})\s+[a-zA-Z]{{2,}}(?:\s+[a-zA-Z]{{2,}}){{0,2}}$")
+# ASDiv stores answers as "9 (apples)", "0.5 (km)": a number, then its unit in parentheses (words, no digits)
+_PAREN_UNIT_RE = re.compile(rf"^({_NUM})\s*\(\s*[a-zA-Z][a-zA-Z .'/-]*\)$")
+# a degree sign after a number: "30°", "30^\circ", "30^{\circ}" (compared by the number; "%" is kept: Math-Verify
+# takes "50%" as 50 and as 0.5, the percent policy above)
+_SIGN_UNIT_RE = re.compile(rf"^({_NUM})\s*(?:°|\^\s*\{{?\s*\\circ\s*\}}?)$")
 _ASSIGN_RE = re.compile(r"^\\?[a-zA-Z]+(?:_\{?\w+\}?)?\s*=\s*")
 _TEXT_WRAP_RE = re.compile(r"^\\(?:text|textbf|mbox|mathrm)\{([^{}]*)\}$")
 _LEFT_RIGHT_RE = re.compile(r"\\(?:left|right)(?![a-zA-Z])")
@@ -386,7 +391,8 @@ def normalize_answer(s: str) -> str:
         s = m.group(1)
     if _THOUSANDS_RE.fullmatch(s.strip()):
         s = re.sub(r"\{,\}|\\,|,", "", s)
-    for unit_re in (_TEXT_UNIT_RE, _WORD_UNIT_RE):  # "10\text{ cm}" / "18 dollars" -> the number
+    # "10\text{ cm}" / "18 dollars" / "9 (apples)" / "30^\circ" -> the number
+    for unit_re in (_TEXT_UNIT_RE, _WORD_UNIT_RE, _PAREN_UNIT_RE, _SIGN_UNIT_RE):
         if m := unit_re.match(s.strip()):
             s = m.group(1)
     s = _SPACE_RE.sub("", re.sub(r"\s+", " ", s.strip()))
