@@ -298,3 +298,44 @@ def test_math500_reference_solutions() -> None:
     rows = [json.loads(line) for line in MATH500.read_text().splitlines()[:100]]
     correct = sum(verify_answer(r["solution"], r["answer"]).correct for r in rows)
     assert correct >= 97
+
+
+# Issue 24's answer styles, each kind both ways where it is symmetric: (completion, gold, correct)
+ANSWER_STYLES = [
+    # several boxes that together are the answer, against a list, a set, or several gold boxes
+    ("So \\boxed{1}, \\boxed{2}, \\boxed{3}.", "1, 2, 3", True),
+    ("So \\boxed{1}, \\boxed{2}, \\boxed{3}.", "\\{3, 1, 2\\}", True),
+    ("The roots are \\boxed{3}, \\boxed{1} and \\boxed{2}", "1, 2, 3", True),
+    ("\\boxed{(2, 2)} \\quad\\text{and}\\quad \\boxed{(6, 2)}", "(2, 2), (6, 2)", True),
+    ("\\boxed{(2, 2), (6, 2)}", "\\boxed{(2, 2)} \\quad\\text{and}\\quad \\boxed{(6, 2)}", True),
+    ("\\boxed{1, 2}", "\\boxed{1}, \\boxed{2}", True),
+    ("\\boxed{1, 2}", "\\boxed{1}, \\boxed{3}", False),
+    # boxes with reasoning between them are not one answer: the last is
+    ("First \\boxed{5}. Then we add 2 to get \\boxed{7}", "7", True),
+    ("First \\boxed{5}. Then we add 2 to get \\boxed{7}", "5, 7", False),
+    # a gold that names its variables, against bare values, and the reverse
+    ("\\boxed{-5, \\frac{14}{3}}", "x = -5, p = \\frac{14}{3}", True),
+    ("\\boxed{x = -5, p = \\frac{14}{3}}", "-5, \\frac{14}{3}", True),
+    ("\\boxed{-5, \\frac{14}{5}}", "x = -5, p = \\frac{14}{3}", False),
+    # one box holding a list with units
+    ("\\boxed{35, 4}", "35 cm, 4", True),
+    ("\\boxed{35 cm, 4}", "35, 4", True),
+    ("\\boxed{35, 5}", "35 cm, 4", False),
+    # the answer stated in prose after a marker: the value the sentence gives, not the word it is said of
+    ("Final Answer: The largest $n$ is 34.", "34", True),
+    ("Answer: x equals 5", "5", True),
+    ("The answer is: the number of apples is 12.", "12", True),
+    ("The answer is 25, which is what we want.", "25", True),
+    ("Final Answer: The largest $n$ is 35.", "34", False),
+    # a text answer in \text{}
+    ("\\boxed{\\text{odd}}", "odd", True),
+    ("\\boxed{odd}", "\\text{odd}", True),
+    ("\\boxed{\\text{even}}", "odd", False),
+    # a decimal comma where the reading is unambiguous
+    ("The answer is 3,5.", "3.5", True),
+]
+
+
+@pytest.mark.parametrize(("text", "gold", "correct"), ANSWER_STYLES)
+def test_answer_styles(text: str, gold: str, correct: bool) -> None:
+    assert verify_answer(text, gold).correct is correct

@@ -11,6 +11,12 @@ Free-form answers: without a box, "####" or "the answer is", the answer is the l
 whichever ends later, as in Math-Verify's own extraction. Numbers follow Math-Verify's formats where they
 are unambiguous: "3 500" and "1,234" are thousands, "2,5" is a decimal comma, "1, 2" and "1,2,3" are lists.
 
+Several boxes that end a completion with only commas, "and", "or" or spacing between them ("\\boxed{1}, \\boxed{2}")
+are one list answer, as Math-Verify would read "1, 2" (a set: order does not matter); boxes with reasoning between
+them are not (the last one is the answer). Units are dropped from a number, in lists too: "10\\text{ cm}",
+"18 dollars", ASDiv's "9 (apples)", "30^\\circ". After "the answer is" / "Final Answer:", prose keeps the value
+after its last "=" or "is"/"equals" ("The largest $n$ is 34" -> 34).
+
 Model output is data: nothing here evals or execs it. Extraction is regular expressions only (no sympy);
 sympy sees an answer only inside Math-Verify's ``parse``/``verify``. Math-Verify's ``ExprExtractionConfig``
 does call sympy's ``parse_expr`` (which uses ``eval``), but only on regex matches made of digits, dots,
@@ -103,6 +109,35 @@ def _matching_braces(text: str) -> dict[int, int]:
     return pairs
 
 
+_BOX_SEP_RE = re.compile(  # what may stand between boxes that together are one answer
+    r"(?:[\s,;$]|\\[()\[\]]|\\q?quad|\\[,;: ]|\band\b|\bor\b"
+    r"|\\(?:text|mathrm|mbox)\s*\{\s*(?:and|or|,)?\s*\})*")
+MAX_BOXES = 10
+
+
+def _boxes_answer(text: str) -> str | None:
+    """The last box, or, when the text ends in several boxes with only commas, "and", "or", spacing or math
+    delimiters between them ("\\boxed{1}, \\boxed{2}", "\\boxed{(2, 2)} \\quad\\text{and}\\quad \\boxed{(6, 2)}"),
+    their contents as one list "1, 2" (read as a tuple or set like a one-box list)."""
+    last = _last_boxed(text)
+    if last is None:
+        return None
+    starts = [m for m in _BOX_RE.finditer(text)]
+    if len(starts) < 2:
+        return last
+    pairs = _matching_braces(text)
+    spans = [(m.start(), m.end() - 1, pairs.get(m.end() - 1)) for m in starts]
+    spans = [(s, o, c) for s, o, c in spans if c is not None and text[o + 1:c].strip()]
+    if len(spans) < 2 or text[spans[-1][1] + 1:spans[-1][2]] != last:
+        return last
+    run = [spans[-1]]
+    for prev in reversed(spans[:-1]):
+        if len(run) == MAX_BOXES or prev[2] > run[0][0] or not _BOX_SEP_RE.fullmatch(text[prev[2] + 1:run[0][0]]):
+            break
+        run.insert(0, prev)
+    return ", ".join(text[o + 1:c].strip() for _, o, c in run) if len(run) > 1 else last
+
+
 def _last_boxed(text: str) -> str | None:
     """Content of the last closed, non-empty \\boxed{...}/\\fbox{...} (or bare "\\boxed 5")."""
     starts = [m.end() - 1 for m in _BOX_RE.finditer(text)]
@@ -127,6 +162,7 @@ def _last_boxed(text: str) -> str | None:
 LATEX_TAIL_CHARS = 2_000
 _TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mbox|operatorname|begin|end)\s*\{[^{}]*\}")
 _PROSE_RE = re.compile(r"(?<![\\a-zA-Z])[a-z]{3,}(?![a-zA-Z])")  # a lowercase word that is not a command
+_COPULA_RE = re.compile(r"\b(?:is|are|equals?|was|were)\b", re.IGNORECASE)
 
 
 @lru_cache(maxsize=1)
@@ -267,15 +303,21 @@ def _answer_in_phrase(phrase: str) -> str:
         if m := _NUMBER_RE.fullmatch(_strip_markup(phrase)):
             return _number_match_answer(m, phrase)  # "2,5" -> "2.5"
         return phrase
+    inside = lambda i: any(s <= i < e for s, e, _ in envs)
     after = phrase.rfind("=")  # the answer follows the last "=" that is not inside an environment
-    while after >= 0 and any(s <= after < e for s, e, _ in envs):
+    while after >= 0 and inside(after):
         after = phrase.rfind("=", 0, after)
     after += 1
-    candidates = [(s, ans) for s, _, ans in envs if s >= after]
-    if m := _NUMBER_RE.search(phrase, after):
-        if not any(s <= m.start() < e for s, e, _ in envs):
+    # ... or the last "is"/"equals" after it: "The largest $n$ is 34" -> 34, not the $n$ it is said of; when
+    # nothing follows that word ("25, which is what we want") the first answer after the "=" stands
+    copulas = [m.end() for m in _COPULA_RE.finditer(phrase, after) if not inside(m.start())]
+    for start in ([copulas[-1]] if copulas else []) + [after]:
+        candidates = [(s, ans) for s, _, ans in envs if s >= start]
+        if (m := _NUMBER_RE.search(phrase, start)) and not inside(m.start()):
             candidates.append((m.start(), _number_match_answer(m, phrase)))
-    return min(candidates)[1] if candidates else phrase
+        if candidates:
+            return min(candidates)[1]
+    return phrase
 
 
 def _answer_is(text: str) -> str | None:
@@ -329,7 +371,7 @@ def extract_answer(text: str, last_number: bool = True) -> Extraction:
     if think_end >= 0:
         text = text[think_end + len("</think>") :]
     found: tuple[str, str] | None = None
-    if (boxed := _last_boxed(text)) is not None:
+    if (boxed := _boxes_answer(text)) is not None:
         found = (boxed, "boxed")
     elif gsm := list(_GSM8K_RE.finditer(text)):
         found = (gsm[-1].group(1), "gsm8k")
@@ -376,11 +418,19 @@ def _strip_markup(s: str) -> str:
     return s
 
 
+def _drop_unit(s: str) -> str:
+    """A number with a unit -> the number ("10\\text{ cm}", "18 dollars", "9 (apples)", "30^\\circ"); else `s`."""
+    for unit_re in (_TEXT_UNIT_RE, _WORD_UNIT_RE, _PAREN_UNIT_RE, _SIGN_UNIT_RE):
+        if m := unit_re.match(s.strip()):
+            return m.group(1)
+    return s
+
+
 def normalize_answer(s: str) -> str:
     """Light, meaning-preserving normalization applied to both sides before comparison."""
     s = s[:MAX_ANSWER_CHARS].replace("\u2212", "-")
     if "\\boxed" in s or "\\fbox" in s:
-        s = _last_boxed(s) or s
+        s = _boxes_answer(s) or s
     s = _strip_markup(s)
     s = re.sub(r"\\!\s*", "", s).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\%", "%")
     s = _LEFT_RIGHT_RE.sub("", s).replace("\\$", "$")
@@ -392,9 +442,7 @@ def normalize_answer(s: str) -> str:
     if _THOUSANDS_RE.fullmatch(s.strip()):
         s = re.sub(r"\{,\}|\\,|,", "", s)
     # "10\text{ cm}" / "18 dollars" / "9 (apples)" / "30^\circ" -> the number
-    for unit_re in (_TEXT_UNIT_RE, _WORD_UNIT_RE, _PAREN_UNIT_RE, _SIGN_UNIT_RE):
-        if m := unit_re.match(s.strip()):
-            s = m.group(1)
+    s = ",".join(_drop_unit(item) for item in s.split(","))  # each item of a list too: "35 cm, 4" -> "35,4"
     s = _SPACE_RE.sub("", re.sub(r"\s+", " ", s.strip()))
     return _strip_markup(s)
 
