@@ -87,7 +87,8 @@ def test_1_a_path_alone_is_the_file_not_the_synthetic_set(tmp_path, teacher_dir)
 
 
 # 2 ---------------------------------------------------------------------------------------------------------------
-def test_2_an_edited_gold_answer_is_scored_again(tmp_path, teacher_dir, capsys):
+def test_2_an_edited_gold_answer_is_scored_again(tmp_path, teacher_dir, capsys, monkeypatch):
+    """Only the gold changed: the stored output is graded again, and the model is not run (nor loaded)."""
     bench = tmp_path / "mine.jsonl"
     _jsonl(bench, [{"id": "q1", "problem": STORY, "answer": "987654"}])
     args = _eval(tmp_path, f"{{path: {bench}}}", "eval.last_number=true")  # grade whatever number it ends on
@@ -97,13 +98,22 @@ def test_2_an_edited_gold_answer_is_scored_again(tmp_path, teacher_dir, capsys):
     assert _summary(tmp_path)["mine"]["pass@1"] == 0.0
 
     _jsonl(bench, [{"id": "q1", "problem": STORY, "answer": first["pred_answer"]}])  # the gold fixed in place
+    from r1distill import evaluate
+
+    loads = []
+    monkeypatch.setattr(evaluate, "get_backend", lambda *a, **kw: loads.append(a) or 1 / 0)
     assert main(args) == 0
+    assert loads == []  # no model call: re-graded
     second = json.loads((tmp_path / "run" / "eval" / MODEL / "mine.jsonl").read_text())
-    assert (second["answer"], second["correct"]) == (first["pred_answer"], True)
+    assert (second["answer"], second["correct"], second["output"]) == (first["pred_answer"], True, first["output"])
     assert _summary(tmp_path)["mine"]["pass@1"] == 1.0  # was the cached 0.0
     moved = list((tmp_path / "run" / "eval" / MODEL).glob("mine.old-*.jsonl"))
     assert len(moved) == 1 and json.loads(moved[0].read_text()) == first  # the old verdicts are kept aside
-    assert "moved them to" in _said(capsys)
+    assert "re-graded 1 stored samples" in _said(capsys)
+    # an edited problem text is another output: the model runs again
+    monkeypatch.undo()
+    _jsonl(bench, [{"id": "q1", "problem": STORY + " Be brief.", "answer": first["pred_answer"]}])
+    assert main(args) == 0 and "moved them to" in _said(capsys)
 
 
 def test_2_generate_refuses_to_resume_problems_whose_answer_changed(tmp_path, teacher_dir):

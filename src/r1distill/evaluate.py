@@ -9,7 +9,10 @@ finished problems.
 Reruns follow `r1distill.rerun`: every benchmark is read and checked, and every model name, before any output
 is touched, so a broken input line leaves the last samples and summary as they were. A result file whose
 fingerprint (the model, the generation settings and a hash of the benchmark's problems, so an edited file
-counts, wherever it lies) differs from this run's is moved aside to `<benchmark>.old-<fingerprint>.jsonl`.
+counts, wherever it lies) differs from this run's is moved aside to `<benchmark>.old-<fingerprint>.jsonl`. When only
+the grading changed (gold answers edited, `last_number`, or the verifier's `VERSION`) and the outputs would be the
+same (the model, its prompt and sampling settings, the problems' ids and texts: the "generation" fingerprint), the
+stored outputs are graded again in seconds, without loading the model; the old verdicts are still kept aside.
 Problems whose prompt plus `max_new_tokens` exceed the model's context are skipped and named, as generate
 does (`skipped`/`skipped_ids` in the summary), and so are the bad rows a benchmark with `skip_bad_rows` left out.
 
@@ -47,6 +50,7 @@ from r1distill.data.traces import write_text_atomic
 from r1distill.models import check_model
 from r1distill.prompts import PromptConfig
 from r1distill.report.tables import results_markdown, skipped_notes
+from r1distill.verify import VERSION as VERIFY_VERSION
 from r1distill.verify import is_equivalent, verify_many
 
 ALIASES = ("teacher", "student_init", "student")
@@ -298,6 +302,26 @@ def _fingerprint(cfg: EvalConfig, model: str, bench: SourceConfig, k: int, probl
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _generation_fingerprint(cfg: EvalConfig, model: str, bench: SourceConfig, k: int, problems: list[dict],
+                            prompt: PromptConfig | None = None) -> str:
+    """What the outputs alone depend on: `_fingerprint` less the gold answers and the grading settings."""
+    weights = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(model).glob("*.safetensors"))
+    keys = ("backend", "temperature", "top_p", "max_new_tokens", "think_prefix", "dtype", "seed")
+    settings = {name: getattr(cfg, name) for name in keys} | {"num_samples": k, "seeding": 2,
+                                                               "prompt": to_dict(prompt or cfg.prompt)}
+    texts = [(p["id"], p["problem"]) for p in problems]
+    blob = json.dumps([model, weights, bench.label, texts, settings], default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _regrade(cfg: EvalConfig, path: Path, loaded: Problems) -> list[dict]:
+    """The stored samples of `path` graded again against the problems' current gold answers (samples of problems
+    no longer in the benchmark are dropped)."""
+    answers = {p["id"]: p["answer"] for p in loaded}
+    rows = [{**s, "answer": answers[s["id"]]} for s in _read_samples(path) if s["id"] in answers]
+    return score_outputs(rows, last_number=cfg.last_number, timeout=cfg.verify_timeout) if rows else []
+
+
 def _read_meta(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -335,9 +359,21 @@ def _eval_one(cfg: EvalConfig, model: str, label: str, bench: SourceConfig, load
     path = cfg.out / label / f"{bench.label}.jsonl"
     meta = path.with_suffix(".meta.json")
     fp = _fingerprint(cfg, model, bench, k, loaded, prompt)
+    gen_fp = _generation_fingerprint(cfg, model, bench, k, loaded, prompt)
     old = _read_meta(meta)
+    same_outputs = old.get("generation") == gen_fp or old.get("fingerprint") == fp
     if cfg.overwrite:
         path.unlink(missing_ok=True)
+    elif path.exists() and same_outputs and (old.get("fingerprint") != fp
+                                             or old.get("verifier", VERIFY_VERSION) != VERIFY_VERSION):
+        t0 = time.time()  # only the grading changed: grade the stored outputs again, do not generate them again
+        regraded = _regrade(cfg, path, loaded)
+        moved = rerun.set_aside(path, old.get("fingerprint") or "unstamped")
+        rerun.set_aside(meta, old.get("fingerprint") or "unstamped")
+        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in regraded))
+        console.print(f"eval: {label} on {bench.label}: the gold answers or the grading changed, not the outputs: "
+                      f"re-graded {len(regraded)} stored samples in {time.time() - t0:.1f}s without running the model "
+                      f"(the old verdicts: {moved})")
     elif path.exists() and old.get("fingerprint") != fp:  # another model, settings or benchmark content
         tag = old.get("fingerprint") or "unstamped"
         moved = rerun.set_aside(path, tag)
@@ -346,9 +382,9 @@ def _eval_one(cfg: EvalConfig, model: str, label: str, bench: SourceConfig, load
         console.print(f"[yellow]eval[/]: {path} held samples of another model, settings or benchmark content; "
                       f"moved them to {moved}")
     # Problems too long for the context are remembered, so that a finished run does not load the model again.
-    too_long = set(old.get("skipped_ids", {}).get("prompt_too_long", [])) if old.get("fingerprint") == fp else set()
+    too_long = set(old.get("skipped_ids", {}).get("prompt_too_long", [])) if same_outputs else set()
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_meta(meta, fp, model, too_long)
+    _write_meta(meta, fp, model, too_long, gen_fp)
     samples = _read_samples(path)
     counts = Counter(s["id"] for s in samples)
     done = {i for i, c in counts.items() if c >= k}  # a problem with fewer samples is redone whole
@@ -362,7 +398,7 @@ def _eval_one(cfg: EvalConfig, model: str, label: str, bench: SourceConfig, load
         problems, new_long = _fit_context(cfg, backend_box["backend"], problems, prompt)
         if new_long:
             too_long |= set(new_long)
-            _write_meta(meta, fp, model, too_long)
+            _write_meta(meta, fp, model, too_long, gen_fp)
     skipped = {**loaded.skipped, **({"prompt_too_long": len(too_long)} if too_long else {})}
     info = {"skipped": skipped, "skipped_ids": {"prompt_too_long": [p["id"] for p in loaded if p["id"] in too_long]}}
     if not problems:
@@ -397,9 +433,9 @@ def _eval_one(cfg: EvalConfig, model: str, label: str, bench: SourceConfig, load
     return samples, info if skipped else {}
 
 
-def _write_meta(meta: Path, fp: str, model: str, too_long: set[str]) -> None:
-    write_text_atomic(meta, json.dumps({"fingerprint": fp, "model": model,
-                                        "skipped_ids": {"prompt_too_long": sorted(too_long)}}))
+def _write_meta(meta: Path, fp: str, model: str, too_long: set[str], generation: str) -> None:
+    write_text_atomic(meta, json.dumps({"fingerprint": fp, "generation": generation, "verifier": VERIFY_VERSION,
+                                        "model": model, "skipped_ids": {"prompt_too_long": sorted(too_long)}}))
 
 
 def _warn_greedy(cfg: EvalConfig) -> None:

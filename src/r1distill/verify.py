@@ -47,6 +47,9 @@ from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, veri
 from math_verify.errors import TimeoutException
 from math_verify.parser import get_extraction_regexes
 
+# Bump when a change can alter a verdict: eval grades its stored outputs again (r1distill.evaluate).
+# 2: several boxes as one list answer, units in parentheses and after list items, "is"/"equals" in prose.
+VERSION = 2
 MAX_TEXT_CHARS = 100_000  # answers sit at the end of a completion; older text is never read
 MAX_ANSWER_CHARS = 1_000
 # Math-Verify logs every timeout/parse failure; model output is noisy, so keep those logs quiet.
