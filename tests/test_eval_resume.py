@@ -156,3 +156,25 @@ def test_an_output_that_hangs_the_verifier_is_cut_at_the_hard_limit(tmp_path: Pa
     rows = {r["id"]: r for r in _rows(out / "fake" / "bench.jsonl")}
     assert rows["p0"]["correct"] is False and rows["p1"]["correct"] and rows["p2"]["correct"]
     assert json.loads((out / "summary.json").read_text())["fake"]["bench"]["pass@1"] == pytest.approx(2 / 3)
+
+
+def test_an_asdiv_style_file_scores_what_the_outputs_deserve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Golds stored with their unit in parentheses, as ASDiv does: graded by value (was 0.000 for every output)."""
+    bench = tmp_path / "asdiv.jsonl"
+    rows = [("a1", "9 (apples)"), ("a2", "0.5 (km)"), ("a3", "15 (balls)"), ("a4", "30^\\circ")]
+    bench.write_text("".join(json.dumps({"id": i, "problem": f"Problem {i}?", "answer": a}) + "\n" for i, a in rows))
+    said = {"a1": "So \\boxed{9}.", "a2": "The answer is 0.5 km.", "a3": "The answer is 14 balls.", "a4": "\\boxed{30}"}
+
+    class Outputs(FakeBackend):
+        def generate(self, prompts, sampling, progress=None):
+            return [[Completion(text=said[_problem(m).removeprefix("Problem ").rstrip("?")], token_ids=[1],
+                                finish_reason="stop")] for m in prompts]
+
+    monkeypatch.setattr(evaluate, "get_backend", lambda *args, **kwargs: Outputs())
+    monkeypatch.setattr(evaluate, "check_model", lambda name: name)
+    cfg = EvalConfig(run_dir=str(tmp_path / "run"), models=["fake-model"], temperature=0.0, num_samples=1,
+                     benchmarks=[SourceConfig(path=str(bench))])
+    out = evaluate.run(cfg)
+    got = {r["id"]: (r["pred_answer"], r["correct"]) for r in _rows(out / "fake-model" / "asdiv.jsonl")}
+    assert got == {"a1": ("9", True), "a2": ("0.5 km", True), "a3": ("14", False), "a4": ("30", True)}
+    assert json.loads((out / "summary.json").read_text())["fake-model"]["asdiv"]["pass@1"] == 0.75
