@@ -11,6 +11,7 @@ import pytest
 
 from r1distill import evaluate
 from r1distill.backends import Completion, SamplingConfig
+from r1distill.config import UserError
 from r1distill.data.problems import SourceConfig, load_problems
 from r1distill.evaluate import EvalConfig
 from r1distill.prompts import R1_INSTRUCTION
@@ -178,3 +179,8 @@ def test_an_asdiv_style_file_scores_what_the_outputs_deserve(tmp_path: Path, mon
     got = {r["id"]: (r["pred_answer"], r["correct"]) for r in _rows(out / "fake-model" / "asdiv.jsonl")}
     assert got == {"a1": ("9", True), "a2": ("0.5 km", True), "a3": ("14", False), "a4": ("30", True)}
     assert json.loads((out / "summary.json").read_text())["fake-model"]["asdiv"]["pass@1"] == 0.75
+    # a gold the verifier can never match is an error when the file is read, before any model runs
+    bench.write_text(json.dumps({"id": "b1", "problem": "Problem b1?", "answer": "nine (apples)"}) + "\n")
+    with pytest.raises(UserError, match=r"line 1: answer 'nine \(apples\)' cannot be graded: it is a number in words "
+                                        r"with a unit: write the number in digits \(9\)"):
+        load_problems(SourceConfig(path=str(bench)))

@@ -225,11 +225,16 @@ def _number_in_words(text: str) -> int | None:
     return total + current
 
 
+_UNIT_AFTER_RE = re.compile(r"\s*\([A-Za-z][A-Za-z .'/-]*\)\s*$|(?<=[a-z])\s+[A-Za-z]+\s*$")  # "(apples)", " apples"
+
+
 @lru_cache(maxsize=65536)
 def ungradeable(answer: str) -> str | None:
     """Why a gold answer can never be matched by the verifier (None when it can be)."""
     if (n := _number_in_words(answer)) is not None:
         return f"it is a number in words, which extracted answers never are: write it in digits ({n})"
+    if (n := _number_in_words(_UNIT_AFTER_RE.sub("", answer))) is not None and _UNIT_AFTER_RE.search(answer):
+        return f"it is a number in words with a unit: write the number in digits ({n}); the unit may stay"
     from r1distill.verify import verify_answer  # math-verify is a heavy import: only when there are golds
 
     if not verify_answer("", answer).gold_ok:
