@@ -48,7 +48,8 @@ from math_verify.errors import TimeoutException
 from math_verify.parser import get_extraction_regexes
 
 # Bump when a change can alter a verdict: eval grades its stored outputs again (r1distill.evaluate).
-# 2: several boxes as one list answer, units in parentheses and after list items, "is"/"equals" in prose.
+# 2: several boxes as one list answer, units in parentheses and after list items, "is"/"equals" in prose, "32, 349"
+#    a list (not thousands).
 VERSION = 2
 MAX_TEXT_CHARS = 100_000  # answers sit at the end of a completion; older text is never read
 MAX_ANSWER_CHARS = 1_000
@@ -403,7 +404,8 @@ _SIGN_UNIT_RE = re.compile(rf"^({_NUM})\s*(?:°|\^\s*\{{?\s*\\circ\s*\}}?)$")
 _ASSIGN_RE = re.compile(r"^\\?[a-zA-Z]+(?:_\{?\w+\}?)?\s*=\s*")
 _TEXT_WRAP_RE = re.compile(r"^\\(?:text|textbf|mbox|mathrm)\{([^{}]*)\}$")
 _LEFT_RIGHT_RE = re.compile(r"\\(?:left|right)(?![a-zA-Z])")
-_SPACE_RE = re.compile(r"(?<![a-zA-Z])\s+|\s+(?![a-zA-Z])")  # keep only spaces between letters ("\pi r")
+# keep only spaces between letters ("\pi r") and after a comma before a digit: "32, 349" is a list, "32,349" thousands
+_SPACE_RE = re.compile(r"(?<![a-zA-Z,])\s+|(?<=[a-zA-Z])\s+(?![a-zA-Z])|(?<=,)\s+(?!\d)")
 
 
 def _strip_markup(s: str) -> str:
