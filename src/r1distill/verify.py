@@ -49,7 +49,7 @@ from math_verify.parser import get_extraction_regexes
 
 # Bump when a change can alter a verdict: eval grades its stored outputs again (r1distill.evaluate).
 # 2: several boxes as one list answer, units in parentheses and after list items, "is"/"equals" in prose, "32, 349"
-#    a list (not thousands).
+#    a list (not thousands), "\ " a space.
 VERSION = 2
 MAX_TEXT_CHARS = 100_000  # answers sit at the end of a completion; older text is never read
 MAX_ANSWER_CHARS = 1_000
@@ -403,6 +403,7 @@ _PAREN_UNIT_RE = re.compile(rf"^({_NUM})\s*\(\s*[a-zA-Z][a-zA-Z .'/-]*\)$")
 _SIGN_UNIT_RE = re.compile(rf"^({_NUM})\s*(?:°|\^\s*\{{?\s*\\circ\s*\}}?)$")
 _ASSIGN_RE = re.compile(r"^\\?[a-zA-Z]+(?:_\{?\w+\}?)?\s*=\s*")
 _TEXT_WRAP_RE = re.compile(r"^\\(?:text|textbf|mbox|mathrm)\{([^{}]*)\}$")
+_LATEX_SPACE_RE = re.compile(r"(?<!\\)\\ ")
 _LEFT_RIGHT_RE = re.compile(r"\\(?:left|right)(?![a-zA-Z])")
 # keep only spaces between letters ("\pi r") and after a comma before a digit: "32, 349" is a list, "32,349" thousands
 _SPACE_RE = re.compile(r"(?<![a-zA-Z,])\s+|(?<=[a-zA-Z])\s+(?![a-zA-Z])|(?<=,)\s+(?!\d)")
@@ -437,7 +438,9 @@ def normalize_answer(s: str) -> str:
     if "\\boxed" in s or "\\fbox" in s:
         s = _boxes_answer(s) or s
     s = _strip_markup(s)
-    s = re.sub(r"\\!\s*", "", s).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\%", "%")
+    s = re.sub(r"\\!\s*", "", s)
+    s = _LATEX_SPACE_RE.sub(" ", s)  # "\ " is a space ("x = -5,\ p = 3"); a matrix's row break "\\ " is not
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\%", "%")
     s = _LEFT_RIGHT_RE.sub("", s).replace("\\$", "$")
     s = re.sub(r"^\$\s*(?=[-\d.])", "", s)  # currency "$18" (surrounding $...$ is gone by now)
     if s.count("=") == 1:
