@@ -125,7 +125,7 @@ def _check_models(configs: dict) -> None:
         names.append(configs["generate"].teacher)
     if "import" in configs:
         names.append(configs["import"].teacher)
-    if "score" in configs:
+    if "score" in configs and configs["score"].backend != "openai":  # a server's model names are its own
         names.append(configs["score"].teacher)
     if configs["eval"].backend != "openai":
         names += [configs["eval"].resolve(m) for m in configs["eval"].models if not evaluate.is_alias(m)]

@@ -242,7 +242,8 @@ def run(cfg: ScoreConfig) -> Path:
         raise UserError(f"No Parquet shards in {cfg.inp}: run curate (or import / generate) first, or set "
                         "score.input_dir")
     _check_inputs(shards)
-    check_model(cfg.teacher)
+    if cfg.backend != "openai":  # a server's model names are its own
+        check_model(cfg.teacher)
     out, h = cfg.out, stamp(cfg, shards)
     state = rerun.claim(out, h, "score", overwrite=cfg.overwrite, refuse=RESTART)
     if state == "done":
