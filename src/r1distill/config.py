@@ -107,6 +107,16 @@ class ConfigError(UserError):
     pass
 
 
+def parse_worker(shard: str | None, key: str) -> tuple[int, int] | None:
+    """(i, N) from a `shard: "i/N"` setting (`key` names it in the error), or None when it is unset."""
+    if shard is None:
+        return None
+    m = re.fullmatch(r"(\d+)/(\d+)", str(shard).strip())
+    if not m or not int(m[1]) < int(m[2]):
+        raise ConfigError(f"{key} must be i/N with 0 <= i < N (e.g. 0/4), got {shard!r}")
+    return int(m[1]), int(m[2])
+
+
 def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """Read a recipe YAML (or start empty) and apply `key=value` overrides."""
     recipe: dict = {}

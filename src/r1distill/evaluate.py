@@ -291,26 +291,30 @@ def _fingerprint(cfg: EvalConfig, model: str, bench: SourceConfig, k: int, probl
     """What the samples depend on: the model (its weights' size and mtime when local), the benchmark's label (its
     seeds) and problems' content (not its path), and the generation settings, k included. Samples made under
     another fingerprint are moved aside, not resumed."""
-    weights = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(model).glob("*.safetensors"))
     keys = ("backend", "num_samples", "temperature", "top_p", "max_new_tokens", "think_prefix", "dtype", "seed",
             "last_number")
+    blob = json.dumps([model, _weights(model), bench.label, fingerprint(problems), _settings(cfg, keys, k, prompt)],
+                      default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _weights(model: str) -> list:
+    return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(model).glob("*.safetensors"))
+
+
+def _settings(cfg: EvalConfig, keys: tuple[str, ...], k: int, prompt: PromptConfig | None) -> dict:
     # k in num_samples' place: a run that set num_samples keeps the fingerprint it had before k was per benchmark
     # "seeding": samples drawn per (problem, sample) since v2; v1 runs' samples came from per-chunk streams
-    settings = {name: getattr(cfg, name) for name in keys} | {"num_samples": k, "seeding": 2,
-                                                               "prompt": to_dict(prompt or cfg.prompt)}
-    blob = json.dumps([model, weights, bench.label, fingerprint(problems), settings], default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return {name: getattr(cfg, name) for name in keys} | {"num_samples": k, "seeding": 2,
+                                                          "prompt": to_dict(prompt or cfg.prompt)}
 
 
 def _generation_fingerprint(cfg: EvalConfig, model: str, bench: SourceConfig, k: int, problems: list[dict],
                             prompt: PromptConfig | None = None) -> str:
     """What the outputs alone depend on: `_fingerprint` less the gold answers and the grading settings."""
-    weights = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(model).glob("*.safetensors"))
     keys = ("backend", "temperature", "top_p", "max_new_tokens", "think_prefix", "dtype", "seed")
-    settings = {name: getattr(cfg, name) for name in keys} | {"num_samples": k, "seeding": 2,
-                                                               "prompt": to_dict(prompt or cfg.prompt)}
     texts = [(p["id"], p["problem"]) for p in problems]
-    blob = json.dumps([model, weights, bench.label, texts, settings], default=str)
+    blob = json.dumps([model, _weights(model), bench.label, texts, _settings(cfg, keys, k, prompt)], default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -50,10 +50,10 @@ import yaml
 
 from r1distill import rerun
 from r1distill.backends import BACKENDS, SamplingConfig, check_options, close, get_backend
-from r1distill.config import LAYOUT, ConfigError, UserError, dict_hash, resolved_yaml, to_dict
+from r1distill.config import LAYOUT, ConfigError, UserError, dict_hash, parse_worker, resolved_yaml, to_dict
 from r1distill.console import console, progress
 from r1distill.data import traces as store
-from r1distill.data.problems import SourceConfig, load_problems
+from r1distill.data.problems import SourceConfig, load_problems, prompt_id
 from r1distill.data.traces import (
     KIND_KEY,
     SPAN_SCHEMA,
@@ -120,12 +120,7 @@ class GenerateConfig:
     @property
     def worker(self) -> tuple[int, int] | None:
         """(i, N) parsed from `shard`, or None when this run covers every problem."""
-        if self.shard is None:
-            return None
-        m = re.fullmatch(r"(\d+)/(\d+)", str(self.shard).strip())
-        if not m or not int(m[1]) < int(m[2]):
-            raise ConfigError(f"generate.shard must be i/N with 0 <= i < N (e.g. 0/4), got {self.shard!r}")
-        return int(m[1]), int(m[2])
+        return parse_worker(self.shard, "generate.shard")
 
     @property
     def tag(self) -> str:
@@ -148,11 +143,6 @@ class GenerateConfig:
         return dict_hash(d, exclude=("overwrite", "output_dir", "run_dir", "batch_size", "shard_size", "shard",
                                      "device", "backend_options",
                                      *(("topk_format",) if self.topk_format == "exact" else ())))
-
-
-def prompt_id(source: str, problem: str) -> str:
-    """A stable id for a problem: a hash of its source name and text."""
-    return hashlib.sha256(f"{source}\n{problem}".encode()).hexdigest()[:16]
 
 
 RESTART = "Use another output_dir, or pass generate.overwrite=true to start again."

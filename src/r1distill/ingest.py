@@ -39,6 +39,7 @@ from r1distill.config import LAYOUT, ConfigError, UserError, config_hash, resolv
 from r1distill.console import console, progress
 from r1distill.data import sources
 from r1distill.data import traces as store
+from r1distill.data.problems import prompt_id
 from r1distill.data.sources import Sample, TraceSourceConfig
 from r1distill.data.traces import KIND_KEY, SPAN_SCHEMA, TOKENIZER_KEY, Location, rows_to_table, write_table_atomic
 from r1distill.prompts import PromptConfig, split_think
@@ -76,11 +77,6 @@ class ImportConfig:
 
     def stamp(self, source_fp: str, tokenizer_fp: str) -> str:
         return config_hash(self, source_fp, tokenizer_fp, exclude=("overwrite", "output_dir", "run_dir"))
-
-
-def prompt_id(source: str, problem: str) -> str:
-    """A stable id for a problem: a hash of its source name and text (generate's rule)."""
-    return hashlib.sha256(f"{source}\n{problem}".encode()).hexdigest()[:16]
 
 
 def load(name: str):

@@ -34,7 +34,6 @@ rather than moved (scores cost a teacher pass).
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ import pyarrow.parquet as pq
 
 from r1distill import rerun
 from r1distill.backends import BACKENDS, check_options, close, get_backend
-from r1distill.config import LAYOUT, ConfigError, UserError, config_hash, write_resolved
+from r1distill.config import LAYOUT, ConfigError, UserError, config_hash, parse_worker, write_resolved
 from r1distill.console import console, progress
 from r1distill.data import traces as store
 from r1distill.data.traces import (
@@ -102,12 +101,7 @@ class ScoreConfig:
 
     @property
     def worker(self) -> tuple[int, int] | None:
-        if self.shard is None:
-            return None
-        m = re.fullmatch(r"(\d+)/(\d+)", str(self.shard).strip())
-        if not m or not int(m[1]) < int(m[2]):
-            raise ConfigError(f"score.shard must be i/N with 0 <= i < N (e.g. 0/4), got {self.shard!r}")
-        return int(m[1]), int(m[2])
+        return parse_worker(self.shard, "score.shard")
 
     @property
     def inp(self) -> Path:
@@ -251,13 +245,14 @@ def run(cfg: ScoreConfig) -> Path:
                       "(score.overwrite=true scores again)")
         return out
     out.mkdir(parents=True, exist_ok=True)
-    for p in out.glob(".*.tmp"):  # what a killed run left (a worker may be writing its own: names differ by shard)
-        if cfg.worker is None or p.name[1:-4] in {s.name for s in _mine(cfg, shards)}:
+    mine = _mine(cfg, shards)
+    names = {s.name for s in mine}
+    for p in out.glob(".*.tmp"):  # what a killed run left (the other workers may be writing theirs)
+        if cfg.worker is None or p.name[1:-len(".tmp")] in names:
             p.unlink(missing_ok=True)
     if cfg.worker is None:
         write_resolved(cfg, out, "score")
     rerun.write_stamp(out, h, complete=False)
-    mine = _mine(cfg, shards)
     todo = [s for s in mine if not (out / s.name).exists()]
     worker = f" (worker {cfg.shard})" if cfg.worker else ""
     console.print(f"[bold]score[/]{worker} {len(mine)} shards with {cfg.teacher} ({cfg.backend}, top-"

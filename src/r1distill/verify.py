@@ -123,7 +123,7 @@ def _boxes_answer(text: str) -> str | None:
     """The last box, or, when the text ends in several boxes with only commas, "and", "or", spacing or math
     delimiters between them ("\\boxed{1}, \\boxed{2}", "\\boxed{(2, 2)} \\quad\\text{and}\\quad \\boxed{(6, 2)}"),
     their contents as one list "1, 2" (read as a tuple or set like a one-box list)."""
-    last = _last_boxed(text)
+    last = last_boxed(text)
     if last is None:
         return None
     starts = [m for m in _BOX_RE.finditer(text)]
@@ -142,7 +142,7 @@ def _boxes_answer(text: str) -> str | None:
     return ", ".join(text[o + 1:c].strip() for _, o, c in run) if len(run) > 1 else last
 
 
-def _last_boxed(text: str) -> str | None:
+def last_boxed(text: str) -> str | None:
     """Content of the last closed, non-empty \\boxed{...}/\\fbox{...} (or bare "\\boxed 5")."""
     starts = [m.end() - 1 for m in _BOX_RE.finditer(text)]
     bare = list(_BOX_BARE_RE.finditer(text))

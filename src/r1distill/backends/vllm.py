@@ -223,9 +223,6 @@ def _score(llm, inputs: list[ScoreInput], k: int) -> list[Scored]:
     return [from_prompt_logprobs(o.prompt_logprobs, len(p), c, k) for o, (p, c) in zip(outs, inputs)]
 
 
-JOBS = {"generate": lambda llm, *a: _run(llm, *a), "score": lambda llm, *a: _score(llm, *a)}
-
-
 def split_evenly(n: int, parts: int) -> list[range]:
     """`parts` contiguous ranges covering range(n), sizes differing by at most one (empty ones last)."""
     q, r = divmod(n, parts)
@@ -329,6 +326,9 @@ def _run(llm, prompt_ids: list[list[int]], sampling: SamplingConfig) -> list[lis
     outs = llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], _sampling_params(sampling, len(prompt_ids)),
                         use_tqdm=False)
     return [[to_completion(o, sampling.logprobs) for o in sorted(r.outputs, key=lambda o: o.index)] for r in outs]
+
+
+JOBS = {"generate": _run, "score": _score}  # what a data-parallel replica runs, by name
 
 
 def _replica(gpus: str, model: str, opts: Options, dtype: str, trust_remote_code: bool, conn) -> None:

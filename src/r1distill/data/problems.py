@@ -104,6 +104,11 @@ def fingerprint(problems: Iterable[dict]) -> str:
     return h.hexdigest()[:16]
 
 
+def prompt_id(source: str, problem: str) -> str:
+    """A stable id for a problem: a hash of its source name and text (generate's and import's trace ids)."""
+    return hashlib.sha256(f"{source}\n{problem}".encode()).hexdigest()[:16]
+
+
 BENCHMARKS = ("gsm8k", "math500", "aime24", "aime25", "amc23")
 INTEGER_ANSWERS = ("aime24", "aime25")  # AIME answers are integers 0-999, written without leading zeros
 SOURCES = ("synthetic", *BENCHMARKS, "file", "hf")

@@ -541,34 +541,9 @@ def _answer(cols: dict[str, str], row: dict, where: str) -> str:
 
 
 def last_boxed(text: str) -> str | None:
-    """The stripped content of the last closed, non-empty `\\boxed{…}` (or `\\fbox{…}`), braces balanced (`\\{` and
-    `\\}` are literal braces); None when there is none."""
-    best = None
-    for cmd in ("\\boxed", "\\fbox"):
-        pos = text.rfind(cmd + "{")
-        while pos >= 0:
-            content = _braced(text, pos + len(cmd))
-            if content is not None and content.strip():
-                if best is None or pos > best[0]:
-                    best = (pos, content.strip())
-                break
-            pos = text.rfind(cmd + "{", 0, pos)
-    return best[1] if best else None
+    """The stripped content of the last closed, non-empty `\\boxed{…}` (or `\\fbox{…}`), by the verifier's own rule
+    (so curate grades against what import took); None when there is none."""
+    from r1distill.verify import last_boxed as boxed  # math-verify loads only when a gold has to come from a box
 
-
-def _braced(text: str, open_at: int) -> str | None:
-    """The text inside the brace group opening at `open_at`, or None if it never closes."""
-    depth, i, n = 0, open_at, len(text)
-    while i < n:
-        c = text[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return text[open_at + 1:i]
-        i += 1
-    return None
+    content = boxed(text)
+    return content.strip() if content and content.strip() else None
