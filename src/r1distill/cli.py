@@ -80,6 +80,12 @@ SCORE_HELP = """score reads {run_dir}/curated by default (score after curate: on
 writes {run_dir}/scored, which train reads when a recipe has a score section (else set train.input_dir).
 The teacher sees teacher_prompt (or prompt) and the traces' own completion_ids where they are its tokens, else
 the completion text in its tokens. backend: hf (a forward pass), vllm (prompt_logprobs), openai (a vLLM server)."""
+XTOK_HELP = """Check a teacher/student pair before a cross-tokenizer KD run (train.xtok). For one training row of the
+recipe's train input (curated or scored traces with top-k and byte spans) it prints both tokenizations, the
+byte-span groups, the teacher's top tokens at each group's base with the student id each maps to, and with the
+student model each group's KD terms (sorted / exact / alm) and CE. Over --rows rows it counts the one-to-one groups
+(one token each side, the same bytes) where the teacher's token maps to the student's own token: anything
+else there is a broken map, and the run would teach the student the wrong tokens."""
 STAGE_NOTES = {"generate": SOURCES_HELP, "eval": SOURCES_HELP, "curate": CURATE_HELP, "import": IMPORT_HELP,
                "score": SCORE_HELP}
 # section -> (module, config dataclass); imported only to print --help
@@ -207,6 +213,21 @@ def _parser(full_help: bool = False) -> argparse.ArgumentParser:
                        "RUN_DIR/report.md with its plots in RUN_DIR/report_files/, from the stages' outputs.",
                        epilog="example:\n  r1distill report runs/quickstart", formatter_class=_Formatter)
     r.add_argument("run_dir", help="a run dir made by `r1distill run` or by the stages one by one")
+    x = sub.add_parser("xtok-inspect", help="check a teacher/student tokenizer pair for cross-tokenizer KD: both "
+                       "tokenizations of a trace, the byte-span groups, the shared-token map, per-group KD terms",
+                       description=XTOK_HELP, epilog="example:\n  r1distill xtok-inspect recipes/cpu-xtok.yaml --row 3",
+                       formatter_class=_Formatter)
+    x.add_argument("args", nargs="*", metavar="[RECIPE.yaml] [key=value ...]",
+                   help="the recipe whose train section (or variant) has the pair, then overrides")
+    x.add_argument("--variant", help="the recipe variant to read train settings from (default: the first one with "
+                   "train.xtok, else train)")
+    x.add_argument("--row", type=int, default=0, help="the training row shown in full")
+    x.add_argument("--rows", type=int, default=200, help="rows the map check reads")
+    x.add_argument("--student", metavar="PATH", help="a student model for the per-group KD terms (default: the "
+                   "run's starting point, derived as train would)")
+    x.add_argument("--no-model", action="store_true", help="tokenizers only: no student model, no KD terms")
+    x.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show full tracebacks on errors (default: off)")
     sub.add_parser("models", help="list the built-in models and what the model caches hold, with sizes",
                    description="List the built-in models (converted once into $R1DISTILL_HOME) and the models in "
                    "the Hugging Face cache, with their sizes on disk.", epilog="example:\n  r1distill models",
@@ -287,6 +308,8 @@ def _dispatch(ns: argparse.Namespace) -> int:
         print(f"{html}\n{html.with_suffix('.md')}")
         return 0
     recipe_path, overrides = _split(ns.args)
+    if ns.command == "xtok-inspect":
+        return _xtok_inspect(ns, recipe_path, overrides)
     if getattr(ns, "overwrite", False):
         overrides.append(f"{ns.command}.overwrite=true")
     if getattr(ns, "resume", False):
@@ -305,6 +328,22 @@ def _dispatch(ns: argparse.Namespace) -> int:
     for name, cls, stage_run in STAGES:
         if name == ns.command:
             print(stage_run(stage_config(recipe, name, cls)))
+    return 0
+
+
+def _xtok_inspect(ns: argparse.Namespace, recipe_path: str | None, overrides: list[str]) -> int:
+    from r1distill.config import UserError, load_recipe
+    from r1distill.pipeline import build_configs
+    from r1distill.train import xtok_inspect
+
+    configs = build_configs(load_recipe(recipe_path, overrides))
+    trains = {k.partition(":")[2] or "train": v for k, v in configs.items() if k.partition(":")[0] == "train"}
+    if ns.variant is not None and ns.variant not in trains:
+        raise UserError(f"--variant {ns.variant!r}: the recipe's train configs are {', '.join(trains)}")
+    name = ns.variant or next((k for k, v in trains.items() if v.xtok is not None), next(iter(trains)))
+    cfg = trains[name]
+    model = None if ns.no_model else xtok_inspect.load_student(cfg, ns.student)
+    print(xtok_inspect.inspect(cfg, row=ns.row, rows=ns.rows, model=model))
     return 0
 
 

@@ -59,8 +59,7 @@ def token_bytes(tokenizer, specials: str = "empty") -> list[bytes]:
     special = _special_ids(tokenizer)
     added = {i: t.content for i, t in tokenizer.added_tokens_decoder.items()}
     dec = byte_decoder()
-    normal = [p for i, p in enumerate(pieces) if p is not None and i not in added]
-    byte_level = bool(normal) and all(c in dec for p in normal for c in p)
+    byte_level = _byte_level(pieces, added)
     table = []
     for i, piece in enumerate(pieces):
         if i in added:
@@ -75,6 +74,39 @@ def token_bytes(tokenizer, specials: str = "empty") -> list[bytes]:
             table.append(piece.replace("▁", " ").encode())
     setattr(tokenizer, attr, table)
     return table
+
+
+# What kind of vocabulary entry an id is (`token_kinds`), in the order a tokenizer prefers them for the same bytes:
+# a non-special added token is split out of the text before the model sees it, an ordinary piece is what the
+# model's merges produce, a SentencePiece byte-fallback token "<0xNN>" only stands for a byte no piece covers.
+ADDED, PIECE, BYTE_FALLBACK, SPECIAL = 0, 1, 2, 3
+
+
+def token_kinds(tokenizer) -> np.ndarray:
+    """(len(tokenizer),) int8: ADDED, PIECE, BYTE_FALLBACK or SPECIAL for every id (cached on the tokenizer)."""
+    cached = getattr(tokenizer, "_r1distill_token_kinds", None)
+    if cached is not None:
+        return cached
+    special = _special_ids(tokenizer)
+    added = set(tokenizer.added_tokens_decoder)
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    byte_level = _byte_level(pieces, added)
+    kinds = np.full(len(pieces), PIECE, dtype=np.int8)
+    for i, piece in enumerate(pieces):
+        if i in special or piece is None:
+            kinds[i] = SPECIAL
+        elif i in added:
+            kinds[i] = ADDED
+        elif not byte_level and re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", piece):
+            kinds[i] = BYTE_FALLBACK
+    tokenizer._r1distill_token_kinds = kinds
+    return kinds
+
+
+def _byte_level(pieces: list, added) -> bool:
+    dec = byte_decoder()
+    normal = [p for i, p in enumerate(pieces) if p is not None and i not in added]
+    return bool(normal) and all(c in dec for p in normal for c in p)
 
 
 def fingerprint(tokenizer) -> str:
