@@ -55,7 +55,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from r1distill import filters, hub, rerun
 from r1distill.config import LAYOUT, ConfigError, UserError, config_hash, write_resolved
@@ -68,6 +67,7 @@ from r1distill.data.traces import (
     SPAN_SCHEMA,
     check_schema,
     parquet_file,
+    parquet_writer,
     q8_schema,
     shard_paths,
     topk_format_of,
@@ -346,7 +346,7 @@ def _write_shard(path: Path, out: Path, decided: list[dict], rejected) -> int:
             table = table.filter(keep)
             if table.num_rows:
                 if writer is None:
-                    writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+                    writer = parquet_writer(tmp, schema)
                 writer.write_table(table.replace_schema_metadata(schema.metadata))
                 kept += table.num_rows
     finally:

@@ -66,7 +66,7 @@ from r1distill.data.traces import (
     shard_paths,
     write_table_atomic,
 )
-from r1distill.models import check_model
+from r1distill.models import DTYPES, check_model
 from r1distill.prompts import PromptConfig, split_think
 
 SHARD_NAME = re.compile(r"shard-(?:w(\d+)of(\d+)-)?(\d+)\.parquet")
@@ -111,8 +111,12 @@ class GenerateConfig:
                               f"got {self.topk_format!r}")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"generate.top_p must be in (0, 1], got {self.top_p}")
+        # Every backend's options are checked here, before run() creates the output dir or its config.yaml.
+        options = check_options(self.backend, self.backend_options)
         if self.backend == "vllm":  # vLLM refuses every request above max_logprobs: say so before it starts
-            check_options("vllm", self.backend_options).check_topk(self.topk_logprobs, "generate.topk_logprobs")
+            options.check_topk(self.topk_logprobs, "generate.topk_logprobs")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"generate.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.worker and self.overwrite:
             raise ConfigError("generate.overwrite would delete the other workers' shards too: delete the output "
                               "dir once before starting the workers instead")

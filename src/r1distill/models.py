@@ -122,6 +122,9 @@ def native_bf16_in(cpuinfo: str) -> bool:
     return any(f in flags for f in CPU_BF16_FLAGS) or "bf16" in flags
 
 
+DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")  # what pick_dtype accepts
+
+
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """`auto` is bf16 on a GPU that supports it and on a CPU with native bf16 (`cpu_native_bf16`: about 1.75x
     the fp32 generation speed on an AVX512-BF16/AMX Xeon), else fp32 (bf16 matmuls are slow on other CPUs).
@@ -269,28 +272,82 @@ def is_tokenizer_dir(name: str) -> bool:
     return p.is_dir() and (p / "tokenizer_config.json").exists() and not (p / "config.json").exists()
 
 
+def _safetensors_problem(f: Path) -> str | None:
+    """Why a .safetensors file is not whole (missing, or shorter than its own header says), else None."""
+    if not f.is_file():
+        return f"{f.name} is missing"
+    size = f.stat().st_size
+    try:
+        with open(f, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(n)) if 8 + n <= size else None
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):  # not JSON, or not a tensor table
+        return f"{f.name} is truncated or damaged (its header cannot be read)"
+    if 8 + n + end > size:
+        return f"{f.name} is truncated ({size} of {8 + n + end} bytes)"
+    return None
+
+
+def _missing_parts(model_dir: Path, tokenizer: bool = True) -> list[str]:
+    """What a local model dir lacks (a save that was killed: config.json written, the weights or the tokenizer
+    not, or not whole): its safetensors weights (every shard of an index) and, if asked, any tokenizer file."""
+    index = model_dir / "model.safetensors.index.json"
+    try:
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() \
+            else ["model.safetensors"]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return [f"{index.name} is damaged"]
+    problems = [p for f in files if (p := _safetensors_problem(model_dir / f))]
+    if tokenizer and not any((model_dir / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
+        problems.append("it has no tokenizer (tokenizer.json / tokenizer_config.json)")
+    return problems
+
+
+def _incomplete_error(model_dir: Path, problems: list[str]) -> UserError:
+    return UserError(f"Model dir {model_dir} is incomplete (a save that was interrupted?): {'; '.join(problems)}. "
+                     "Write it again (rerun the stage that made it) or point to a complete one")
+
+
+def _local_model_dir(where: str) -> Path | None:
+    """`where` as a local full-model dir (config.json, no PEFT adapter), else None (a hub id, an adapter)."""
+    p = Path(where).expanduser()
+    return p if (p / "config.json").is_file() and not (p / "adapter_config.json").exists() else None
+
+
 def load_tokenizer(name: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     where = str(Path(name).expanduser()) if is_tokenizer_dir(name) else resolve_model(name)
-    tok = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
+    try:
+        tok = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError):
+        d = _local_model_dir(where)
+        if d is not None and (problems := _missing_parts(d)):  # say what the dir lacks, not what transformers tried
+            raise _incomplete_error(d, problems) from None
+        raise
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
 
 
 def load_model(name: str, dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False):
-    """Load a causal LM from safetensors only, in eval mode, on `device`."""
+    """Load a causal LM from safetensors only, in eval mode, on `device`. A local dir whose weights are missing or
+    truncated is a UserError saying so (checked first: safetensors' own error names no file)."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
+    where = resolve_model(name)
+    d = _local_model_dir(where)
+    if d is not None and (problems := _missing_parts(d, tokenizer=False)):
+        raise _incomplete_error(d, problems)
     dev = pick_device(device)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            resolve_model(name), dtype=pick_dtype(dtype, dev), use_safetensors=True,
-            trust_remote_code=trust_remote_code,
+            where, dtype=pick_dtype(dtype, dev), use_safetensors=True, trust_remote_code=trust_remote_code,
         )
-    except OSError as e:
-        raise UserError(f"Could not load model {name!r}: {e}") from None
+    except (OSError, SafetensorError) as e:
+        raise UserError(f"Could not load model {name!r}: {str(e).strip().splitlines()[0]}") from None
     return model.to(dev).eval()
 
 

@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from r1distill import rerun
 from r1distill.backends import BACKENDS, check_options, close, get_backend
@@ -57,6 +56,7 @@ from r1distill.data.traces import (
     TRACE_SCHEMA,
     file_metadata,
     parquet_file,
+    parquet_writer,
     rows_to_table,
     shard_paths,
 )
@@ -216,13 +216,12 @@ def _score_shard(cfg: ScoreConfig, backend, tokens: Tokens, src: Path, dest: Pat
             table = rows_to_table(keep, schema, topk_format=cfg.topk_format)
             table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
             if writer is None:
-                writer = pq.ParquetWriter(f, table.schema, compression="zstd")
+                writer = parquet_writer(f, table.schema)
             if table.num_rows:
                 writer.write_table(table)
         if writer is None:  # an empty input shard
             empty = rows_to_table([], schema, topk_format=cfg.topk_format)
-            writer = pq.ParquetWriter(f, empty.schema.with_metadata({**(empty.schema.metadata or {}), **meta}),
-                                      compression="zstd")
+            writer = parquet_writer(f, empty.schema.with_metadata({**(empty.schema.metadata or {}), **meta}))
         writer.close()
 
     store._write_atomic(dest, write, f".{dest.name}.tmp")

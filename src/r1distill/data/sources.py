@@ -307,13 +307,9 @@ def _json_rows(path: Path) -> Iterator[tuple[str, dict | BadRow]]:
 def _parquet_rows(path: Path, cfg: TraceSourceConfig) -> Iterator[tuple[str, dict]]:
     """Record batches of only the columns the format reads; a required one missing from the schema is an error
     about the file (every row would be bad)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from r1distill.data.traces import parquet_file
 
-    try:
-        pf = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError, ValueError) as e:
-        raise UserError(f"{path}: cannot read as Parquet ({e})") from None
+    pf = parquet_file(path)  # page checksums verified; a damaged file is a UserError naming it
     names = pf.schema_arrow.names
     mapping = cfg.mapping
     for ours in REQUIRED[cfg.format]:

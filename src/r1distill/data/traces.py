@@ -4,6 +4,8 @@ One row per teacher completion (DESIGN.md's trace contract). Top-k columns are s
 int32 ids and float16 log-probs, zstd-compressed (about 66 B/token at k=20 on real teacher
 tokens, against 98 KB for a dense fp16 row of a 49k vocabulary). We write with pyarrow directly
 because `Dataset.to_parquet(compression="zstd")` raises in datasets 5.2.
+Every page carries a CRC checksum (`WRITE_OPTIONS`), verified when read through `parquet_file`: a damaged
+shard (truncated, a changed byte) is a UserError naming it, never a traceback or a silently changed value.
 
 Top-k formats (`topk_format`, recorded in each shard's Parquet metadata):
 - "exact": `topk_logprobs` as float16, the log-probs as the backend gave them (to fp16 precision).
@@ -46,6 +48,8 @@ from __future__ import annotations
 
 import os
 import posixpath
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +111,9 @@ SPAN_FIELDS = [
 ]
 SPAN_SCHEMA = pa.schema([*TRACE_SCHEMA, *SPAN_FIELDS])  # what generate writes
 TOKENIZER_KEY = "r1distill.teacher_tokenizer"  # shard metadata: tokenbytes.fingerprint of the teacher's tokenizer
+# Every Parquet file r1distill writes: zstd, and a CRC per page, so that a changed byte in a page is an error on read
+# (parquet_file verifies them) instead of a silently different top-k or token id.
+WRITE_OPTIONS = {"compression": "zstd", "write_page_checksum": True}
 
 
 # ---- Locations: local paths and fsspec URLs ----
@@ -344,8 +351,13 @@ def write_table_atomic(table: pa.Table, path: Location, metadata: dict[str, str]
         table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                                **{k.encode(): str(v).encode() for k, v in metadata.items()}})
     path = as_location(path)
-    _write_atomic(path, lambda f: pq.write_table(table, f, compression="zstd"), f".{name_of(path)}.tmp")
+    _write_atomic(path, lambda f: pq.write_table(table, f, **WRITE_OPTIONS), f".{name_of(path)}.tmp")
     return path
+
+
+def parquet_writer(where, schema: pa.Schema) -> pq.ParquetWriter:
+    """A streaming writer with WRITE_OPTIONS (for files written row group by row group)."""
+    return pq.ParquetWriter(where, schema, **WRITE_OPTIONS)
 
 
 def shard_paths(directory: Location) -> list[Location]:
@@ -356,12 +368,52 @@ def shard_paths(directory: Location) -> list[Location]:
     return [join(directory, n) for n in list_names(directory) if n.endswith(".parquet") and not n.startswith(".")]
 
 
-def parquet_file(location: Location) -> pq.ParquetFile:
-    """A ParquetFile (footer read, data not) for a local path or URL."""
-    if not is_url(location):
-        return pq.ParquetFile(location)
-    fs, path = _fs(location)
-    return pq.ParquetFile(fs.open(path, "rb"))
+@contextmanager
+def _readable(location: Location) -> Iterator[None]:
+    """Turn pyarrow's errors on a damaged file (no footer, a bad page checksum, a page that fails to decode) into a
+    one-line UserError naming it."""
+    try:
+        yield
+    except (OSError, pa.ArrowException) as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise UserError(f"{location}: cannot read this Parquet file ({why}): it is damaged (truncated, or bytes "
+                        "changed) or not Parquet: restore it, or rerun the stage that wrote it") from None
+
+
+class CheckedParquetFile(pq.ParquetFile):
+    """A ParquetFile that verifies page checksums (WRITE_OPTIONS writes them) and reports a damaged file as a
+    UserError naming it, when it is opened and when its data is read."""
+
+    def __init__(self, location: Location):
+        self.location = location
+        with _readable(location):
+            if is_url(location):
+                fs, path = _fs(location)
+                source = fs.open(path, "rb")
+            else:
+                source = location
+            super().__init__(source, page_checksum_verification=True)
+
+    def read(self, *args, **kwargs) -> pa.Table:
+        with _readable(self.location):
+            return super().read(*args, **kwargs)
+
+    def read_row_group(self, *args, **kwargs) -> pa.Table:
+        with _readable(self.location):
+            return super().read_row_group(*args, **kwargs)
+
+    def read_row_groups(self, *args, **kwargs) -> pa.Table:
+        with _readable(self.location):
+            return super().read_row_groups(*args, **kwargs)
+
+    def iter_batches(self, *args, **kwargs) -> Iterator[pa.RecordBatch]:
+        with _readable(self.location):
+            yield from super().iter_batches(*args, **kwargs)
+
+
+def parquet_file(location: Location) -> CheckedParquetFile:
+    """A ParquetFile (footer read, data not) for a local path or URL; a damaged file is a UserError naming it."""
+    return CheckedParquetFile(location)
 
 
 def file_metadata(location: Location) -> dict[str, str]:

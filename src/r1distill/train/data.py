@@ -92,6 +92,15 @@ def input_shards(inp: Path) -> list[Path]:
     return shards
 
 
+def readable_shards(inp: Path) -> list[Path]:
+    """input_shards, each opened (its footer read): a truncated or damaged shard is a UserError naming it, raised
+    before train moves an earlier student aside (r1distill.rerun, rule 1)."""
+    shards = input_shards(inp)
+    for p in shards:
+        parquet_file(p)
+    return shards
+
+
 def read_columns(inp: Path, columns: list[str]) -> pa.Table:
     """Some thin columns of every shard (gkd's prompts and completions; never the top-k)."""
     tables = [parquet_file(p).read(columns=columns) for p in input_shards(inp)]

@@ -75,7 +75,8 @@ def run(cfg: TrainConfig) -> Path:
     from accelerate import PartialState
 
     t0 = time.time()
-    data.input_shards(cfg.inp)  # a missing curated dir is reported before any model is loaded or derived
+    # A missing curated dir or a damaged shard is reported before any model is loaded or output moved aside.
+    data.readable_shards(cfg.inp)
     for name in (cfg.teacher, cfg.student.name, cfg.student.derive_from, cfg.student.tokenizer):
         if name and name != "teacher" and not is_tokenizer_dir(name):
             check_model(name)
