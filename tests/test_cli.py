@@ -51,7 +51,7 @@ def test_user_error_is_one_line_and_exit_2(case, tmp_path, capsys):
                                   f"generate.source={{name: file, path: {tmp_path / 'gone.jsonl'}}}"],
                                  f"Problem file not found: {tmp_path / 'gone.jsonl'}"),
         "wrong_column": (["generate", f"run_dir={tmp_path}", wrong],
-                         "line 1: column 'question' (mapped to 'problem') is missing; columns present: q, a"),
+                         "column 'question' (mapped to 'problem') is in no row. The columns: q, a"),
         "missing_run_dir": (["report", str(tmp_path / "no_run")], f"Run dir not found: {tmp_path / 'no_run'}"),
     }[case]
     line = _one_error_line(capsys, main(args))

@@ -63,3 +63,42 @@ def test_student_shorthand_and_missing_recipe(tmp_path):
     assert cfg.student.name == "my/model" and cfg.student.derive_from is None
     with pytest.raises(ConfigError, match="Recipe file not found"):
         load_recipe(tmp_path / "nope.yaml")
+
+
+LAUGHS = """
+generate:
+  backend: openai
+  backend_options:
+    a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]
+    b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+    c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+    d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+    e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+    f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+    g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+    h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+    i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+"""
+
+
+def test_a_yaml_alias_bomb_is_refused_and_plain_anchors_still_work(tmp_path):
+    from pathlib import Path
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(LAUGHS)  # 9^9 = 387M values once expanded, as the config hash would (asdict, json)
+    with pytest.raises(ConfigError, match=r"bomb\.yaml: YAML aliases expand to more than 100,000 values") as e:
+        load_recipe(bomb)
+    assert "\n" not in str(e.value)
+    flow = "{a: &a [x, x, x, x, x, x, x, x, x, x]" + "".join(  # 10^6 values, in an override
+        f", {c}: &{c} [{', '.join([f'*{p}'] * 10)}]" for p, c in zip("abcde", "bcdef")) + "}"
+    with pytest.raises(ConfigError, match="alias bomb"):
+        load_recipe(None, [f"eval.backend_options.extra_body={flow}"])
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("generate:\n  backend_options: &x {extra_body: *x}\n")
+    with pytest.raises(ConfigError, match="loop.yaml: a YAML alias refers to a value that contains it"):
+        load_recipe(loop)
+    # the recipes' own use: a prompt written once and named again
+    recipe = load_recipe(Path(__file__).parents[1] / "recipes" / "cpu-xtok.yaml")
+    cfg = build_configs(recipe)["eval"]
+    assert recipe["eval"]["model_prompts"]["teacher"] is recipe["generate"]["prompt"]
+    assert len(cfg.model_prompts["teacher"].examples) > 1

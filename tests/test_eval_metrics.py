@@ -219,3 +219,44 @@ def test_report_shows_pass_at_1_with_its_ci():
     table = accuracy_table(summary)
     assert "gsm8k pass@1 [95% CI]" in table
     assert "| student after training | 0.020 [0.000, 0.050] | 0.030 | 0.900 | 312 |" in table
+
+
+def test_a_misspelt_model_name_gets_a_did_you_mean_over_the_aliases_and_built_in_names():
+    teacher_prompt = {"teacher": {"system": "Solve it."}}
+    for models, meant in [(["studnet"], "student"), (["teacher", "studnet"], "student"), (["teahcer"], "teacher"),
+                          (["studnet:kd"], "student:kd"), (["student_int"], "student_init"),
+                          (["smollm2-135m-instruc"], "smollm2-135m-instruct")]:
+        with pytest.raises(ConfigError) as e:  # not the model_prompts error, nor a hub error later
+            from_dict(EvalConfig, {"models": models, "model_prompts": teacher_prompt if "teacher" in models else {}})
+        assert f"eval.models: {models[-1]!r} is not a model alias (teacher, student, student_init, students, " \
+               f"student:<variant>), built-in name or local path. Did you mean {meant!r}?" == str(e.value)
+    with pytest.raises(ConfigError, match=r"eval.models: 'studnet' .* Did you mean 'student'\?"):
+        from_dict(EvalConfig, {"models": ["studnet"], "model_prompts": teacher_prompt})
+    # aliases, hub ids, names with no near alias stay as they were
+    EvalConfig(models=["teacher", "student", "student:kd", "student_init:kd", "gpt2", "org/studnet"])
+
+
+def test_a_built_in_models_hub_id_offline_names_the_built_in(monkeypatch):
+    from r1distill import evaluate, hub, models
+
+    monkeypatch.setattr(hub, "offline_reason", lambda: "no network (test)")
+    monkeypatch.setattr(models, "_in_hub_cache", lambda repo_id: False)
+    cfg = EvalConfig(models=["HuggingFaceTB/SmolLM2-135M-Instruct"], benchmarks=[SourceConfig(name="synthetic",
+                                                                                             split="test")])
+    with pytest.raises(models.ModelNotFoundError) as e:
+        evaluate.run(cfg)
+    assert str(e.value).endswith("use the built-in name smollm2-135m-instruct, which is that model (its GGUF ships "
+                                 "in a Python package: no hub needed)")
+    assert "no network (test)" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("label", ["..", ".", "a b", "x\\..\\y", "student:..", "ok/../..\n"])
+def test_a_model_label_that_is_not_a_plain_name_is_refused(label):
+    with pytest.raises(ConfigError, match=r"cannot label results \(they go to eval/"):
+        EvalConfig(models=[label])
+
+
+def test_plain_model_labels_are_kept():
+    cfg = EvalConfig(models=["HuggingFaceTB/SmolLM2-135M-Instruct", "student:kd_1.5", "runs/x/students/sft", "../m",
+                             "~/models/m-1"])
+    assert len(cfg.models) == 5

@@ -184,3 +184,53 @@ def test_an_asdiv_style_file_scores_what_the_outputs_deserve(tmp_path: Path, mon
     with pytest.raises(UserError, match=r"line 1: answer 'nine \(apples\)' cannot be graded: it is a number in words "
                                         r"with a unit: write the number in digits \(9\)"):
         load_problems(SourceConfig(path=str(bench)))
+
+
+class ManyAnswersBackend(FakeBackend):
+    """Sample s answers ANSWERS[s]: 4 distinct answers among 8 samples."""
+
+    ANSWERS = ["1", "2", "1", "3", "2", "4", "1", "4"]
+
+    def generate(self, prompts, sampling, progress=None):
+        super().generate(prompts, sampling, progress)
+        return [[Completion(text=f"So \\boxed{{{self.ANSWERS[s]}}}.", token_ids=[1, 2], finish_reason="stop")
+                 for s in range(sampling.n)] for _ in prompts]
+
+
+def test_maj_at_k_compares_each_pair_of_distinct_answers_once_and_a_rerun_not_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # The slow comparisons (Math-Verify) are counted in a file: they may run in a worker process.
+    calls = tmp_path / "calls.txt"
+    calls.touch()
+
+    def counted(pred: str, gold: str, timeout: float = 5.0) -> bool:
+        with calls.open("a") as f:
+            f.write(f"{pred} {gold}\n")
+        return False
+
+    path = tmp_path / "bench.jsonl"
+    path.write_text(json.dumps({"id": "p0", "problem": "Problem 0?", "answer": "1"}) + "\n")
+    monkeypatch.setattr(evaluate, "get_backend", lambda *args, **kwargs: ManyAnswersBackend())
+    monkeypatch.setattr(evaluate, "check_model", lambda name: name)
+    monkeypatch.setattr(evaluate, "is_equivalent", counted)
+    cfg = EvalConfig(run_dir=str(tmp_path / "run"), models=["fake"], num_samples=8, bootstrap=10,
+                     benchmarks=[SourceConfig(name="file", path=str(path))])
+    out = evaluate.run(cfg)
+    # equal strings are one group without a comparison: 2-1, 3-1, 3-2, 4-1, 4-2, 4-3
+    assert len(calls.read_text().splitlines()) == 6
+    assert json.loads((out / "summary.json").read_text())["fake"]["bench"]["maj@k"] == 1.0  # "1" x3 is right
+    evaluate.run(cfg)  # a rerun reads the comparisons from eval/maj_cache.json
+    assert len(calls.read_text().splitlines()) == 6
+
+
+def test_maj_at_k_stops_a_pathological_comparison_at_the_hard_limit_even_off_the_main_thread():
+    import threading
+
+    # Off the main thread Math-Verify has no alarm: without a worker, sympy would compute 9^(9^(9^9)) for ever.
+    answers = ["\\boxed{9^{9^{9^{9^{1}}}}}", "\\boxed{9^{9^{9^{9^{2}}}}}", "\\boxed{9^{9^{9^{9^{1}}}}}"]
+    result: list[bool] = []
+    worker = threading.Thread(target=lambda: result.append(evaluate.majority_correct(answers, [True, False, True],
+                                                                                      timeout=1.0)), daemon=True)
+    worker.start()
+    worker.join(120)  # generous: one comparison, cut at hard_limit(1) = 4 s
+    assert result == [True]

@@ -616,3 +616,47 @@ def test_completions_endpoint_with_think_prefix(server, tok):
     assert len(c.token_ids) == len(c.topk_ids) and c.topk_ids.shape[1] == 3
     assert (c.topk_ids[:, 0] == np.array(c.token_ids)).sum() >= len(c.token_ids) - 1  # greedy: top-1 is sampled
     assert b.prompt_lengths(PROMPT, think_prefix=True) == [len(render_prompt(tok, PROMPT[0], True))]
+
+
+def test_a_completion_past_max_new_tokens_is_cut_and_marked_length_with_one_warning(capsys, tok):
+    # The server ignores max_tokens: it answers 5 tokens (and a stop) when 3 were asked for.
+    with ScriptedAPI([], default={"body": ok_body()}) as api:
+        b = OpenAIBackend(MODEL, options=_opts(api.url))
+        three = SamplingConfig(n=1, max_new_tokens=3, temperature=0.0, logprobs=2)
+        [[c]] = b.generate(PROMPT, three)
+        assert api.requests[0]["body"]["max_tokens"] == 3
+        assert c.finish_reason == "length" and c.text == "The answer is"
+        assert c.token_ids == [tok.convert_tokens_to_ids(tok.tokenize(w))[0] for w in WORDS[:3]]
+        assert c.topk_ids.shape == c.topk_logprobs.shape == (3, 2) and c.unmapped_tokens == 0
+        assert len(c.token_logprobs) == 3 and c.token_nbytes.sum() == len(c.text) and c.token_bytes_ok
+        # without log-probs the ids are the re-tokenized text, and the text is cut where its 3rd token ends
+        [[c2, c3]] = b.generate(PROMPT, SamplingConfig(n=2, max_new_tokens=3, logprobs=0))
+        assert c2.text == c3.text == "The answer is" and c2.finish_reason == "length" and len(c2.token_ids) == 3
+        # a clean stop within the limit, its eos appended, is kept whole
+        [[c4]] = b.generate(PROMPT, SamplingConfig(n=1, max_new_tokens=5, logprobs=2))
+        assert c4.finish_reason == "stop" and len(c4.token_ids) == 6
+    assert b.cut_completions == 3
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.count("ignored max_tokens") == 1 and "1 completions (the longest 6 tokens) were cut to 3" in err
+
+
+def test_an_error_body_that_echoes_the_headers_does_not_show_the_api_key(monkeypatch, caplog):
+    key = "sk-test-Zq81Secret0042"
+    monkeypatch.setenv("R1D_TEST_API_KEY", key)
+    caplog.set_level(logging.DEBUG)
+    # 265 characters before the header: a 300-character quote of the body would end inside the key
+    echo = "x" * 265 + f"Authorization: Bearer {key}; api_key={key}; other: Bearer abc.DEF-123"
+    steps = [{"status": 500, "body": echo},  # retried: logged, then quoted in the final error
+             {"status": 400, "body": echo},
+             {"status": 200, "body": {"error": {"headers": {"Authorization": f"Bearer {key}"}}}}]
+    errors = []
+    with ScriptedAPI(steps, default={"status": 500, "body": echo}) as api:
+        b = OpenAIBackend(MODEL, options=_opts(api.url, api_key_env="R1D_TEST_API_KEY", max_retries=1))
+        for _ in range(3):
+            with pytest.raises(UserError) as e:
+                b.generate(PROMPT, SAMPLING)
+            errors.append(str(e.value))
+    assert "HTTP 400" in errors[0] and "answered with an error" in errors[1] and "kept failing" in errors[2]
+    for text in [*errors, caplog.text]:
+        assert key[:12] not in text and "abc.DEF" not in text
+    assert "Bearer ***" in errors[0] and "Bearer ***" in errors[1]

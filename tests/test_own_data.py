@@ -387,7 +387,7 @@ def test_10_columns_join_or_fill_a_template(tmp_path, teacher_dir):
                                                                      "answer": "Answer"}))
     assert joined == templated == [{"id": "chal-1", "problem": "Jack had 8 pens and gave 3 away. How many pens are "
                                                                "left?", "answer": "5"}]
-    with pytest.raises(UserError, match=r"line 1: column 'Title' \(mapped to 'problem'\) is missing"):
+    with pytest.raises(UserError, match=r"column 'Title' \(mapped to 'problem'\) is in no row"):
         load_problems(SourceConfig(path=str(path), columns={"problem": "{Title}: {Body}", "answer": "Answer"}))
     with pytest.raises(ConfigError, match="columns.problem: expected a column name, a list"):
         SourceConfig(path=str(path), columns={"problem": []})

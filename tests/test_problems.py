@@ -202,7 +202,8 @@ def test_file_csv_and_tsv(tmp_path: Path) -> None:
         ("problem,answer\n1 + 1?,2\n2 + 2?,\n", r"bad\.csv: line 3: field 'answer' is empty"),
         ("problem,answer\n1 + 1?,2\n2 + 2?\n", r"bad\.csv: line 3: 1 cells, but the header names 2 columns"),
         ("problem,answer\n1 + 1?,2,extra\n", r"bad\.csv: line 2: 3 cells, but the header names 2 columns"),
-        ("question,answer\n1 + 1?,2\n", r"bad\.csv: line 2: field 'problem' \(column 'problem'\) is missing"),
+        ("question,answer\n1 + 1?,2\n", r"bad\.csv: no row has a column 'problem': map yours with columns: "
+                                      r"\{problem: <column name>\}\. The columns: question, answer"),
         ("problem,problem\n1,2\n", r"bad\.csv: line 1: the header must name each column once"),
         ("", r"bad\.csv: empty file"),
     ],
@@ -237,7 +238,7 @@ def test_file_bad_json_and_columns(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"broken\.jsonl: line 3: invalid JSON"):
         load_problems(SourceConfig(name="file", path=str(path)))
     path = _jsonl(tmp_path / "cols.jsonl", [{"q": "x", "a": "1"}])
-    with pytest.raises(UserError, match=r"cols\.jsonl: line 1: column 'question' \(mapped to 'problem'\)"):
+    with pytest.raises(UserError, match=r"cols\.jsonl: column 'question' \(mapped to 'problem'\) is in no row"):
         load_problems(SourceConfig(name="file", path=str(path), columns={"problem": "question"}))
     pq.write_table(pa.Table.from_pylist([{"problem": "x", "answer": ""}]), tmp_path / "e.parquet")
     with pytest.raises(UserError, match=r"e\.parquet: row 1: field 'answer' is empty"):
@@ -308,3 +309,30 @@ def test_hf_source_and_unreachable_hub(monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_datasets(monkeypatch, None)
     with pytest.raises(UserError, match="unreachable.*R1DISTILL_BENCHMARKS_DIR"):
         load_problems(SourceConfig(name="math500"))
+
+
+def test_a_column_no_row_has_is_one_error_with_a_did_you_mean(tmp_path: Path) -> None:
+    # SVAMP-style rows with a misspelt column in the mapping: one error, not one per row, and no skip_bad_rows advice
+    # (skipping every row would only find no problems)
+    rows = [{"ID": f"chal-{i}", "Body": "Jack had 8 pens.", "Question": "How many?", "Answer": 5.0} for i in range(7)]
+    path = _jsonl(tmp_path / "svamp.jsonl", rows)
+    mapping = {"id": "ID", "problem": ["Body", "Questoin"], "answer": "Answer"}
+    for skip in (False, True):
+        with pytest.raises(UserError) as e:
+            load_problems(SourceConfig(path=str(path), columns=mapping, skip_bad_rows=skip))
+        assert str(e.value) == (f"{path}: column 'Questoin' (mapped to 'problem') is in no row. Did you mean "
+                                "'Question'? The columns: ID, Body, Question, Answer")
+    # a field left unmapped in a file that names it otherwise
+    with pytest.raises(UserError, match=r"no row has a column 'answer': map yours with columns: \{answer: <column "
+                                        r"name>\}\. Did you mean 'Answer'\?"):
+        load_problems(SourceConfig(path=str(path), columns={"id": "ID", "problem": "Body"}))
+    # a column only some rows lack: those rows are bad rows, as before
+    with pytest.raises(UserError, match=r"line 2: column 'Question' \(mapped to 'problem'\) is missing.*skip_bad_rows"):
+        load_problems(SourceConfig(path=str(_jsonl(tmp_path / "ragged.jsonl", [rows[0], {"Body": "b", "Answer": 1}])),
+                                   columns={"problem": "{Body} {Question}", "answer": "Answer"}))
+    # a key of ours that is not one of our fields
+    with pytest.raises(ConfigError, match=r"columns: unknown field 'question'; columns maps our fields \(id, problem, "
+                                          r"answer, solution, source\) to your columns, e\.g\. \{problem: question\}"):
+        SourceConfig(path=str(path), columns={"question": "Question", "answer": "Answer"})
+    with pytest.raises(ConfigError, match="unknown field 'anwser' \\(did you mean 'answer'\\?\\)"):
+        SourceConfig(path=str(path), columns={"problem": "Question", "anwser": "Answer"})

@@ -122,3 +122,14 @@ def test_a_missing_student_tokenizer_fails_before_generate(tmp_path):
     with pytest.raises(ModelNotFoundError, match=r"^student.tokenizer: Model path .*no-such-bpe does not exist"):
         run(path)
     assert not (tmp_path / "traces").exists()  # generate never started
+
+
+def test_a_misspelt_variant_gets_a_did_you_mean(tmp_path):
+    from r1distill.config import UserError
+    from r1distill.evaluate import EvalConfig
+
+    with pytest.raises(ConfigError, match=r"variants are kd, sft\. Did you mean 'student:kd'\?"):
+        build_configs(_recipe(tmp_path, {"kd": {}, "sft": {}}, models=["teacher", "student:kdd"]))
+    (tmp_path / "students" / "sft").mkdir(parents=True)  # the eval stage alone: the variants trained so far
+    with pytest.raises(UserError, match=r"run train first\. Did you mean 'student:sft'\?"):
+        EvalConfig(run_dir=str(tmp_path), models=["student:sfft"]).resolve("student:sfft")

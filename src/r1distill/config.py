@@ -132,10 +132,44 @@ def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
             raise ConfigError(f"{p}: a recipe must be a YAML mapping, got {type(recipe).__name__}")
     for ov in overrides:
         apply_override(recipe, ov)
+    check_expansion(recipe, str(path) if path is not None else "the command-line overrides")
     unknown = [k for k in recipe if k not in TOP_LEVEL_KEYS]
     if unknown:
         raise ConfigError(_unknown_msg(unknown[0], TOP_LEVEL_KEYS, "recipe"))
     return recipe
+
+
+MAX_RECIPE_VALUES = 100_000  # values of a recipe with its YAML aliases expanded (a "billion laughs" has 10^9)
+
+
+def check_expansion(data: Any, where: str) -> None:
+    """Refuse YAML aliases that expand past MAX_RECIPE_VALUES values, or that refer to themselves. PyYAML shares an
+    aliased value, but the config hash (asdict, json) copies it at every use: an alias bomb under a free-form
+    mapping (backend_options, extra_body) would hang a stage at growing memory. `&name`/`*name` reuse is fine."""
+    sizes: dict[int, int] = {}  # id of a list/dict -> its values when expanded
+    open_: set[int] = set()
+
+    def size(x: Any) -> int:
+        if not isinstance(x, (dict, list)):
+            return 1
+        if id(x) in sizes:
+            return sizes[id(x)]
+        if id(x) in open_:
+            raise ConfigError(f"{where}: a YAML alias refers to a value that contains it (a recursive value); "
+                              "write the value out")
+        open_.add(id(x))
+        n = 1 + sum(size(c) for c in ([*x, *x.values()] if isinstance(x, dict) else x))
+        open_.discard(id(x))
+        if n > MAX_RECIPE_VALUES:
+            raise ConfigError(f"{where}: YAML aliases expand to more than {MAX_RECIPE_VALUES:,} values (an alias "
+                              "bomb?): use fewer aliases (*name) or write the values out")
+        sizes[id(x)] = n
+        return n
+
+    try:
+        size(data)
+    except RecursionError:
+        raise ConfigError(f"{where}: values nested too deeply") from None
 
 
 def apply_override(recipe: dict, override: str) -> None:

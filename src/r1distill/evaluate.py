@@ -2,7 +2,8 @@
 
 Output dir (default `{run_dir}/eval`): `<model>/<benchmark>.jsonl` (one line per sample: benchmark,
 id, sample_idx, output, pred_answer, correct, num_tokens, finish_reason), `summary.json`
-({model: {benchmark: metrics}}), `results.md` and `config.yaml` (a recipe: `r1distill eval eval/config.yaml`).
+({model: {benchmark: metrics}}), `results.md`, `config.yaml` (a recipe: `r1distill eval eval/config.yaml`) and
+`maj_cache.json` (maj@k's answer comparisons, which can take seconds each: a rerun reads them).
 Samples are appended after each batch, so a killed run (or one batch that fails) resumes without redoing
 finished problems.
 
@@ -30,10 +31,13 @@ override away.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
+import multiprocessing as mp
 import random
+import re
 import statistics
 import time
 from collections import Counter, defaultdict
@@ -43,15 +47,16 @@ from pathlib import Path
 
 from r1distill import rerun
 from r1distill.backends import BACKENDS, SamplingConfig, close, derive_seed, get_backend
-from r1distill.config import LAYOUT, ConfigError, UserError, model_dirname, to_dict, write_resolved
+from r1distill.config import LAYOUT, VARIANT_NAME, ConfigError, UserError, model_dirname, to_dict, write_resolved
 from r1distill.console import console, progress
 from r1distill.data.problems import Problems, SourceConfig, fingerprint, load_problems
 from r1distill.data.traces import write_text_atomic
-from r1distill.models import check_model
+from r1distill.models import BUILTIN_MODELS, check_model
 from r1distill.prompts import PromptConfig
 from r1distill.report.tables import results_markdown, skipped_notes
 from r1distill.verify import VERSION as VERIFY_VERSION
-from r1distill.verify import is_equivalent, verify_many
+from r1distill.verify import _context as verify_context
+from r1distill.verify import hard_limit, is_equivalent, normalize_answer, verify_many
 
 ALIASES = ("teacher", "student_init", "student")
 
@@ -59,6 +64,46 @@ ALIASES = ("teacher", "student_init", "student")
 def is_alias(model: str) -> bool:
     """Whether `model` names one of the run dir's students (`student`, `student_init`, `student:<variant>`, ...)."""
     return model.partition(":")[0] in ("student_init", "student")
+
+
+LABEL_RE = re.compile(r"[A-Za-z0-9_.:~-]+")  # what a label's result dir name (`model_dirname`) may hold
+
+
+def check_label(model: str) -> None:
+    """A model label names its result dir, `eval/<model_dirname(label)>`: refuse one that would not be a plain name
+    inside `eval/` ("..", or characters a dir name should not have)."""
+    name = model_dirname(model)
+    variant = model.partition(":")[2] if is_alias(model) else ""  # student:<variant> reads students/<variant>
+    if not LABEL_RE.fullmatch(name) or name in (".", "..") or (variant and not VARIANT_NAME.match(variant)):
+        raise ConfigError(f"eval.models: {model!r} cannot label results (they go to eval/{name}/): a model name or "
+                          "path may hold letters, digits, '_', '.', '-', ':', '~' and '/' (not '.' or '..' alone); "
+                          "for a path with other characters, give a symlink to it")
+
+
+def near_alias(model: str) -> str | None:
+    """The alias or built-in name that `model` looks like a typo of ("studnet" -> "student", "studnet:kd" ->
+    "student:kd"), when it names nothing else: no local path, no hub owner ("org/name")."""
+    if model in ("teacher", "students", *BUILTIN_MODELS) or is_alias(model) or "/" in model:
+        return None
+    if Path(model).expanduser().exists():
+        return None
+    kind, sep, variant = model.partition(":")
+    known = ["student", "student_init"] if sep else [*ALIASES, "students", *BUILTIN_MODELS]
+    close = difflib.get_close_matches(kind.lower(), known, n=1, cutoff=0.75)
+    return close[0] + sep + variant if close else None
+
+
+def check_model_name(name: str) -> str:
+    """`check_model`, with a hint when an offline hub id is a built-in model's (HuggingFaceTB/SmolLM2-135M-Instruct
+    is `smollm2-135m-instruct`, which needs no hub)."""
+    try:
+        return check_model(name)
+    except UserError as e:
+        builtin = next((b for b in BUILTIN_MODELS if name.rsplit("/", 1)[-1].lower() == b and name != b), None)
+        if builtin is None:
+            raise
+        raise type(e)(f"{e}; use the built-in name {builtin}, which is that model (its GGUF ships in a Python "
+                      "package: no hub needed)") from None
 
 # Samples per problem when num_samples is unset. DeepSeek-R1 (arXiv:2501.12948, sec. 3.1 "Evaluation Setup")
 # samples "k responses (typically between 4 and 64, depending on the test set size)" and reports cons@64 on AIME:
@@ -99,6 +144,14 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if not self.models:
             raise ConfigError("eval.models is empty: name at least one model")
+        for model in self.models:  # before any check that names the models (model_prompts)
+            check_label(model)
+            if model == "students":
+                raise ConfigError("eval.models: `students` (every variant's student) is for `r1distill run` with a "
+                                  "recipe's variants; name each one here as student:<variant>")
+            if close := near_alias(model):
+                raise ConfigError(f"eval.models: {model!r} is not a model alias (teacher, student, student_init, "
+                                  f"students, student:<variant>), built-in name or local path. Did you mean {close!r}?")
         if self.backend not in BACKENDS:
             raise ConfigError(f"eval.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.num_samples is not None and self.num_samples < 1:
@@ -139,20 +192,77 @@ class EvalConfig:
             elif variant and (Path(self.run_dir) / LAYOUT["students_init"] / variant / "config.json").exists():
                 path = Path(self.run_dir) / LAYOUT["students_init"] / variant
             if not (path / "config.json").exists():
-                raise UserError(f"eval: model alias {model!r} means {path}, which does not exist yet: run train first")
+                built = Path(self.run_dir) / LAYOUT["students"]
+                names = sorted(d.name for d in built.iterdir() if d.is_dir()) if variant and built.is_dir() else []
+                close = difflib.get_close_matches(variant, names, n=1)
+                hint = f" Did you mean '{kind}:{close[0]}'?" if close else ""
+                raise UserError(f"eval: model alias {model!r} means {path}, which does not exist yet: run train "
+                                f"first.{hint}")
             return str(path)
         return model
 
 
-def majority_correct(answers: list[str | None], correct: list[bool], timeout: float = 5.0) -> bool:
-    """maj@k: group equivalent answers (by the verifier), take the largest group (first seen on a tie),
-    and return whether its answer is correct. No answer at all counts as wrong."""
+class AnswerComparer:
+    """Whether two extracted answers are the same, for maj@k: ``is_equivalent`` in a worker process with the hard
+    limit grading has (``hard_limit(timeout)`` per comparison, so Math-Verify cannot hang the main process, nor run
+    unlimited off its main thread), after exact equality of the answers and of their normalised forms. Verdicts are
+    cached by (normalised answer, normalised answer, timeout): `cache` may be loaded from and saved to a file, so a
+    rerun does not pay again for pathological pairs (8 distinct ``9^{9^{9^{9^{n}}}}`` cost 28 x 5 s).
+    Use as a context manager; the worker starts on the first comparison that needs it."""
+
+    def __init__(self, timeout: float = 5.0, cache: dict[tuple[str, str, float], bool] | None = None):
+        self.timeout = timeout
+        self.cache = {} if cache is None else cache
+        self._pool = None
+
+    def __call__(self, a: str, b: str) -> bool:
+        if a == b:
+            return True
+        key = (normalize_answer(a), normalize_answer(b), self.timeout)
+        if key[0] and key[0] == key[1]:
+            return True  # what is_equivalent's first check would say
+        if key not in self.cache:
+            self.cache[key] = self._compare(a, b)
+        return self.cache[key]
+
+    def _compare(self, a: str, b: str) -> bool:
+        if self._pool is None:
+            self._pool = verify_context().Pool(1)
+        try:
+            return bool(self._pool.apply_async(_equivalent, (a, b, self.timeout)).get(hard_limit(self.timeout)))
+        except mp.TimeoutError:  # stuck where Math-Verify's alarm cannot reach: undecided, not the same answer
+            self.close()
+            return False
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool = None
+
+    def __enter__(self) -> AnswerComparer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _equivalent(a: str, b: str, timeout: float) -> bool:
+    return is_equivalent(a, b, timeout=timeout)  # in the worker, where Math-Verify's alarm works
+
+
+def majority_correct(answers: list[str | None], correct: list[bool], timeout: float = 5.0,
+                     same: AnswerComparer | None = None) -> bool:
+    """maj@k: group equivalent answers (by ``same``, default an ``AnswerComparer(timeout)``), take the largest
+    group (first seen on a tie), and return whether its answer is correct. No answer at all counts as wrong."""
+    if same is None:
+        with AnswerComparer(timeout) as own:
+            return majority_correct(answers, correct, timeout, own)
     groups: list[list[int]] = []
     for i, a in enumerate(answers):
         if a is None:
             continue
         for g in groups:
-            if is_equivalent(a, answers[g[0]], timeout=timeout):
+            if same(a, answers[g[0]]):
                 g.append(i)
                 break
         else:
@@ -215,20 +325,25 @@ def standard_error(values: Sequence[float]) -> float:
     return statistics.stdev(values) / math.sqrt(len(values)) if len(values) >= 2 else 0.0
 
 
-def summarize(samples: list[dict], ks: Sequence[int] = (), bootstrap: int = 1000) -> dict:
+def summarize(samples: list[dict], ks: Sequence[int] = (), bootstrap: int = 1000,
+              same: AnswerComparer | None = None) -> dict:
     """Metrics for one model on one benchmark from its per-sample rows.
 
     pass@1 is the mean over problems of each problem's share of correct samples, with a bootstrap 95% CI
     over problems and its standard error; pass@k (for ``ks``, default ``default_ks(k)``) is the unbiased
     estimator averaged over problems; maj@k is majority voting over the extracted answers; tokens_p50/p90
-    are nearest-rank percentiles of the completion lengths.
+    are nearest-rank percentiles of the completion lengths. ``same`` compares answers for maj@k (default: a fresh
+    ``AnswerComparer``).
     """
+    if same is None:
+        with AnswerComparer() as own:
+            return summarize(samples, ks, bootstrap, own)
     by_problem: dict[str, list[dict]] = defaultdict(list)
     for s in samples:
         by_problem[s["id"]].append(s)
     groups = list(by_problem.values())
     pass1 = [sum(s["correct"] for s in v) / len(v) for v in groups]
-    maj = [majority_correct([s["pred_answer"] for s in v], [s["correct"] for s in v]) for v in groups]
+    maj = [majority_correct([s["pred_answer"] for s in v], [s["correct"] for s in v], same=same) for v in groups]
     max_k = max((len(v) for v in groups), default=0)
     min_k = min((len(v) for v in groups), default=0)
     n = max(len(samples), 1)
@@ -456,6 +571,24 @@ def _warn_greedy(cfg: EvalConfig) -> None:
                       "will be the same")
 
 
+MAJ_CACHE = "maj_cache.json"  # maj@k's answer comparisons, so that a rerun does not pay for them again
+
+
+def _read_maj_cache(path: Path) -> dict[tuple[str, str, float], bool]:
+    data = _read_meta(path)
+    if data.get("verifier") != VERIFY_VERSION:
+        return {}  # another verifier may judge the pairs otherwise (or no cache yet)
+    try:
+        return {(str(a), str(b), float(t)): bool(v) for a, b, t, v in data.get("pairs", [])}
+    except (TypeError, ValueError):
+        return {}  # a damaged cache is only a lost speed-up
+
+
+def _write_maj_cache(path: Path, cache: dict[tuple[str, str, float], bool]) -> None:
+    pairs = [[a, b, t, v] for (a, b, t), v in cache.items()]
+    write_text_atomic(path, json.dumps({"verifier": VERIFY_VERSION, "pairs": pairs}))
+
+
 def run(cfg: EvalConfig) -> Path:
     out = cfg.out
     # Every input is read and checked before any output is touched (the rerun rule): a broken benchmark line or a
@@ -464,10 +597,11 @@ def run(cfg: EvalConfig) -> Path:
     names = {model: cfg.resolve(model) for model in cfg.models}
     if cfg.backend != "openai":  # a server's model names are its own
         for name in names.values():
-            check_model(name)
+            check_model_name(name)
     write_resolved(cfg, out, "eval")
     _warn_greedy(cfg)
     summary: dict[str, dict] = {}
+    maj_cache = _read_maj_cache(out / MAJ_CACHE)
     for model in cfg.models:
         name = names[model]
         t0 = time.time()
@@ -477,7 +611,12 @@ def run(cfg: EvalConfig) -> Path:
             for bench in cfg.benchmarks:
                 samples, skipped = _eval_one(cfg, name, model_dirname(model), bench, problems[bench.label], box,
                                              cfg.prompt_for(model))
-                metrics = summarize(samples, ks=cfg.pass_at_k, bootstrap=cfg.bootstrap)
+                # a worker per summary, ended after it: a fork that outlived close() would hold the model's memory
+                known = len(maj_cache)
+                with AnswerComparer(cfg.verify_timeout, maj_cache) as same:
+                    metrics = summarize(samples, ks=cfg.pass_at_k, bootstrap=cfg.bootstrap, same=same)
+                if len(maj_cache) > known:
+                    _write_maj_cache(out / MAJ_CACHE, maj_cache)
                 summary[model][bench.label] = {**metrics, **skipped, "model_path": name}
         finally:
             if "backend" in box:

@@ -14,6 +14,7 @@ versions, hardware, start/end times, and per stage its output dir, wall seconds 
 
 from __future__ import annotations
 
+import difflib
 import gc
 import json
 import os
@@ -100,8 +101,10 @@ def build_configs(recipe: dict) -> dict:
     unknown = [m for m in configs["eval"].models if m.startswith("student") and ":" in m
                and m.partition(":")[2] not in variants]
     if unknown:
+        close = difflib.get_close_matches(unknown[0].partition(":")[2], variants, n=1)
+        hint = f". Did you mean '{unknown[0].partition(':')[0]}:{close[0]}'?" if close else ""
         raise ConfigError(f"eval.models names {unknown[0]!r}, but the recipe's variants are "
-                          f"{', '.join(variants) or '(none)'}")
+                          f"{', '.join(variants) or '(none)'}{hint}")
     return configs
 
 
@@ -131,7 +134,7 @@ def _check_models(configs: dict) -> None:
         names += [configs["eval"].resolve(m) for m in configs["eval"].models if not evaluate.is_alias(m)]
     for name in names:
         if name and name != "teacher":
-            check_model(name)
+            evaluate.check_model_name(name)  # check_model, with a hint for a built-in model's hub id
 
 
 def _inputs(name: str, cfg) -> str:

@@ -43,6 +43,8 @@ stop string, and the eos is appended when the server left it out); "length" is a
 ("content_filter", DeepSeek's "insufficient_system_resource", vLLM's "abort") and a missing one ("unknown") are
 neither, and curate drops them under their own reason. A missing reason with an eos among the returned tokens
 counts as "stop".
+A completion longer than max_new_tokens (a server that ignored max_tokens stored 571k tokens for 16) is cut to
+max_new_tokens tokens and marked "length", with one warning per backend (`cut_completions` counts them).
 
 `n` > 1: asked for with the API's `n`; a server that returns fewer choices (llama-cpp-python ignores
 `n`) gets one request per missing sample, each with its own seed, and later prompts go straight to
@@ -61,7 +63,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
@@ -88,6 +90,7 @@ RETRY_STATUS = {408, 425, 429} | set(range(500, 600))
 MAX_RETRY_AFTER_S = 300.0  # an absurd Retry-After must not stall a run for hours
 DEFAULT_CONTEXT = 1 << 30  # no limit known: the server rejects what it cannot fit
 _TOKEN_ID = re.compile(r"token_id:(-?\d+)")
+_BEARER = re.compile(r"\bBearer\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)  # RFC 6750's token characters
 
 
 @dataclass
@@ -342,6 +345,28 @@ def _num(x) -> float:
     return float(x) if x is not None else -math.inf
 
 
+def cut_to(c: Completion, limit: int, tokenizer=None) -> Completion:
+    """`c` cut to its first `limit` tokens and marked "length": what a server that honoured max_tokens would have
+    returned. The text is cut where the kept tokens' bytes end (exact), else where the re-tokenized text's
+    `limit`-th token ends, else (no tokenizer) in proportion."""
+    nbytes = c.token_nbytes[:limit] if c.token_nbytes is not None else None
+    if nbytes is not None and c.token_bytes_ok:
+        text = c.text.encode()[:int(nbytes.sum())].decode("utf-8", "ignore")
+    elif tokenizer is not None and getattr(tokenizer, "is_fast", False):
+        ends = tokenizer(c.text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        text = c.text[:ends[limit - 1][1]] if len(ends) >= limit else c.text
+    else:
+        text = c.text[:len(c.text) * limit // max(1, len(c.token_ids))]
+    topk_ids = c.topk_ids[:limit] if c.topk_ids is not None else None
+    return replace(c, text=text, token_ids=c.token_ids[:limit], finish_reason="length", topk_ids=topk_ids,
+                   topk_logprobs=c.topk_logprobs[:limit] if c.topk_logprobs is not None else None,
+                   unmapped_tokens=int((topk_ids < 0).sum()) if topk_ids is not None else 0,
+                   token_logprobs=c.token_logprobs[:limit] if c.token_logprobs is not None else None,
+                   token_nbytes=nbytes,
+                   token_bytes_ok=None if nbytes is None else bool(c.token_bytes_ok)
+                   and len(text.encode()) == int(nbytes.sum()))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The backend
 
@@ -392,6 +417,7 @@ class OpenAIBackend:
         self._reached: set[str] = set()  # URLs that answered (any HTTP status) in this backend's life
         self._context = self.opts.context_length
         self._warned = False
+        self.cut_completions = 0  # completions longer than max_new_tokens (the server ignored max_tokens), cut
 
     def __repr__(self) -> str:  # never show the key (it is not an attribute, but keep it that way)
         return f"OpenAIBackend({self.served_model!r}, base_urls={self.opts.base_urls})"
@@ -416,6 +442,13 @@ class OpenAIBackend:
 
     def _api_key(self) -> str | None:
         return os.environ.get(self.opts.api_key_env) or None
+
+    def _redact(self, text: str) -> str:
+        """A server's text without the API key or any bearer token: a server may echo the request's headers in an
+        error. Before any cut to length, so that no part of the key is left."""
+        if key := self._api_key():
+            text = text.replace(key, "***")
+        return _BEARER.sub("Bearer ***", text)
 
     @property
     def context_length(self) -> int:
@@ -538,6 +571,7 @@ class OpenAIBackend:
         n = sampling.n
         seeds = prompt_seeds(sampling, len(prompts))
         results: list[list[Completion | None]] = [[None] * n for _ in prompts]
+        cut = [0, 0]  # completions cut to max_new_tokens, the longest one's tokens
         sem = asyncio.Semaphore(self.opts.concurrency)
         async with self._client() as client:
 
@@ -551,8 +585,16 @@ class OpenAIBackend:
                 approx = usage // max(1, len(choices)) if isinstance(usage, int) else None
                 outs = [parse_choice(c, self.opts.endpoint, sampling.logprobs, self.tmap, self.opts.resolve_ambiguous,
                                      approx) for c in choices]
+                # A clean stop may end in an eos the server did not count (llama-cpp-python leaves it out).
+                over = [i for i, c in enumerate(outs)
+                        if len(c.token_ids) > sampling.max_new_tokens + (c.finish_reason == "stop")]
+                for i in over:
+                    cut[0] += 1
+                    cut[1] = max(cut[1], len(outs[i].token_ids))
+                    outs[i] = cut_to(outs[i], sampling.max_new_tokens, self.tokenizer)
                 if not outs:
-                    raise UserError(f"{self.opts.endpoint} answer without choices from the server: {str(data)[:300]}")
+                    raise UserError(f"{self.opts.endpoint} answer without choices from the server: "
+                                    f"{self._redact(str(data))[:300]}")
                 for i, c in enumerate(outs):
                     results[p][first + i] = c
                     if progress:
@@ -575,6 +617,11 @@ class OpenAIBackend:
                     t.cancel()
         from r1distill.console import console
 
+        if cut[0] and not self.cut_completions:  # warned once per backend: a server that ignores it always does
+            console.print(f"[yellow]warning[/]: openai backend: the server ignored max_tokens={sampling.max_new_tokens}"
+                          f": {cut[0]} completions (the longest {cut[1]:,} tokens) were cut to "
+                          f"{sampling.max_new_tokens} tokens and marked 'length'; later cuts are only counted")
+        self.cut_completions += cut[0]
         unknown = sum(c.token_ids.count(-1) for cs in results for c in cs if c is not None)
         if unknown and self.tmap is not None:  # training cannot use such rows: say so rather than fail later
             console.print(f"[yellow]warning[/]: openai backend: {unknown} sampled tokens could not be identified "
@@ -616,7 +663,7 @@ class OpenAIBackend:
                 try:
                     r = await client.post(url + path, json=body)
                 except (httpx.TimeoutException, httpx.TransportError) as e:
-                    failures.append(f"{url}: {type(e).__name__}: {e}".rstrip(": "))
+                    failures.append(f"{url}: {type(e).__name__}: {self._redact(str(e))}".rstrip(": "))
                     # A slow answer (read timeout) means the server is there: only connect errors say it is not.
                     refused = isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout))
                     unreachable &= refused
@@ -634,19 +681,19 @@ class OpenAIBackend:
                     try:
                         data = r.json()
                     except ValueError:
-                        failures.append(f"{url}: HTTP 200 with a body that is not JSON: {r.text[:200]!r}")
+                        failures.append(f"{url}: HTTP 200 with a body that is not JSON: {self._redact(r.text)[:200]!r}")
                     else:
                         if isinstance(data, dict) and "error" not in data:
                             self.requests_per_url[url] += 1
                             return data
-                        raise UserError(f"{url}{path} answered with an error: {str(data)[:300]}")
+                        raise UserError(f"{url}{path} answered with an error: {self._redact(str(data))[:300]}")
                 elif r.status_code in RETRY_STATUS:
-                    failures.append(f"{url}: HTTP {r.status_code}: {r.text[:200]}")
+                    failures.append(f"{url}: HTTP {r.status_code}: {self._redact(r.text)[:200]}")
                     wait_hint = _retry_after(r.headers.get("retry-after"))
                 else:
                     hint = (f" (check the API key in ${self.opts.api_key_env})"
                             if r.status_code in (401, 403) else "")
-                    raise UserError(f"{url}{path} answered HTTP {r.status_code}{hint}: {r.text[:300]}")
+                    raise UserError(f"{url}{path} answered HTTP {r.status_code}{hint}: {self._redact(r.text)[:300]}")
             if attempt + 1 == attempts:
                 break
             delay = min(self.opts.backoff_max_s, self.opts.backoff_s * 2 ** attempt) * random.uniform(0.5, 1.0)

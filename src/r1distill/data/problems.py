@@ -11,10 +11,13 @@ Column mapping (`columns: {our field: theirs}`), e.g. for SVAMP-style rows
   `columns: {id: ID, problem: [Body, Question], answer: Answer}` -> problem "Jack had 8 pens. How many pens
   are left?", answer "5". A value is one column, a list of columns (joined by a space), or a template
   such as `"{Body} {Question}"` where every `{Name}` is a column. Mapped columns are not kept as extras.
+  A column that no row has (a misspelt mapping, or `problem`/`answer` unmapped in a file that names them otherwise)
+  is one error with a "did you mean" over the file's columns, whatever `skip_bad_rows` says.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -32,7 +35,9 @@ from r1distill.config import ConfigError, UserError
 from r1distill.data import synthetic
 
 TEMPLATE_RE = re.compile(r"\{([^{}]+)\}")  # "{Body} {Question}": each {Name} is a column
+FIELDS = ("id", "problem", "answer", "solution", "source")  # what `columns` may map
 SHOWN_BAD_ROWS = 5  # bad rows named in the error (all are counted)
+SHOWN_COLUMNS = 30  # a file's columns named in an error
 
 
 @dataclass
@@ -80,6 +85,11 @@ class SourceConfig:
             what = "a .jsonl/.json/.parquet/.csv file" if self.name == "file" else "a hub dataset id"
             raise ConfigError(f"Source name={self.name} needs path= set to {what}")
         for ours, theirs in self.columns.items():
+            if ours not in FIELDS:
+                close = difflib.get_close_matches(str(ours).lower(), FIELDS, n=1, cutoff=0.7)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"columns: unknown field {ours!r}{hint}; columns maps our fields "
+                                  f"({', '.join(FIELDS)}) to your columns, e.g. {{problem: {ours}}}")
             ok = (isinstance(theirs, str) and theirs.strip()) or (
                 isinstance(theirs, list) and theirs and all(isinstance(c, str) and c for c in theirs))
             if not ok:
@@ -262,7 +272,15 @@ class Checker:
         out: list[dict] = []
         bad: list[RowError] = []
         first_at: dict[str, str] = {}
+        needed = self.needed_columns()
+        lacking: Counter = Counter()  # needed column -> objects without it
+        seen: dict[str, None] = {}  # every column of the objects, in order
+        objects = 0
         for i, (where, row) in enumerate(rows):
+            if isinstance(row, dict):
+                objects += 1
+                seen.update(dict.fromkeys(map(str, row)))
+                lacking.update(c for c in needed if c not in row)
             try:
                 if isinstance(row, RowError):
                     raise row
@@ -277,6 +295,8 @@ class Checker:
                 continue
             first_at[rec["id"]] = where
             out.append(rec)
+        if objects and (nowhere := [c for c in needed if lacking[c] == objects]):
+            raise UserError(f"{origin}: {self.nowhere_message(nowhere[0], list(seen))}")
         if bad and not self.skip:
             shown = "; ".join(str(e) for e in bad[:SHOWN_BAD_ROWS])
             more = f"; ... and {len(bad) - SHOWN_BAD_ROWS} more" if len(bad) > SHOWN_BAD_ROWS else ""
@@ -287,6 +307,21 @@ class Checker:
         if not out:
             raise UserError(f"{origin}: no problems found" + (f" ({len(bad)} bad rows left out)" if bad else ""))
         return out
+
+    def needed_columns(self) -> list[str]:
+        """The columns every row must have: those the mapping reads, and problem/answer when they are not mapped."""
+        mapped = [c for spec in self.columns.values() for c in _source_columns(spec)]
+        return list(dict.fromkeys(mapped + [f for f in ("problem", "answer") if f not in self.columns]))
+
+    def nowhere_message(self, col: str, present: list[str]) -> str:
+        """Why no row can be read when no row has column `col`: a misspelt mapping, or an unmapped field."""
+        close = difflib.get_close_matches(col, present, n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        ours = [o for o, spec in self.columns.items() if col in _source_columns(spec)]
+        what = (f"column {col!r} (mapped to {ours[0]!r}) is in no row" if ours else
+                f"no row has a column {col!r}: map yours with columns: {{{col}: <column name>}}")
+        shown = ", ".join(present[:SHOWN_COLUMNS]) + (" ..." if len(present) > SHOWN_COLUMNS else "")
+        return f"{what}.{hint} The columns: {shown}"
 
 
 # ---- local files ------------------------------------------------------------------------------
