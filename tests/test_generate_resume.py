@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,10 +13,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from r1distill import generate
 from r1distill.cli import main
-from r1distill.config import ConfigError
+from r1distill.config import ConfigError, from_dict
 from r1distill.data.problems import SourceConfig, load_problems
 from r1distill.data.traces import read_table, shard_paths
 
@@ -150,3 +152,131 @@ def test_shard_is_left_out_of_the_hash_and_refuses_overwrite():
     assert generate.GenerateConfig(shard="0/2").hash() == generate.GenerateConfig().hash()
     with pytest.raises(ConfigError, match="overwrite"):
         generate.GenerateConfig(shard="0/2", overwrite=True)
+
+
+def _completions(out: Path) -> dict[tuple[str, int], list[int]]:
+    """(prompt_id, sample_idx) -> completion ids, asserting each pair is there once."""
+    t = read_table(out)
+    pairs = list(zip(t.column("prompt_id").to_pylist(), t.column("sample_idx").to_pylist()))
+    assert len(pairs) == len(set(pairs))
+    return dict(zip(pairs, t.column("completion_ids").to_pylist()))
+
+
+def test_ctrl_c_keeps_the_finished_problems_and_the_resume_equals_an_uninterrupted_run(tmp_path, teacher_dir,
+                                                                                       monkeypatch, capsys):
+    from r1distill.backends.hf import HFBackend
+
+    # The default shard_size: one shard would hold every problem, so before, Ctrl-C kept nothing. batch_size 3 cuts
+    # a problem's two samples apart, and only whole problems are kept.
+    over = _overrides(tmp_path / "traces", shard_size=256, batch_size=3)
+    assert main(["generate", *_overrides(tmp_path / "whole", shard_size=256, batch_size=3)]) == 0
+    whole = _completions(tmp_path / "whole")
+    assert len(whole) == NUM_PROBLEMS * NUM_SAMPLES
+
+    batch, calls = HFBackend._generate_batch, []
+
+    def ctrl_c_on_fourth(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:  # 3 batches of 3 sequences done: 4 whole problems and half of one
+            raise KeyboardInterrupt
+        return batch(self, *args, **kwargs)
+
+    monkeypatch.setattr(HFBackend, "_generate_batch", ctrl_c_on_fourth)
+    assert main(["generate", *over]) == 130
+    monkeypatch.setattr(HFBackend, "_generate_batch", batch)
+    kept = _completions(tmp_path / "traces")
+    assert len(kept) == 4 * NUM_SAMPLES
+    capsys.readouterr()
+    assert main(["generate", *over]) == 0
+    assert f"({len(kept) // NUM_SAMPLES} already done)" in capsys.readouterr().err
+    assert _completions(tmp_path / "traces") == whole  # each problem drew the samples it draws uninterrupted
+
+
+def test_a_second_generate_on_a_busy_dir_is_refused_and_another_shard_size_is_another_config(tmp_path, teacher_dir,
+                                                                                              capsys):
+    out = tmp_path / "traces"
+    lock = out / ".generate.lock"
+    with (tmp_path / "log.txt").open("w") as log:
+        first = subprocess.Popen([sys.executable, "-m", "r1distill.cli", "generate", *_overrides(out, shard_size=2)],
+                                 stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 120
+        while not lock.exists() and first.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        # The lock is taken before the model loads: this refusal comes while the first run still works.
+        assert main(["generate", *_overrides(out, shard_size=4)]) == 2
+        err = capsys.readouterr().err
+        assert first.poll() is None
+        assert f"pid {first.pid}" in err and ".generate.lock" in err
+        assert first.wait() == 0
+    assert not lock.exists()
+    # Once it is done, another shard_size is another config (it groups the problems, and so seeds them otherwise):
+    # refused, by name, not mixed in (before, a second run with another size doubled rows under the same names).
+    capsys.readouterr()
+    assert main(["generate", *_overrides(out, shard_size=4)]) == 2
+    assert "changed: shard_size: 2 -> 4" in " ".join(capsys.readouterr().err.split())
+    assert len(_completions(out)) == NUM_PROBLEMS * NUM_SAMPLES
+    assert json.loads((out / "manifest.json").read_text())["shards"] and \
+        json.loads((out / "summary.json").read_text())["rows"] == NUM_PROBLEMS * NUM_SAMPLES
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, teacher_dir) -> Path:
+    """A finished generate dir (copy it before changing it)."""
+    out = tmp_path_factory.mktemp("finished") / "traces"
+    assert main(["generate", *_overrides(out, max_new_tokens=4, shard_size=4)]) == 0
+    return out
+
+
+def test_a_changed_config_is_refused_naming_the_keys_that_changed(tmp_path, finished, capsys):
+    out = tmp_path / "traces"
+    shutil.copytree(finished, out)
+    capsys.readouterr()
+    changed = _overrides(out, max_new_tokens=4, shard_size=4, temperature=0.5, batch_size=2,
+                         **{"source.num_problems": 12})
+    assert main(["generate", *changed]) == 2
+    err = capsys.readouterr().err
+    err = " ".join(err.split())  # rich wraps long lines
+    assert "changed: source.num_problems: 10 -> 12; temperature: 0.8 -> 0.5;" in err
+    assert "batch_size" not in err  # changed too, but it does not change what is generated
+
+
+def test_a_rerun_with_nothing_to_do_keeps_the_summary(tmp_path, finished):
+    out = tmp_path / "traces"
+    shutil.copytree(finished, out)
+    before = json.loads((out / "summary.json").read_text())
+    assert before["new_tokens"] > 0 and before["new_tokens_per_s"] > 0
+    assert main(["generate", *_overrides(out, max_new_tokens=4, shard_size=4)]) == 0
+    assert json.loads((out / "summary.json").read_text()) == before
+
+
+def test_shard_size_is_in_the_hash_and_a_dir_from_before_resumes(tmp_path, finished):
+    assert generate.GenerateConfig(shard_size=2).hash() != generate.GenerateConfig(shard_size=4).hash()
+    default = generate.GenerateConfig()
+    assert default.hash() == default.hash(with_shard_size=False)  # dirs of the default size keep their stamp
+    # A dir written before shard_size was hashed (shard_size 4: its stamp is the hash without it) resumes with the
+    # same shard_size, as it did before; with another one it is refused, naming it.
+    out = tmp_path / "traces"
+    shutil.copytree(finished, out)
+    cfg = from_dict(generate.GenerateConfig, yaml.safe_load((out / "config.yaml").read_text())["generate"])
+    assert cfg.shard_size == 4 and cfg.hash() != cfg.hash(with_shard_size=False)
+    stamp = json.loads((out / "r1distill_stamp.json").read_text())
+    (out / "r1distill_stamp.json").write_text(json.dumps({**stamp, "stamp": cfg.hash(with_shard_size=False)}))
+    before = {p.name: p.stat().st_mtime_ns for p in shard_paths(out)}
+    assert main(["generate", *_overrides(out, max_new_tokens=4, shard_size=4)]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in shard_paths(out)} == before
+    assert main(["generate", *_overrides(out, max_new_tokens=4, shard_size=2)]) == 2
+
+
+def test_two_processes_never_share_a_temporary_file(tmp_path):
+    import pyarrow as pa
+
+    from r1distill.data.traces import write_table_atomic
+
+    # Another process half way through writing the same shard name (as two runs on one dir did): its temporary
+    # file is its own, and this write neither reads, replaces nor renames it.
+    theirs = tmp_path / ".shard-00000.parquet.tmp"
+    theirs.write_bytes(b"another process's half-written shard")
+    write_table_atomic(pa.table({"a": [1, 2]}), tmp_path / "shard-00000.parquet")
+    assert theirs.read_bytes() == b"another process's half-written shard"
+    assert pq.read_table(tmp_path / "shard-00000.parquet").num_rows == 2
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == [theirs.name]

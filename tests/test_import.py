@@ -272,6 +272,7 @@ def test_resume_after_a_crash_and_rerun(tmp_path, monkeypatch, capsys):
     jsonl(src, OPENR1)  # the input changed: the old traces are set aside, not lost
     table, _, _ = run(tmp_path, src, "openr1", name="out", shard_size=5)
     assert table.num_rows == 6 and len(list(tmp_path.glob("out.old-*"))) == 1
+    assert "no setting differs from its config.yaml: the input did" in " ".join(capsys.readouterr().err.split())
 
 
 def test_hub_dataset_streamed(tmp_path, monkeypatch):

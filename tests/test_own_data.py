@@ -342,6 +342,22 @@ def test_8_curate_reruns_keep_or_move_aside_their_results(tmp_path):
     assert read_table(out).num_rows == 3
 
 
+def test_13_a_stage_that_sets_results_aside_names_what_changed(tmp_path, capsys):
+    # One rule for every stage (rerun.py): results of another config are never mixed nor deleted, and the line that
+    # says so names the settings that differ; curate moves them aside, generate refuses (its dir is shared).
+    traces = _hand_traces(tmp_path / "my_traces")
+    cfg = curate.CurateConfig(run_dir=str(tmp_path), input_dir=str(traces), decontaminate=[], num_workers=1)
+    curate.run(cfg)
+    capsys.readouterr()
+    curate.run(curate.CurateConfig(**{**cfg.__dict__, "max_per_problem": 1, "num_workers": 2}))
+    said = _said(capsys)
+    assert "changed: max_per_problem: None -> 1)" in said and "num_workers" not in said and "moved them to" in said
+    _hand_traces(traces, n=3)  # the same config, another input
+    curate.run(curate.CurateConfig(**{**cfg.__dict__, "max_per_problem": 1}))
+    assert "no setting differs from its config.yaml: the input did" in _said(capsys)
+    assert len(list(tmp_path.glob("curated.old-*"))) == 2
+
+
 def test_8_train_reruns_keep_or_move_aside_the_student(tmp_path, student_dir, capsys):  # noqa: F811
     curated = write_traces(tmp_path / "curated", trace_rows(4))
     cfg = train_config(tmp_path, student_dir, curated, objective="sft")

@@ -434,3 +434,29 @@ def test_a_variant_starts_from_its_own_untrained_student_when_eval_has_one():
     assert best_student(ev, "b") == "student:deep"  # the first of equals
     assert init_of(ev, "student:deep") == "student_init:deep" and init_of(ev, "student:kd") == "student_init"
     assert init_of({"student": r(0.1)}, "student") is None
+
+
+def test_the_eval_settings_table_wraps_its_words_at_a_bounded_width(tmp_path):
+    from html import escape
+
+    from r1distill.report.html import CSS
+
+    # A long prompt name and system line: the cells held on one line (white-space:nowrap) and the table overflowed
+    # its column beside the chart at 1280 px. Its cells now wrap at a bounded width; the number tables do not.
+    system = "Solve the math word problem. Write each calculation on its own line, then 'The answer is N.'"
+    m = {"problems": 4, "samples": 4, "k": 1, "pass@1": 0.5, "answered": 0.5, "mean_tokens": 10.0}
+    _write(tmp_path / "eval" / "summary.json", {
+        "teacher": {"gsm8k": m, "_prompt": "r1-instruction-with-worked-examples-as-earlier-chat-turns"},
+        "student": {"gsm8k": m, "_prompt": "r1-instruction-with-worked-examples-as-earlier-chat-turns"}})
+    _write(tmp_path / "eval" / "config.yaml", f"eval:\n  temperature: 0.6\n  top_p: 0.95\n  max_new_tokens: 256\n"
+                                              f"  prompt:\n    system: \"{system}\"\n")
+    write_report(tmp_path)
+    html = (tmp_path / "report.html").read_text()
+    tables = re.findall(r"<table[^>]*><thead>.*?</table>", html, re.S)
+    (settings,) = [t for t in tables if "<th>decoding</th>" in t]
+    assert settings.startswith('<table class="wrap">') and escape(system) in settings
+    assert all(t.startswith("<table><thead>") for t in tables if t is not settings)
+    rules = {sel.strip(): body for sel, body in re.findall(r"([^{}]+)\{([^}]*)\}", CSS)}
+    assert "white-space:normal" in rules["table.wrap th, table.wrap td"]
+    assert "overflow-wrap:anywhere" in rules["table.wrap th, table.wrap td"]
+    assert re.search(r"max-width:\s*\d+em", rules["table.wrap td.text"])

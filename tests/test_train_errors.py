@@ -71,3 +71,45 @@ def test_empty_dataset(tmp_path, student_dir):  # noqa: F811
     with pytest.raises(UserError, match=r"No Parquet shards in .*nothing"):
         run(derive)
     assert not (tmp_path / "d" / "student_init").exists()
+
+
+def test_topk_logprobs_that_carry_nothing(tmp_path, student_dir, capsys):  # noqa: F811
+    import json
+    import math
+
+    # Every log-prob NaN, +inf or -inf: KD has nothing to learn from, and the shard is named.
+    rows = trace_rows(3, lengths=[12] * 3)
+    for r, bad in zip(rows, (math.nan, math.inf, -math.inf)):
+        r["topk_logprobs"] = [[bad] * 4 for _ in r["topk_logprobs"]]
+    write_traces(tmp_path / "nan", rows)
+    with pytest.raises(UserError, match=r"nan/data-00000.parquet: none of the teacher's top-k log-probs at its 36 "
+                                        r"completion tokens is usable \(96 NaN or \+inf"):
+        run(train_config(tmp_path, student_dir, tmp_path / "nan"))
+    # A log-prob above 0 (beyond fp16 rounding) is not a log-prob: the row is named.
+    rows = trace_rows(3, lengths=[12] * 3)
+    rows[2]["topk_logprobs"][4][1] = 0.5
+    write_traces(tmp_path / "high", rows)
+    with pytest.raises(UserError, match=r"high/data-00000.parquet row 2 \(prompt_id p2, sample 0\): top-k log-prob "
+                                        r"0.5 is above 0"):
+        run(train_config(tmp_path, student_dir, tmp_path / "high"))
+    # Some broken entries: counted, one line, and training goes on (a log-prob of ~0 rounded up is kept).
+    rows = trace_rows(4, lengths=[12] * 4)
+    rows[1]["topk_logprobs"][3][1:3] = [math.nan, math.nan]
+    rows[2]["topk_logprobs"][0][0] = math.inf
+    rows[2]["topk_logprobs"][5] = [-math.inf] * 4  # a position with no entry at all: CE only there
+    rows[3]["topk_logprobs"][2][0] = 5e-4
+    write_traces(tmp_path / "some", rows)
+    capsys.readouterr()
+    cfg = train_config(tmp_path, student_dir, tmp_path / "some")
+    run(cfg)
+    out = " ".join("".join(capsys.readouterr()).split())  # rich wraps long lines
+    assert ("3 top-k log-probs are NaN or +inf (2 of 48 positions, 2 rows): read as missing entries; 1 positions "
+            "have no usable entry") in out
+    summary = json.loads((cfg.out / "summary.json").read_text())
+    assert summary["steps"] == 2 and math.isfinite(summary["train_loss"])
+    log = [json.loads(x) for x in (cfg.out / "train_log.jsonl").read_text().splitlines()][:-1]
+    assert all(math.isfinite(r["kd"]) and r["kd"] > 0 for r in log)
+    (meta,) = [json.loads(p.read_text()) for p in (tmp_path / "token_cache").glob("*/meta.json")
+               if "some" in json.loads(p.read_text())["shards"][0]]
+    assert meta["counts"] == {"topk_positions": 48, "topk_invalid_entries": 3, "topk_invalid_positions": 2,
+                              "topk_invalid_rows": 2, "topk_empty_positions": 1}

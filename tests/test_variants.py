@@ -35,6 +35,7 @@ def test_variants_merge_over_train_and_expand_students(tmp_path):
     assert sft.out == tmp_path / "students" / "sft" and rkl.out == tmp_path / "students" / "rkl"
     # the same student as the base shares student_init; another depth gets its own
     assert sft.init_out == rkl.init_out == tmp_path / "student_init"
+    assert sft.init_dir == str(tmp_path / "student_init")  # named: another derivation there is moved aside, replaced
     assert d1.init_out == tmp_path / "students_init" / "d1" and d1.student.num_layers == 1
     assert configs["eval"].models == ["teacher", "student_init", "student:sft", "student:rkl", "student:d1",
                                       "student_init:d1"]
@@ -133,3 +134,52 @@ def test_a_misspelt_variant_gets_a_did_you_mean(tmp_path):
     (tmp_path / "students" / "sft").mkdir(parents=True)  # the eval stage alone: the variants trained so far
     with pytest.raises(UserError, match=r"run train first\. Did you mean 'student:sft'\?"):
         EvalConfig(run_dir=str(tmp_path), models=["student:sfft"]).resolve("student:sfft")
+
+
+def test_a_named_students_start_is_that_model(tmp_path):
+    import yaml
+
+    from r1distill.pipeline import run
+
+    named = str(tmp_path / "my-student")
+    recipe = load_recipe(TINY, [f"run_dir={tmp_path}"])
+    recipe["student"] = {"name": named}
+    recipe["eval"]["models"] = ["student_init", "student"]
+    ev = build_configs(recipe)["eval"]
+    assert ev.resolve("student_init") == named  # not {run_dir}/student_init, which nothing writes
+    # with variants: the base's named student is `student_init`, a variant's its own
+    recipe = _recipe(tmp_path, {"a": {}, "b": {"student": "other"},
+                                "d": {"student": {"derive_from": "teacher", "num_layers": 1}}},
+                     models=["student_init", "student_init:b", "student_init:d", "students"])
+    recipe["student"] = named
+    ev = build_configs(recipe)["eval"]
+    assert (ev.resolve("student_init"), ev.resolve("student_init:b")) == (named, "other")
+    assert ev.student_inits == {"student_init": named, "student_init:a": named, "student_init:b": "other"}
+    # An alias no train stage of the recipe makes fails before the first stage, not after training.
+    recipe = _recipe(tmp_path / "r", {"d": {"student": {"derive_from": "teacher", "num_layers": 1}}},
+                     models=["student_init", "students"])
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(ConfigError, match=r"'student_init' is no model this recipe's train stage makes \(it makes "
+                                          r"student:d, student_init:d\)"):
+        run(path)
+    assert not (tmp_path / "r" / "traces").exists()
+
+
+def test_a_standalone_eval_reads_aliases_as_run_does(tmp_path, monkeypatch):
+    import yaml
+
+    from r1distill import pipeline
+
+    seen = []
+    monkeypatch.setattr(pipeline, "STAGES", [(n, c, (lambda cfg: seen.append(cfg) or "ok") if n == "eval" else r)
+                                             for n, c, r in pipeline.STAGES])
+    named = str(tmp_path / "my-student")
+    recipe = _recipe(tmp_path, {"a": {}, "b": {"objective": "sft"}}, models=["student_init", "students"])
+    recipe["student"] = {"name": named}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    # `students` is every variant's student, as in `run`, not a hub id; a named student's start is that model
+    assert main(["eval", str(path)]) == 0
+    assert seen[0].models == ["student_init", "student:a", "student:b"]
+    assert seen[0].resolve("student_init") == named

@@ -322,12 +322,13 @@ def _dispatch(ns: argparse.Namespace) -> int:
         pipeline.run(recipe_path, overrides)
         return 0
     from r1distill.config import load_recipe, stage_config
-    from r1distill.pipeline import STAGES
+    from r1distill.pipeline import STAGES, build_configs
 
     recipe = load_recipe(recipe_path, overrides)
     for name, cls, stage_run in STAGES:
         if name == ns.command:
-            print(stage_run(stage_config(recipe, name, cls)))
+            # eval's model aliases mean what they mean in `run` (`students`, a named student's `student_init`)
+            print(stage_run(build_configs(recipe)["eval"] if name == "eval" else stage_config(recipe, name, cls)))
     return 0
 
 

@@ -81,8 +81,11 @@ def variant_sections(recipe: dict) -> dict[str, dict]:
         if "output_dir" in (over or {}):
             raise ConfigError(f"variants.{name}.output_dir: a variant's student goes to {run_dir}/students/{name}")
         section["output_dir"] = str(Path(run_dir) / LAYOUT["students"] / name)
-        if section.get("student") != base.get("student"):
-            section["init_dir"] = str(Path(run_dir) / LAYOUT["students_init"] / name)
+        # a derived student's start: its own when the variant derives another, else the run dir's, named here so
+        # that a start of another derivation there is moved aside and replaced (train.run.init_dir)
+        other = section.get("student") != base.get("student")
+        init = Path(run_dir) / LAYOUT["students_init"] / name if other else Path(run_dir) / LAYOUT["student_init"]
+        section["init_dir"] = str(init)
         out[name] = section
     return out
 

@@ -57,7 +57,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from r1distill import filters, hub, rerun
-from r1distill.config import LAYOUT, ConfigError, UserError, config_hash, write_resolved
+from r1distill.config import LAYOUT, ConfigError, UserError, config_hash, to_dict, write_resolved
 from r1distill.console import console, progress
 from r1distill.data.problems import BENCHMARKS, BENCHMARKS_ENV, SourceConfig, load_problems
 from r1distill.data.traces import (
@@ -357,10 +357,12 @@ def _write_shard(path: Path, out: Path, decided: list[dict], rejected) -> int:
     return kept
 
 
+UNSTAMPED = ("overwrite", "num_workers", "run_dir", "input_dir", "output_dir")  # settings that change no output
+
+
 def stamp(cfg: CurateConfig, shards: list) -> str:
     """The rerun stamp: the settings that change the output, and the input shards' content (not their path)."""
-    return config_hash(cfg, rerun.fingerprint(shards),
-                       exclude=("overwrite", "num_workers", "run_dir", "input_dir", "output_dir"))
+    return config_hash(cfg, rerun.fingerprint(shards), exclude=UNSTAMPED)
 
 
 def run(cfg: CurateConfig) -> Path:
@@ -374,7 +376,7 @@ def run(cfg: CurateConfig) -> Path:
     counts = [parquet_file(p).metadata.num_rows for p in shards]
     total = sum(counts)
     out, done_stamp = cfg.out, stamp(cfg, shards)
-    if rerun.claim(out, done_stamp, "curate", overwrite=cfg.overwrite) == "done":
+    if rerun.claim(out, done_stamp, "curate", overwrite=cfg.overwrite, config=to_dict(cfg), ignore=UNSTAMPED) == "done":
         console.print(f"curate: {out} already holds this config's curation of these traces (stamp {done_stamp}); "
                       "nothing to do (curate.overwrite=true redoes it)")
         return out

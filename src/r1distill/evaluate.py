@@ -20,7 +20,8 @@ does (`skipped`/`skipped_ids` in the summary), and so are the bad rows a benchma
 Model names `teacher`, `student_init` and `student` are aliases for the recipe's teacher and the
 run dir's students; `student:<name>` is the student of the recipe's variant `<name>` (`{run_dir}/students/<name>`)
 and `student_init:<name>` its derived starting point (`{run_dir}/students_init/<name>` when the variant derives
-another student, else `student_init`); `students` in a recipe's eval.models stands for every variant's student.
+another student, else `student_init`; a named student's start is that model: `student_inits`); `students` in a
+recipe's eval.models stands for every variant's student.
 Anything else is a model name or path. Per-sample files go to `<model dir>/`, the label made file-safe
 (`config.model_dirname`).
 
@@ -47,7 +48,16 @@ from pathlib import Path
 
 from r1distill import rerun
 from r1distill.backends import BACKENDS, SamplingConfig, close, derive_seed, get_backend
-from r1distill.config import LAYOUT, VARIANT_NAME, ConfigError, UserError, model_dirname, to_dict, write_resolved
+from r1distill.config import (
+    LAYOUT,
+    NEW_FIELD,
+    VARIANT_NAME,
+    ConfigError,
+    UserError,
+    model_dirname,
+    to_dict,
+    write_resolved,
+)
 from r1distill.console import console, progress
 from r1distill.data.problems import Problems, SourceConfig, fingerprint, load_problems
 from r1distill.data.traces import write_text_atomic
@@ -115,6 +125,9 @@ DEFAULT_K = {"aime24": 64, "aime25": 64, "amc23": 64, "math500": 4, "gsm8k": 1}
 class EvalConfig:
     run_dir: str = "runs/default"
     teacher: str = "smollm2-135m-instruct"  # what the alias `teacher` means
+    # `student_init` / `student_init:<variant>` of a named (not derived) student: the model it starts as. `run` fills
+    # it from the train sections; an alias not in it is the run dir's derived student
+    student_inits: dict[str, str] | None = field(default=None, metadata=NEW_FIELD)  # {alias: model} (named students)
     models: list[str] = field(default_factory=lambda: ["teacher"])  # names, paths or aliases
     benchmarks: list[SourceConfig] = field(
         default_factory=lambda: [SourceConfig(name="synthetic", split="test", level="easy")])
@@ -147,11 +160,13 @@ class EvalConfig:
         for model in self.models:  # before any check that names the models (model_prompts)
             check_label(model)
             if model == "students":
-                raise ConfigError("eval.models: `students` (every variant's student) is for `r1distill run` with a "
-                                  "recipe's variants; name each one here as student:<variant>")
+                raise ConfigError("eval.models: `students` (every variant's student) needs a recipe with variants "
+                                  "(r1distill run or eval); else name each one as student:<variant>")
             if close := near_alias(model):
                 raise ConfigError(f"eval.models: {model!r} is not a model alias (teacher, student, student_init, "
                                   f"students, student:<variant>), built-in name or local path. Did you mean {close!r}?")
+        if bad := [k for k in self.student_inits or {} if k.partition(":")[0] != "student_init"]:
+            raise ConfigError(f"eval.student_inits: {bad[0]!r} is not student_init or student_init:<variant>")
         if self.backend not in BACKENDS:
             raise ConfigError(f"eval.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.num_samples is not None and self.num_samples < 1:
@@ -184,6 +199,8 @@ class EvalConfig:
     def resolve(self, model: str) -> str:
         if model == "teacher":
             return self.teacher
+        if model in (self.student_inits or {}):
+            return self.student_inits[model]
         if is_alias(model):
             kind, _, variant = model.partition(":")
             path = Path(self.run_dir) / LAYOUT[kind]

@@ -49,7 +49,15 @@ from pathlib import Path
 import yaml
 
 from r1distill import rerun
-from r1distill.backends import BACKENDS, SamplingConfig, check_options, close, get_backend
+from r1distill.backends import (
+    BACKENDS,
+    Completion,
+    SamplingConfig,
+    check_options,
+    close,
+    derive_seed,
+    get_backend,
+)
 from r1distill.config import LAYOUT, ConfigError, UserError, dict_hash, parse_worker, resolved_yaml, to_dict
 from r1distill.console import console, progress
 from r1distill.data import traces as store
@@ -70,6 +78,12 @@ from r1distill.models import DTYPES, check_model
 from r1distill.prompts import PromptConfig, split_think
 
 SHARD_NAME = re.compile(r"shard-(?:w(\d+)of(\d+)-)?(\d+)\.parquet")
+LOCK_NAME = re.compile(r"\.generate(?:-w(\d+)of(\d+))?\.lock")
+# Settings that do not change what is generated: left out of the hash, so they may change on resume (and workers,
+# which differ only in `shard`, share one output dir). shard_size is not one of them: it sets which problems share
+# a shard, and so each problem's sampling seed (`_seeds`).
+UNHASHED = ("overwrite", "output_dir", "run_dir", "batch_size", "shard", "device", "backend_options")
+DEFAULT_SHARD_SIZE = 256
 
 
 @dataclass
@@ -90,7 +104,7 @@ class GenerateConfig:
     # teacher saw (`teacher_prompt`) and what the student trains on (`prompt`: the same chat without the examples).
     prompt: PromptConfig = field(default_factory=PromptConfig)
     batch_size: int = 32  # sequences per forward batch
-    shard_size: int = 256  # rows per Parquet shard
+    shard_size: int = DEFAULT_SHARD_SIZE  # rows per Parquet shard (it sets the problems' seeds: in the hash)
     shard: str | None = None  # "i/N": this worker's part of the problems (prompt_id hash mod N == i)
     dtype: str = "auto"
     device: str = "auto"
@@ -136,17 +150,16 @@ class GenerateConfig:
         """The output dir: a Path, or the URL string when output_dir is an fsspec URL."""
         return store.as_location(self.output_dir or Path(self.run_dir) / LAYOUT["traces"])
 
-    def hash(self) -> str:
-        # Settings that do not change what is generated are left out, so they may change on resume
-        # (and workers, which differ only in `shard`, share one output dir). topk_format changes what is
-        # stored, so it counts, but only when not the default: dirs written before it existed keep their hash.
+    def hash(self, with_shard_size: bool = True) -> str:
+        # UNHASHED settings are left out. topk_format and shard_size count, but only when not the default: dirs
+        # written before they were hashed keep their hash (with_shard_size=False: the hash before shard_size was).
         d = to_dict(self)
         if d["prompt"] == to_dict(PromptConfig()):  # the default prompt hashes as before `prompt` existed
             del d["prompt"]
             d["system_prompt"] = None
-        return dict_hash(d, exclude=("overwrite", "output_dir", "run_dir", "batch_size", "shard_size", "shard",
-                                     "device", "backend_options",
-                                     *(("topk_format",) if self.topk_format == "exact" else ())))
+        return dict_hash(d, exclude=(*UNHASHED, *(("topk_format",) if self.topk_format == "exact" else ()),
+                                     *(("shard_size",) if self.shard_size == DEFAULT_SHARD_SIZE
+                                       or not with_shard_size else ())))
 
 
 RESTART = "Use another output_dir, or pass generate.overwrite=true to start again."
@@ -163,15 +176,56 @@ def _stamp_record(out: Location) -> dict:
     return {"stamp": old.get("hash"), "logprobs_kind": old.get("logprobs_kind")} if old.get("hash") else {}
 
 
+def _shard_size_of(out: Location) -> int | None:
+    """The shard_size in the config.yaml of `out` (None when there is none)."""
+    try:
+        data = yaml.safe_load(store.read_text(store.join(out, "config.yaml")))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    data = data.get("generate", data) if isinstance(data, dict) else {}
+    return data.get("shard_size") if isinstance(data, dict) else None
+
+
+def _lock_path(cfg: GenerateConfig) -> Path | None:
+    """This run's lock file, `.generate[-wIofN].lock` in a local output dir (object stores have no exclusive
+    create: none there)."""
+    return None if store.is_url(cfg.out) else Path(cfg.out) / f".generate{cfg.tag}.lock"
+
+
+def _lock(cfg: GenerateConfig) -> None:
+    """Hold this run's lock, and refuse while a run that may write the same problems holds one: any other run,
+    except the other workers of the same N (they never hold this worker's problems)."""
+    if (path := _lock_path(cfg)) is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    what = f"{cfg.out} (generate{f' --shard {cfg.shard}' if cfg.worker else ''})"
+    rerun.lock(path, what)
+    for other in path.parent.iterdir():
+        m = LOCK_NAME.fullmatch(other.name)
+        if m and other != path and (cfg.worker is None or m[2] is None or int(m[2]) != cfg.worker[1]):
+            holder = rerun.lock_holder(other)
+            if holder is not None and holder.get("live", True):
+                rerun.unlock(path)
+                raise UserError(f"{cfg.out} is in use by another generate (pid {holder.get('pid')} on "
+                                f"{holder.get('host')}; lock file {other}), which may write the same problems: wait "
+                                "for it to finish")
+
+
 def _prepare_dir(cfg: GenerateConfig) -> None:
     out = cfg.out
+    _lock(cfg)  # before anything in the dir is read or removed
     old = {} if cfg.overwrite else _stamp_record(out)
-    rerun.claim(out, cfg.hash(), "generate", overwrite=cfg.overwrite, refuse=RESTART, old=old)
+    if old.get("stamp") == cfg.hash(with_shard_size=False) != cfg.hash() and _shard_size_of(out) == cfg.shard_size:
+        old = {**old, "stamp": cfg.hash()}  # made before shard_size was hashed, and with this one: the same traces
+    rerun.claim(out, cfg.hash(), "generate", overwrite=cfg.overwrite, refuse=RESTART, old=old, config=to_dict(cfg),
+                ignore=UNHASHED)
+    if cfg.overwrite:  # the dir, and the lock in it, are gone
+        _lock(cfg)
     store.makedirs(out)
     # Temporary files a killed run left behind; a worker removes only its own, as the others may be writing.
     tag = re.escape(cfg.tag)
-    stale = re.compile(rf"\.(shard{tag}-\d+\.parquet|(manifest|summary){tag}\.json\.\d+)\.tmp" if cfg.worker
-                       else r"\..*\.tmp")
+    stale = re.compile(rf"\.(shard{tag}-\d+\.parquet(\.\d+)?|(manifest|summary){tag}\.json\.\d+)\.tmp"
+                       if cfg.worker else r"\..*\.tmp")
     for name in store.list_names(out):
         if stale.fullmatch(name):
             store.remove(store.join(out, name))
@@ -258,6 +312,29 @@ def run(cfg: GenerateConfig) -> Location:
     problems = load_problems(cfg.source)  # before touching the output dir: bad input must not cost old output
     if cfg.backend != "openai":  # a server's model names are its own
         check_model(cfg.teacher)
+    try:
+        return _run(cfg, problems)
+    finally:
+        if (lock := _lock_path(cfg)) is not None:
+            rerun.unlock(lock)  # only if this process holds it
+
+
+def _chunk_seed(cfg: GenerateConfig, index: int) -> int:
+    """The sampling seed of shard `index` of an uninterrupted run (a plain run's are seed + index * 1_000_003, the
+    streams the measured quickstart results came from; a worker's come from its file name)."""
+    if not cfg.tag:
+        return cfg.seed + index * 1_000_003
+    return int(hashlib.sha256(f"{cfg.seed}/shard{cfg.tag}-{index:05d}.parquet".encode()).hexdigest()[:8], 16)
+
+
+def _seeds(cfg: GenerateConfig, pids: list[str], per_shard: int) -> dict[str, int]:
+    """Each problem's seed: the one it has in an uninterrupted run, where problem i (of those that fit the context)
+    is prompt i % per_shard of shard i // per_shard. A resumed run cuts its shards differently (after Ctrl-C, a kill
+    or a lost shard) but draws the same samples."""
+    return {pid: derive_seed(_chunk_seed(cfg, i // per_shard), i % per_shard) for i, pid in enumerate(pids)}
+
+
+def _run(cfg: GenerateConfig, problems) -> Location:
     _prepare_dir(cfg)
     out = cfg.out
     by_id: dict[str, dict] = {}
@@ -293,6 +370,7 @@ def run(cfg: GenerateConfig) -> Location:
             # Prompts that leave no room for max_new_tokens in the context are skipped and counted, not errors.
             lengths = backend.prompt_lengths([cfg.prompt.messages(p["problem"]) for _, p in todo])
             fits = [n + cfg.max_new_tokens <= backend.context_length for n in lengths]
+            unfit = {pid for (pid, _), ok in zip(todo, fits) if not ok}
             skipped["prompt_too_long"] = fits.count(False)
             too_long = [p["id"] for (_, p), ok in zip(todo, fits) if not ok]
             if too_long:
@@ -303,8 +381,28 @@ def run(cfg: GenerateConfig) -> Location:
             sampling = SamplingConfig(n=cfg.num_samples, max_new_tokens=cfg.max_new_tokens,
                                       temperature=cfg.temperature, top_p=cfg.top_p, logprobs=cfg.topk_logprobs)
             per_shard = max(1, cfg.shard_size // cfg.num_samples)
+            seeds = _seeds(cfg, [pid for pid in by_id if pid not in unfit], per_shard)
             # Never reuse a shard number: a gap left by a lost shard must not lead to overwriting a later one.
             next_index = 1 + max((int(SHARD_NAME.fullmatch(store.name_of(p))[3]) for p in own), default=-1)
+
+            def write(chunk: list[tuple[str, dict]], outs: list[list[Completion]]) -> str:
+                nonlocal next_index
+                name = f"shard{cfg.tag}-{next_index:05d}.parquet"
+                # Never a row twice, even of a problem some of whose samples a shard from elsewhere holds.
+                rows = [r for r in _rows(cfg, chunk, outs, stats) if (r["prompt_id"], r["sample_idx"]) not in done]
+                unmapped = sum(c.unmapped_tokens for cs in outs for c in cs)
+                stats["unmapped_tokens"] += unmapped
+                meta = {KIND_KEY: kind, UNMAPPED_KEY: unmapped,
+                        **({TOKENIZER_KEY: fp} if (fp := backend.tokenizer_fingerprint) else {})}
+                shard = write_table_atomic(rows_to_table(rows, SPAN_SCHEMA, topk_format=cfg.topk_format),
+                                           store.join(out, name), metadata=meta)
+                own.append(shard)
+                manifest.append({"file": name, "rows": len(rows),
+                                 "pairs": [[r["prompt_id"], r["sample_idx"]] for r in rows]})
+                _write_manifest(cfg, manifest)
+                next_index += 1
+                return name
+
             gen_start = time.time()
             with progress() as bar:
                 note = f", {skipped['prompt_too_long']} skipped (too long)" if skipped["prompt_too_long"] else ""
@@ -317,27 +415,26 @@ def run(cfg: GenerateConfig) -> Location:
                     rate = tokens / max(time.time() - gen_start, 1e-9)
                     bar.update(task, advance=seqs / cfg.num_samples, info=f"{rate:.0f} tok/s{note}")
 
+                finished: dict[int, list[Completion | None]] = {}  # the shard in flight's, as samples finish
+
+                def keep(p: int, s: int, c: Completion) -> None:
+                    finished.setdefault(p, [None] * cfg.num_samples)[s] = c
+
                 for start in range(0, len(todo), per_shard):
                     chunk = todo[start:start + per_shard]
-                    name = f"shard{cfg.tag}-{next_index:05d}.parquet"
-                    # A different stream per shard file, so workers and resumed runs never repeat one (a plain run
-                    # keeps seed + index * 1_000_003, the streams the measured quickstart results came from).
-                    sampling.seed = (cfg.seed + next_index * 1_000_003 if not cfg.tag
-                                     else int(hashlib.sha256(f"{cfg.seed}/{name}".encode()).hexdigest()[:8], 16))
-                    outs = backend.generate([cfg.prompt.messages(p["problem"]) for _, p in chunk],
-                                            sampling, progress=tick)
-                    rows = _rows(cfg, chunk, outs, stats)
-                    unmapped = sum(c.unmapped_tokens for cs in outs for c in cs)
-                    stats["unmapped_tokens"] += unmapped
-                    meta = {KIND_KEY: kind, UNMAPPED_KEY: unmapped,
-                            **({TOKENIZER_KEY: fp} if (fp := backend.tokenizer_fingerprint) else {})}
-                    shard = write_table_atomic(rows_to_table(rows, SPAN_SCHEMA, topk_format=cfg.topk_format),
-                                               store.join(out, name), metadata=meta)
-                    own.append(shard)
-                    manifest.append({"file": store.name_of(shard), "rows": len(rows),
-                                     "pairs": [[r["prompt_id"], r["sample_idx"]] for r in rows]})
-                    _write_manifest(cfg, manifest)
-                    next_index += 1
+                    sampling.seeds = [seeds[pid] for pid, _ in chunk]
+                    finished.clear()
+                    try:
+                        outs = backend.generate([cfg.prompt.messages(p["problem"]) for _, p in chunk],
+                                                sampling, progress=tick, on_result=keep)
+                    except KeyboardInterrupt:  # keep the problems of the shard in flight that are finished
+                        whole = [p for p in sorted(finished) if all(c is not None for c in finished[p])]
+                        if whole:
+                            name = write([chunk[p] for p in whole], [finished[p] for p in whole])
+                            console.print(f"generate: interrupted; the {len(whole)} problems finished of the shard "
+                                          f"in flight are kept in {name}")
+                        raise
+                    write(chunk, outs)
         finally:
             close(backend)  # the engine's memory is free before the next stage
     elapsed = time.time() - t0
@@ -347,15 +444,16 @@ def run(cfg: GenerateConfig) -> Location:
     summary["logprobs_kind"] = _stamp_record(out).get("logprobs_kind") or "/".join(sorted(kinds_on_disk)) or None
     summary["topk_format"] = cfg.topk_format
     summary_path = store.join(out, f"summary{cfg.tag}.json")
-    if not todo and store.exists(summary_path):  # a no-op rerun keeps the speed of the session that generated
+    if not todo and store.exists(summary_path):  # a no-op rerun keeps the figures of the session that generated
         earlier = json.loads(store.read_text(summary_path))
-        summary.update({k: earlier[k] for k in ("seconds", "generate_seconds", "new_tokens_per_s") if k in earlier})
+        summary.update({k: earlier[k] for k in SESSION_KEYS if k in earlier})
     store.write_text_atomic(summary_path, json.dumps(summary, indent=1))
     too_long = summary["skipped"].get("prompt_too_long", 0)
     unmapped = f"; {summary['unmapped_tokens']} tokens with unmapped top-k" if summary["unmapped_tokens"] else ""
+    session = (f"{stats['tokens']} new tokens in {elapsed:.0f}s ({summary['new_tokens_per_s']:.0f} tok/s generating)"
+               if todo else "nothing left to generate")
     console.print(f"generate: {summary['rows']} rows for {summary['problems']} problems ({too_long} skipped: "
-                  f"prompt too long), {summary['new_tokens']} new tokens in {elapsed:.0f}s "
-                  f"({summary['new_tokens_per_s']:.0f} tok/s generating); finish: {summary['finish_reasons']}; "
+                  f"prompt too long), {session}; finish: {summary['finish_reasons']}; "
                   f"{summary['bytes_per_token']:.0f} B/token on disk ({summary['topk_bytes_per_token']:.0f} top-k, "
                   f"{cfg.topk_format}, {summary['logprobs_kind']} log-probs){unmapped}")
     return out
@@ -393,6 +491,9 @@ def disk_usage(paths: list[Location]) -> tuple[int, int, int]:
                         if group.column(c).path_in_schema.startswith("topk_"))
         unmapped += int((pf.schema_arrow.metadata or {}).get(UNMAPPED_KEY.encode(), 0))
     return total, topk, unmapped
+
+
+SESSION_KEYS = ("new_tokens", "seconds", "generate_seconds", "new_tokens_per_s")  # the session's, not the dir's
 
 
 def _summarize(paths: list[Location], stats: Counter, skipped: Counter, elapsed: float, gen_seconds: float) -> dict:

@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 import yaml
 
 from r1distill import rerun, tokenbytes
-from r1distill.config import LAYOUT, ConfigError, UserError, config_hash, resolved_yaml
+from r1distill.config import LAYOUT, ConfigError, UserError, config_hash, resolved_yaml, to_dict
 from r1distill.console import console, progress
 from r1distill.data import sources
 from r1distill.data import traces as store
@@ -46,6 +46,7 @@ from r1distill.prompts import PromptConfig, split_think
 
 SHARD_NAME = re.compile(r"shard-(\d+)\.parquet")
 TOKENIZE_BATCH = 256  # completions per batch call of the fast tokenizer
+UNSTAMPED = ("overwrite", "output_dir", "run_dir")  # settings that change no output
 
 
 @dataclass
@@ -76,7 +77,7 @@ class ImportConfig:
         return store.as_location(self.output_dir or Path(self.run_dir) / LAYOUT["traces"])
 
     def stamp(self, source_fp: str, tokenizer_fp: str) -> str:
-        return config_hash(self, source_fp, tokenizer_fp, exclude=("overwrite", "output_dir", "run_dir"))
+        return config_hash(self, source_fp, tokenizer_fp, exclude=UNSTAMPED)
 
 
 def load(name: str):
@@ -112,7 +113,7 @@ def run(cfg: ImportConfig) -> Location:
     if not cfg.overwrite and _generated(out):  # the default dir is generate's too: never move its traces aside
         raise UserError(f"{out} holds traces generate wrote; import into another dir (import.output_dir=...), or "
                         "pass import.overwrite=true to replace them")
-    rerun.claim(out, stamp, "import", overwrite=cfg.overwrite, refuse=refuse)
+    rerun.claim(out, stamp, "import", overwrite=cfg.overwrite, refuse=refuse, config=to_dict(cfg), ignore=UNSTAMPED)
     store.makedirs(out)
     for name in store.list_names(out):  # temporaries a killed run left
         if name.startswith(".") and name.endswith(".tmp"):

@@ -28,6 +28,7 @@ from r1distill import curate, evaluate, generate, ingest, rerun, score, train
 from r1distill.config import (
     LAYOUT,
     ConfigError,
+    UserError,
     config_hash,
     dict_hash,
     load_recipe,
@@ -98,6 +99,13 @@ def build_configs(recipe: dict) -> dict:
                 configs[f"train:{v}"] = stage_config({**recipe, "train": sec}, "train", cls)
         else:
             configs[name] = stage_config(recipe, name, cls)
+    # A named student's `student_init` is the model it starts as (eval.student_inits set in the recipe wins). With
+    # variants, plain `student_init` is the start of the base train section's student.
+    starts = {name.replace("train", "student_init", 1): t for name, t in configs.items() if name.startswith("train")}
+    if variants:
+        starts["student_init"] = stage_config(recipe, "train", train.TrainConfig)
+    if named := {alias: t.student.name for alias, t in starts.items() if t.student.name}:
+        configs["eval"].student_inits = named | (configs["eval"].student_inits or {})
     unknown = [m for m in configs["eval"].models if m.startswith("student") and ":" in m
                and m.partition(":")[2] not in variants]
     if unknown:
@@ -135,6 +143,30 @@ def _check_models(configs: dict) -> None:
     for name in names:
         if name and name != "teacher":
             evaluate.check_model_name(name)  # check_model, with a hint for a built-in model's hub id
+    _check_aliases(configs)
+
+
+def _check_aliases(configs: dict) -> None:
+    """eval.models' aliases of the run dir's students, checked before the first stage: each one is a student a train
+    stage of this recipe writes (or its derived start), a named student's start, or a model already there."""
+    ev, made = configs["eval"], set()
+    for name, t in configs.items():
+        if not name.startswith("train"):
+            continue
+        variant = name.partition(":")[2]
+        if variant or t.out == Path(t.run_dir) / LAYOUT["student"]:
+            made.add(f"student:{variant}" if variant else "student")
+        if t.student.derive_from and variant:
+            made.add(f"student_init:{variant}")
+        if t.student.derive_from and t.init_out == Path(t.run_dir) / LAYOUT["student_init"]:
+            made.add("student_init")
+    for model in ev.models:
+        if evaluate.is_alias(model) and model not in made:
+            try:
+                ev.resolve(model)
+            except UserError:
+                raise ConfigError(f"eval.models: {model!r} is no model this recipe's train stage makes (it makes "
+                                  f"{', '.join(sorted(made))}), and the run dir has none yet") from None
 
 
 def _inputs(name: str, cfg) -> str:

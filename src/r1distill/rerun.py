@@ -1,24 +1,35 @@
-"""The rerun rule, the same for every stage: nothing finished is lost to a rerun.
+"""The rerun rule, the same for every stage: nothing finished is lost to a rerun, and nothing is mixed.
 
 1. A stage reads and checks its whole input before it touches its outputs, so a bad input (a broken line, a
    misspelt model name) leaves the last results as they were.
 2. It then calls `claim(out, stamp)`. The stamp is a hash of the stage's config and of its input's content
    (`fingerprint` of the input shards' footers, or of the problems), recorded in `out/r1distill_stamp.json`:
    - no results in `out`: the stage starts;
-   - results of the same stamp: the stage resumes them (generate, eval), or has nothing to do when they are
-     complete (curate, train: "done", unless `overwrite`);
-   - results of another stamp (or results without one, from an older version): they are moved aside to
-     `<out>.old-<stamp>` and the stage starts afresh. generate refuses instead (its dir is shared by workers and
-     resumed problem by problem; its traces cost the most), as it always has;
+   - results of the same stamp: the stage resumes them (generate, score, eval), or has nothing to do when they
+     are complete (curate, train: "done", unless `overwrite`);
+   - results of another stamp (or results without one, from an older version) are never deleted and never mixed
+     with new ones, and the one line that says so names the settings that differ from the config.yaml beside
+     them (`changes`; "the input" when no setting does). Where they go depends on who may write in `out`:
+     * a stage that writes its output dir alone (curate, train, eval per result file, import to a local dir)
+       moves them aside to `<out>.old-<stamp>` and starts afresh;
+     * a stage whose dir is shared by workers (generate, score: `--shard i/N` runs write into one dir and resume
+       it problem by problem or shard by shard), or that is on an object store (no rename of a dir), refuses
+       instead (`refuse`): moving the dir would pull it from under the other workers. The user picks another
+       output_dir, or `overwrite`.
    - `overwrite`: the old results are deleted, as asked, but still only after step 1.
 3. `finish(out, stamp)` marks the results complete, last.
 eval applies the same rule per (model, benchmark) result file, each with its own fingerprint (`set_aside`).
+Stages that share a dir between processes take a lock first (`lock`: generate), so a second run of the same
+stage refuses while the first one works.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
+import time
 from pathlib import Path
 
 from r1distill.config import UserError
@@ -37,10 +48,13 @@ def read_stamp(out) -> dict | None:
 
 
 def claim(out, stamp: str, stage: str, overwrite: bool = False, refuse: str | None = None,
-          old: dict | None = None) -> str:
+          old: dict | None = None, config: dict | None = None, ignore: tuple[str, ...] = (),
+          config_name: str = "config.yaml") -> str:
     """Apply the rule to `out` (a path, or an fsspec URL with `refuse`), once the stage's input is checked: "new",
     "resume" (same stamp, not complete) or "done" (same stamp, complete). refuse: the error's advice, to refuse
-    other results instead of moving them aside. old: the stamp record, when the stage keeps it elsewhere."""
+    other results instead of moving them aside. old: the stamp record, when the stage keeps it elsewhere.
+    config: this run's config (`to_dict`), compared with `out/config_name` to name the settings that differ,
+    leaving out the top-level keys in `ignore` (those not in the stamp)."""
     from r1distill.data import traces as store
 
     if overwrite and store.exists(out):
@@ -54,6 +68,8 @@ def claim(out, stamp: str, stage: str, overwrite: bool = False, refuse: str | No
     if old.get("stamp") == stamp:
         return "done" if old.get("complete") else "resume"
     what = f"stamp {old['stamp']}" if old.get("stamp") else "no stamp: an older version's or someone else's"
+    if config is not None:
+        what += f"; {changes(out, stage, config, ignore, config_name)}"
     if refuse is not None:
         raise UserError(f"{out} holds {stage} results made with a different config or input ({what}; this run's "
                         f"is {stamp}). {refuse}")
@@ -107,3 +123,108 @@ def fingerprint(paths: list) -> str:
             f.seek(max(size - 8 - n, 0))
             h.update(f"{Path(str(p)).name}\n{size}\n".encode() + f.read(n))
     return h.hexdigest()[:16]
+
+
+def changes(out, stage: str, config: dict, ignore: tuple[str, ...] = (), config_name: str = "config.yaml") -> str:
+    """What differs between `config` and the one the results in `out` were made with (`out/config_name`, as
+    `write_resolved` writes it, or the flat mapping older versions wrote), for `claim`'s message."""
+    import yaml
+
+    from r1distill.data import traces as store
+
+    try:
+        data = yaml.safe_load(store.read_text(store.join(out, config_name)))
+    except (OSError, ValueError, yaml.YAMLError):
+        data = None
+    if not isinstance(data, dict):
+        return f"no readable {config_name} there to say which settings differ"
+    old = data[stage] if isinstance(data.get(stage), dict) else data
+    keys = changed_keys(old, config, ignore=(*ignore, "hash", "logprobs_kind"))
+    if not keys:
+        return f"no setting differs from its {config_name}: the input did (or the version that made it)"
+    return f"changed: {'; '.join(keys[:8])}{'; ...' if len(keys) > 8 else ''}"
+
+
+def changed_keys(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[str]:
+    """The settings that differ between two configs (nested mappings), as "dotted.key: old -> new", top-level keys
+    in `ignore` left out: for the one line that says why a rerun does not resume."""
+    a, b = _flat({k: v for k, v in old.items() if k not in ignore}), _flat({k: v for k, v in new.items()
+                                                                            if k not in ignore})
+    return [f"{k}: {repr(a[k]) if k in a else '(unset)'} -> {repr(b[k]) if k in b else '(unset)'}"
+            for k in dict.fromkeys([*a, *b]) if k not in a or k not in b or a[k] != b[k]]
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+# ---- One process at a time in a dir ----
+
+def lock(path: Path, what: str) -> None:
+    """Take the lock file `path` for this process (what: the stage and dir, for the error). It records this pid and
+    host; a lock whose process is gone from this host is stale and taken over, and one this process holds already is
+    kept. Held by another live process, or by one on another host (which cannot be checked from here): a UserError
+    naming it."""
+    me = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")})
+    for _ in range(3):  # a stale lock is removed and the create tried again
+        if _create(path, me):
+            return
+        holder = lock_holder(path)
+        if _mine(holder):
+            return
+        if holder is not None and holder.get("live", True):
+            advice = "or stop it" if holder.get("live") else "or delete the lock file if that process is gone"
+            raise UserError(f"{what} is in use by pid {holder.get('pid')} on {holder.get('host')} (since "
+                            f"{holder.get('since')}; lock file {path}): wait for it to finish, {advice}")
+        path.unlink(missing_ok=True)
+    raise UserError(f"{path}: could not take this lock; delete it if no other process uses {what}")
+
+
+def _create(path: Path, text: str) -> bool:
+    """Create `path` holding `text` unless it exists (False then): a hard link from a temporary file is exclusive
+    like O_EXCL, and the file is never seen half-written."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def lock_holder(path: Path) -> dict | None:
+    """The lock's record with `live` (True: its process runs on this host; False: it is gone; absent: another
+    host's, unknown), or None when there is no lock."""
+    try:
+        holder = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {"pid": "?", "host": "?", "since": "?"}  # unreadable: held, and the error names the file
+    if holder.get("host") == socket.gethostname():
+        try:
+            os.kill(int(holder["pid"]), 0)
+            holder["live"] = True
+        except ProcessLookupError:
+            holder["live"] = False
+        except (OSError, KeyError, TypeError, ValueError):  # PermissionError: another user's process, running
+            holder["live"] = True
+    return holder
+
+
+def unlock(path: Path) -> None:
+    """Remove the lock file if this process holds it."""
+    if _mine(lock_holder(path)):
+        path.unlink(missing_ok=True)
+
+
+def _mine(holder: dict | None) -> bool:
+    return bool(holder) and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()

@@ -43,7 +43,7 @@ import pyarrow as pa
 
 from r1distill import rerun
 from r1distill.backends import BACKENDS, check_options, close, get_backend
-from r1distill.config import LAYOUT, ConfigError, UserError, config_hash, parse_worker, write_resolved
+from r1distill.config import LAYOUT, ConfigError, UserError, config_hash, parse_worker, to_dict, write_resolved
 from r1distill.console import console, progress
 from r1distill.data import traces as store
 from r1distill.data.traces import (
@@ -113,13 +113,13 @@ class ScoreConfig:
 
 
 RESTART = "Use another output_dir, or pass score.overwrite=true to score again."
+UNSTAMPED = ("overwrite", "run_dir", "input_dir", "output_dir", "batch_size", "shard", "device", "backend_options")
 
 
 def stamp(cfg: ScoreConfig, shards: list[Path]) -> str:
     """What the scores depend on: the teacher, k, the format, the dtype, and the input shards' content."""
-    return config_hash(cfg, rerun.fingerprint(shards),
-                       exclude=("overwrite", "run_dir", "input_dir", "output_dir", "batch_size", "shard", "device",
-                                "backend_options"))
+    return config_hash(cfg, rerun.fingerprint(shards), exclude=UNSTAMPED)
+
 
 
 def _check_inputs(shards: list[Path]) -> None:
@@ -238,7 +238,8 @@ def run(cfg: ScoreConfig) -> Path:
     if cfg.backend != "openai":  # a server's model names are its own
         check_model(cfg.teacher)
     out, h = cfg.out, stamp(cfg, shards)
-    state = rerun.claim(out, h, "score", overwrite=cfg.overwrite, refuse=RESTART)
+    state = rerun.claim(out, h, "score", overwrite=cfg.overwrite, refuse=RESTART, config=to_dict(cfg),
+                        ignore=UNSTAMPED)
     if state == "done":
         console.print(f"score: {out} already holds these traces scored by {cfg.teacher} (stamp {h}); nothing to do "
                       "(score.overwrite=true scores again)")

@@ -52,6 +52,9 @@ class Completion:
 
 
 Progress = Callable[[int, int], None]  # (sequences finished in this call, tokens generated)
+# (prompt index in the call, sample index, its completion), as each one is finished: what an interrupted call had
+# done is not lost with it (the generate stage writes it out on Ctrl-C).
+OnResult = Callable[[int, int, Completion], None]
 
 ScoreInput = tuple[list[int], list[int]]  # (prompt ids as the chat template renders them, completion ids)
 
@@ -64,6 +67,14 @@ class Scored:
     topk_ids: np.ndarray  # (T, k) int32, by rank
     topk_logprobs: np.ndarray  # (T, k) float32
     token_logprobs: np.ndarray  # (T,) float32: the log-prob of each given completion token, in the top-k or not
+
+
+def deliver(on_result: OnResult | None, results: list[list[Completion]], first: int = 0) -> None:
+    """Give a finished part of a call (its prompts `first`, `first + 1`, ...) to `on_result`."""
+    if on_result:
+        for p, completions in enumerate(results, start=first):
+            for s, c in enumerate(completions):
+                on_result(p, s, c)
 
 
 def derive_seed(*parts: object) -> int:
@@ -94,9 +105,10 @@ class Backend(Protocol):
         """Token count of each rendered prompt (to skip prompts that leave no room to generate)."""
         ...
 
-    def generate(self, prompts: list[list[dict]], sampling: SamplingConfig,
-                 progress: Progress | None = None) -> list[list[Completion]]:
-        """One list of `sampling.n` completions per prompt, in prompt order."""
+    def generate(self, prompts: list[list[dict]], sampling: SamplingConfig, progress: Progress | None = None,
+                 on_result: OnResult | None = None) -> list[list[Completion]]:
+        """One list of `sampling.n` completions per prompt, in prompt order; each also given to `on_result` once
+        finished (hf: per batch, openai: per request, vllm: at the end of the call or of each replica's part)."""
         ...
 
     # Backends that can score existing tokens (the `score` stage) also have:

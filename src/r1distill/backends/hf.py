@@ -44,7 +44,16 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from r1distill.backends import Completion, Progress, SamplingConfig, Scored, ScoreInput, derive_seed, prompt_seeds
+from r1distill.backends import (
+    Completion,
+    OnResult,
+    Progress,
+    SamplingConfig,
+    Scored,
+    ScoreInput,
+    derive_seed,
+    prompt_seeds,
+)
 from r1distill.models import load_model, load_tokenizer
 from r1distill.prompts import render_prompt
 from r1distill.tokenbytes import fingerprint, spans, token_bytes
@@ -201,8 +210,8 @@ class HFBackend:
         """Token count of each rendered prompt (the generate stage skips prompts that cannot fit the context)."""
         return [len(render_prompt(self.tokenizer, m, think_prefix)) for m in prompts]
 
-    def generate(self, prompts: list[list[dict]], sampling: SamplingConfig,
-                 progress: Progress | None = None) -> list[list[Completion]]:
+    def generate(self, prompts: list[list[dict]], sampling: SamplingConfig, progress: Progress | None = None,
+                 on_result: OnResult | None = None) -> list[list[Completion]]:
         encoded = [render_prompt(self.tokenizer, m, sampling.think_prefix) for m in prompts]
         # Every (prompt, sample) pair is one sequence; sorting the whole call by prompt length keeps padding low.
         seqs = sorted(((p, s) for p in range(len(prompts)) for s in range(sampling.n)),
@@ -215,6 +224,8 @@ class HFBackend:
                                         [derive_seed(seeds[p], s) for p, s in batch])
             for (p, s), out in zip(batch, outs):
                 results[p][s] = out
+                if on_result:
+                    on_result(p, s, out)
             if progress:
                 progress(len(batch), sum(len(o.token_ids) for o in outs))
         return results  # type: ignore[return-value]

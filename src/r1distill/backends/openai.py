@@ -71,6 +71,7 @@ import numpy as np
 
 from r1distill.backends import (
     Completion,
+    OnResult,
     Progress,
     SamplingConfig,
     Scored,
@@ -495,12 +496,12 @@ class OpenAIBackend:
 
         return [len(render_prompt(self.tokenizer, m, think_prefix)) for m in prompts]
 
-    def generate(self, prompts: list[list[dict]], sampling: SamplingConfig,
-                 progress: Progress | None = None) -> list[list[Completion]]:
+    def generate(self, prompts: list[list[dict]], sampling: SamplingConfig, progress: Progress | None = None,
+                 on_result: OnResult | None = None) -> list[list[Completion]]:
         if sampling.think_prefix and self.opts.endpoint == "chat":
             raise ConfigError("think_prefix needs backend_options.endpoint: completions with the openai backend "
                               "(the chat API cannot start the assistant's reply)")
-        return _run_sync(self._generate(prompts, sampling, progress))
+        return _run_sync(self._generate(prompts, sampling, progress, on_result))
 
     def score(self, inputs: list[ScoreInput], k: int, progress: Progress | None = None) -> list[Scored]:
         """A server's prompt log-probs over prompt + completion ids (POST /completions with `prompt_logprobs`, a
@@ -565,8 +566,8 @@ class OpenAIBackend:
         body.update(self.opts.extra_body)
         return body
 
-    async def _generate(self, prompts: list[list[dict]], sampling: SamplingConfig,
-                        progress: Progress | None) -> list[list[Completion]]:
+    async def _generate(self, prompts: list[list[dict]], sampling: SamplingConfig, progress: Progress | None,
+                        on_result: OnResult | None = None) -> list[list[Completion]]:
 
         n = sampling.n
         seeds = prompt_seeds(sampling, len(prompts))
@@ -597,6 +598,8 @@ class OpenAIBackend:
                                     f"{self._redact(str(data))[:300]}")
                 for i, c in enumerate(outs):
                     results[p][first + i] = c
+                    if on_result:
+                        on_result(p, first + i, c)
                     if progress:
                         progress(1, len(c.token_ids))
                 return outs

@@ -57,10 +57,12 @@ import numpy as np
 
 from r1distill.backends import (
     Completion,
+    OnResult,
     Progress,
     SamplingConfig,
     Scored,
     ScoreInput,
+    deliver,
     from_prompt_logprobs,
     prompt_seeds,
 )
@@ -450,28 +452,30 @@ class VLLMBackend:
             c.token_nbytes, c.token_bytes_ok = spans(c.token_ids, table, c.text)
         return results
 
-    def generate(self, prompts: list[list[dict]], sampling: SamplingConfig,
-                 progress: Progress | None = None) -> list[list[Completion]]:
+    def generate(self, prompts: list[list[dict]], sampling: SamplingConfig, progress: Progress | None = None,
+                 on_result: OnResult | None = None) -> list[list[Completion]]:
         self.opts.check_topk(sampling.logprobs, "top-k log-probs")
         ids = [render_prompt(self.tokenizer, m, sampling.think_prefix) for m in prompts]
         if not self._replicas:
-            results = _run(self.llm, ids, sampling)
+            results = self._add_spans(_run(self.llm, ids, sampling))
             if progress:
                 progress(len(prompts) * sampling.n, sum(len(c.token_ids) for cs in results for c in cs))
-            return self._add_spans(results)
+            deliver(on_result, results)
+            return results
         parts = split_evenly(len(ids), len(self._replicas))
         seeds = prompt_seeds(sampling, len(ids))
         for (_, conn), part in zip(self._replicas, parts):
             # Each replica gets its prompts' own seeds, so the split does not change any sample.
             conn.send(("generate", [ids[i] for i in part], SamplingConfig(**{**asdict(sampling),
                                                                  "seeds": [seeds[i] for i in part]})))
-        results = []
+        results: list[list[Completion]] = []
         for _, conn in self._replicas:
-            got = self._receive(conn)
+            got = self._add_spans(self._receive(conn))
             if progress:
                 progress(len(got) * sampling.n, sum(len(c.token_ids) for cs in got for c in cs))
+            deliver(on_result, got, first=len(results))
             results += got
-        return self._add_spans(results)
+        return results
 
     def score(self, inputs: list[ScoreInput], k: int, progress: Progress | None = None) -> list[Scored]:
         """Raw top-k over given completion tokens from `prompt_logprobs` (module doc); data-parallel replicas

@@ -351,7 +351,8 @@ def write_table_atomic(table: pa.Table, path: Location, metadata: dict[str, str]
         table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                                **{k.encode(): str(v).encode() for k, v in metadata.items()}})
     path = as_location(path)
-    _write_atomic(path, lambda f: pq.write_table(table, f, **WRITE_OPTIONS), f".{name_of(path)}.tmp")
+    # A per-process temporary name: two processes writing the same shard name never share one half-written file.
+    _write_atomic(path, lambda f: pq.write_table(table, f, **WRITE_OPTIONS), f".{name_of(path)}.{os.getpid()}.tmp")
     return path
 
 

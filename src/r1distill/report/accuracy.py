@@ -100,7 +100,8 @@ def _settings(data: dict) -> list[dict]:
                         + (f", top-p {top_p:g}" if top_p is not None and top_p < 1 else ""))
         rows.append([[title(model)], [prompt], [decoding], [str(cfg.get("max_new_tokens", "—"))]])
     src = "summary.json's _prompt and eval/config.yaml" if cfg else "summary.json (no eval/config.yaml)"
-    return [B.table(["model", "prompt", "decoding", "max new tokens"], rows),
+    # Words, not numbers: the cells wrap, so that the table fits beside the chart at 1280 px.
+    return [B.table(["model", "prompt", "decoding", "max new tokens"], rows, wrap=True),
             B.para(f"Eval settings per model (from {src}).")]
 
 

@@ -60,9 +60,11 @@ def f(value: Any, fmt: str, *path) -> Num:
     return Num(fmt.format(value) if isinstance(value, (int, float)) else str(value), tuple(path), value)
 
 
-def table(head: list[str], rows: list[list[Cell]], groups: list[tuple[str, int]] = ()) -> dict:
-    """groups: (label, columns spanned) for a header row above `head` in the HTML (e.g. one per benchmark)."""
-    return {"kind": "table", "head": head, "rows": rows, "groups": list(groups)}
+def table(head: list[str], rows: list[list[Cell]], groups: list[tuple[str, int]] = (), wrap: bool = False) -> dict:
+    """groups: (label, columns spanned) for a header row above `head` in the HTML (e.g. one per benchmark).
+    wrap: a table of words (settings, prompts): its cells wrap at a bounded width in the HTML (`table.wrap`), where
+    the number tables keep each cell on one line."""
+    return {"kind": "table", "head": head, "rows": rows, "groups": list(groups), "wrap": wrap}
 
 
 def para(*parts) -> dict:

@@ -50,6 +50,9 @@ code { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; 
 p { margin:6px 0 10px; color:#333; }
 .note { color:var(--muted); font-style:italic; }
 .wide { overflow-x:auto; }
+table.wrap { max-width:100%; }
+table.wrap th, table.wrap td { white-space:normal; overflow-wrap:anywhere; vertical-align:top; }
+table.wrap td.text { min-width:5em; max-width:24em; }
 .row { display:flex; flex-wrap:wrap; gap:8px 32px; align-items:flex-start; }
 .row > div:first-child { flex:0 0 auto; max-width:100%; }
 .row > div + div { flex:1 1 320px; min-width:320px; }
@@ -142,7 +145,8 @@ def _block_html(b: dict, figs: dict[str, bytes], swatches: dict[str, str]) -> st
             groups = f"<tr>{groups}</tr>"
             labels = [g for g, n in b["groups"] for _ in range(n)]
             head = [h.removeprefix(f"{g} ") if g else h for g, h in zip(labels, head)]
-        out = ['<div class="wide"><table><thead>' + groups + "<tr>" + "".join(f"<th>{esc(c)}</th>" for c in head)
+        table = '<table class="wrap">' if b.get("wrap") else "<table>"
+        out = [f'<div class="wide">{table}<thead>' + groups + "<tr>" + "".join(f"<th>{esc(c)}</th>" for c in head)
                + "</tr></thead><tbody>"]
         for row in b["rows"]:
             tds = []

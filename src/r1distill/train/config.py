@@ -166,7 +166,7 @@ class TrainConfig:
     # or decide by comparing the teacher's tokenizer with the student's (null)
     retokenize: bool | None = None
     allow_processed_logprobs: bool = False  # kd on "processed" top-k log-probs without the warning
-    # where a derived student is saved before training; default {run_dir}/student_init
+    # where a derived student is saved before training; default {run_dir}/student_init (see run.init_dir)
     init_dir: str | None = field(default=None, metadata=NEW_FIELD)
     cache_dir: str | None = None  # the token cache (memory-mapped Arrow); default: ~/.cache/r1distill/tokens
     seed: int = 0

@@ -39,8 +39,17 @@ from r1distill.models import load_tokenizer, r1distill_home
 from r1distill.prompts import render_prompt
 from r1distill.train.config import TrainConfig
 
-FORMAT = 1  # bump when the cache's layout or content changes
+FORMAT = 2  # bump when the cache's layout or content changes (2: top-k log-probs checked, counts in meta.json)
 BATCH_ROWS = 512  # rows per record batch: at 16k tokens x k 20, 1.7e8 top-k values, far below 2^31
+# The teacher's top-k log-probs, as read into the cache (the loss's side is losses.valid_topk):
+#   > LOGPROB_TOLERANCE  (finite) an error naming the row: a log-prob is <= 0 (these are probabilities or logits);
+#                        (0, tolerance] is a log-prob of ~1 rounded up, kept;
+#   -inf                 a legitimate "no entry" (an unmapped token, one masked by top-p), as is id -1;
+#   NaN, +inf            broken: read as no entry, counted and warned about (`warn_topk`);
+#   a position with no usable entry (all of the above) has no KD term, only CE: counted, and said (legitimate at
+#   a llama.cpp server's appended eos); a shard where no position has one is an error naming it, since KD on it
+#   would be α·CE alone under the name kd.
+LOGPROB_TOLERANCE = 1e-3
 
 
 # ---- checks on the inputs ----
@@ -191,7 +200,12 @@ def _topk(table: pa.Table, comp_len: np.ndarray, vocab: int, k: int | None, wher
         k = want
         out[col] = pc.list_flatten(per_token).to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape(
             -1, k or 0)
-    ids = out["topk_ids"]
+    ids, lps = out["topk_ids"], out["topk_logprobs"]
+    if lps.size and (high := np.isfinite(lps) & (lps > LOGPROB_TOLERANCE)).any():  # NaN/+inf: topk_counts
+        t = _first(high.any(axis=1))
+        i = int(np.searchsorted(off, t, side="right") - 1)
+        raise UserError(f"{where(i)}: top-k log-prob {float(lps[t][high[t]][0]):.4g} is above 0: topk_logprobs must "
+                        "be natural-log probabilities (<= 0), not probabilities or logits")
     # -1 marks an entry an API server named by a string the tokenizer could not map (losses.valid_topk)
     if ids.size and (ids.max() >= vocab or ids.min() < -1):
         t = _first(((ids >= vocab) | (ids < -1)).any(axis=1))
@@ -200,6 +214,30 @@ def _topk(table: pa.Table, comp_len: np.ndarray, vocab: int, k: int | None, wher
         raise UserError(f"{where(i)}: top-k id {bad_id} is outside the student's vocabulary of {vocab}: the traces "
                         "come from another tokenizer (for cross-tokenizer KD set train.xtok)")
     return ids, out["topk_logprobs"], k
+
+
+def topk_counts(ids: np.ndarray, lps: np.ndarray, comp_len: np.ndarray) -> dict[str, int]:
+    """A record batch's top-k (flat (n_tokens, k)) tallied: its positions, the NaN/+inf entries and the positions and
+    rows holding one, and the positions with no usable entry (id >= 0 and a finite log-prob: losses.valid_topk)."""
+    broken = (np.isnan(lps) | np.isposinf(lps)).any(axis=1)
+    row_of = np.repeat(np.arange(len(comp_len)), comp_len)
+    return {"topk_positions": len(lps), "topk_invalid_entries": int((np.isnan(lps) | np.isposinf(lps)).sum()),
+            "topk_invalid_positions": int(broken.sum()), "topk_invalid_rows": len(np.unique(row_of[broken])),
+            "topk_empty_positions": int((~((ids >= 0) & np.isfinite(lps)).any(axis=1)).sum())}
+
+
+def warn_topk(counts: dict, inp: Path) -> None:
+    """One line on the teacher's top-k entries that carry nothing, from the counts made when the cache was built."""
+    c = {k: counts.get(k, 0) for k in ("topk_positions", "topk_invalid_entries", "topk_invalid_positions",
+                                        "topk_invalid_rows", "topk_empty_positions")}
+    if c["topk_invalid_entries"]:
+        console.print(f"[yellow]warning[/]: train: {inp}: {c['topk_invalid_entries']} top-k log-probs are NaN or +inf "
+                      f"({c['topk_invalid_positions']} of {c['topk_positions']} positions, {c['topk_invalid_rows']} "
+                      f"rows): read as missing entries; {c['topk_empty_positions']} positions have no usable entry and "
+                      "train on CE only")
+    elif c["topk_empty_positions"]:
+        console.print(f"[dim]train: {c['topk_empty_positions']} of {c['topk_positions']} positions have no usable "
+                      "teacher entry (all -inf or unmapped, e.g. an eos the server did not return): CE only there[/]")
 
 
 def _interleave(prompts: list[list[int]], plen: np.ndarray, comp: np.ndarray, comp_len: np.ndarray) -> np.ndarray:
@@ -218,8 +256,10 @@ def _token_lists(lengths: np.ndarray, values: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(list_offsets(lengths)), pa.array(values))
 
 
-def _convert_shard(shard: Path, dest: Path, tokenizer, need_topk: bool, retok: bool, k: int | None) -> int | None:
-    """One curated shard -> one Arrow IPC file of token rows, a record batch at a time. Returns the top-k width."""
+def _convert_shard(shard: Path, dest: Path, tokenizer, need_topk: bool, retok: bool,
+                   k: int | None) -> tuple[int | None, dict[str, int]]:
+    """One curated shard -> one Arrow IPC file of token rows, a record batch at a time. Returns the top-k width
+    and the top-k's `topk_counts`; a shard whose top-k has no usable entry at all is an error."""
     pf = parquet_file(shard)
     names = pf.schema_arrow.names
     for col in ("prompt", "completion_ids"):
@@ -235,7 +275,7 @@ def _convert_shard(shard: Path, dest: Path, tokenizer, need_topk: bool, retok: b
                             "top-k log-probs (generate with generate.topk_logprobs > 0), or use train.objective=sft "
                             "or kd_online")
         cols += stored
-    width = k
+    width, counts = k, {}
 
     def rows(table: pa.Table, where: _Where) -> dict:
         nonlocal width
@@ -247,10 +287,17 @@ def _convert_shard(shard: Path, dest: Path, tokenizer, need_topk: bool, retok: b
         if need_topk:
             ids, lps, width = _topk(table, comp_len, len(tokenizer), width, where)
             arrays["topk_ids"], arrays["topk_logprobs"] = topk_lists(comp_len, ids, lps, width)
+            for name, n in topk_counts(ids, lps, comp_len).items():
+                counts[name] = counts.get(name, 0) + n
         return arrays
 
     write_ipc(shard, pf, cols, dest, rows)
-    return width
+    if counts.get("topk_positions") and counts["topk_empty_positions"] == counts["topk_positions"]:
+        raise UserError(f"{shard}: none of the teacher's top-k log-probs at its {counts['topk_positions']} completion "
+                        f"tokens is usable ({counts['topk_invalid_entries']} NaN or +inf, the rest -inf or unmapped): "
+                        "offline KD would train on CE alone; regenerate or re-score the traces, or use "
+                        "train.objective=sft")
+    return width, counts
 
 
 def topk_lists(comp_len: np.ndarray, ids: np.ndarray, lps: np.ndarray, k: int | None) -> tuple[pa.Array, pa.Array]:
@@ -304,8 +351,8 @@ def _check_topk_present(inp: Path, shards: list[Path]) -> None:
 def prepare_tokens(cfg: TrainConfig, tokenizer, need_topk: bool, retok: bool, convert=None, extra: str = "") -> Path:
     """The cache dir for these inputs, converting the shards first when it does not exist yet (atomically: a
     temporary dir renamed into place, so a killed conversion is redone, never half-read). convert(shard, dest,
-    k) -> (k, counts): another converter (cross-tokenizer KD's, train/xtok_data.py), its counts summed into
-    meta.json; `extra` then names what it makes, for the cache key."""
+    k) -> (k, counts): another converter (cross-tokenizer KD's, train/xtok_data.py); `extra` then names what it
+    makes, for the cache key. The converter's counts (the default one's: `topk_counts`) are summed into meta.json."""
     shards = input_shards(cfg.inp)
     if need_topk:
         _check_topk_present(cfg.inp, shards)
@@ -318,17 +365,20 @@ def prepare_tokens(cfg: TrainConfig, tokenizer, need_topk: bool, retok: bool, co
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     console.print(f"train: converting {len(shards)} shards of {cfg.inp} to memory-mapped token rows in {final}")
+    if convert is None:
+        def convert(shard: Path, dest: Path, k: int | None) -> tuple[int | None, dict[str, int]]:
+            return _convert_shard(shard, dest, tokenizer, need_topk, retok, k)
     k, counts = None, {}
-    for i, shard in enumerate(shards):
-        if convert is None:
-            k = _convert_shard(shard, tmp / f"part-{i:05d}.arrow", tokenizer, need_topk, retok, k)
-            continue
-        k, got = convert(shard, tmp / f"part-{i:05d}.arrow", k)
-        for name, n in got.items():
-            counts[name] = counts.get(name, 0) + n
+    try:
+        for i, shard in enumerate(shards):
+            k, got = convert(shard, tmp / f"part-{i:05d}.arrow", k)
+            for name, n in got.items():
+                counts[name] = counts.get(name, 0) + n
+    except BaseException:  # a bad shard: no half-built cache left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     (tmp / "meta.json").write_text(json.dumps({"format": FORMAT, "k": k, "shards": [str(p) for p in shards],
-                                               "topk": need_topk, "retokenized": retok,
-                                               **({"counts": counts} if convert else {})}))
+                                               "topk": need_topk, "retokenized": retok, "counts": counts}))
     try:
         tmp.rename(final)
     except OSError:  # another process finished the same conversion first: use its copy
@@ -343,7 +393,7 @@ class TokenData:
     def __init__(self, cache: Path, max_length: int):
         meta = json.loads((cache / "meta.json").read_text())
         self.k: int | None = meta["k"]
-        self.counts: dict = meta.get("counts", {})  # a converter's tallies (cross-tokenizer KD's flagged rows)
+        self.counts: dict = meta.get("counts", {})  # the converter's tallies (topk_counts; xtok's flagged rows)
         self._extra: list[str] = []  # other columns (cross-tokenizer KD's): whole per-row arrays or scalars
         self._batches: list[dict] = []
         plen, total = [], []

@@ -18,7 +18,16 @@ from r1distill.console import console
 from r1distill.models import load_model, load_tokenizer
 from r1distill.train import data
 from r1distill.train.config import TrainConfig
-from r1distill.train.skeleton import Setup, freeze_lower, lora_config, prepare_work, training_args, use_bf16
+from r1distill.train.skeleton import (
+    Setup,
+    WarmupFromFirstStep,
+    freeze_lower,
+    lora_config,
+    prepare_work,
+    training_args,
+    use_bf16,
+    warn_small,
+)
 
 
 def build_gkd_rows(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
@@ -52,7 +61,7 @@ def build_gkd_rows(rows: list[dict], tokenizer, max_length: int) -> tuple[list[d
 def _trainer_class():
     from trl.experimental.gkd import GKDTrainer
 
-    class CountingGKDTrainer(GKDTrainer):
+    class CountingGKDTrainer(WarmupFromFirstStep, GKDTrainer):
         """TRL's GKDTrainer, counting who sampled each batch and normalising each batch by its own tokens."""
 
         def __init__(self, *args, **kwargs):
@@ -110,6 +119,7 @@ def build(cfg: TrainConfig, student_path: str) -> Setup:
                         f"train.max_length={cfg.max_length}; raise it")
     console.print(f"[bold]train[/] gkd (lmbda={g.lmbda}, beta={g.beta}, seq_kd={g.seq_kd}) on {len(examples)} "
                   f"prompts ({truncated} cut to max_length) from {student_path}, teacher {cfg.teacher} -> {cfg.out}")
+    warn_small(len(examples))
     args = training_args(cfg, GKDConfig, lmbda=g.lmbda, beta=g.beta, seq_kd=g.seq_kd,
                          max_new_tokens=g.max_new_tokens, temperature=g.temperature)
     ckpt = prepare_work(cfg, args.process_index == 0)

@@ -20,7 +20,15 @@ from r1distill.console import console
 from r1distill.models import load_tokenizer, resolve_model
 from r1distill.train import data
 from r1distill.train.config import TrainConfig
-from r1distill.train.skeleton import Setup, freeze_lower, lora_config, prepare_work, training_args, use_bf16
+from r1distill.train.skeleton import (
+    Setup,
+    freeze_lower,
+    lora_config,
+    prepare_work,
+    training_args,
+    use_bf16,
+    warn_small,
+)
 
 
 def head_rows(model) -> int:
@@ -128,6 +136,8 @@ def build(cfg: TrainConfig, student_path: str) -> Setup:
         with PartialState().local_main_process_first():  # one conversion per node; the other ranks map its files
             cache = data.prepare_tokens(cfg, tokenizer, need_topk, retok)
         rows = data.TokenData(cache, cfg.max_length)
+        if need_topk:
+            data.warn_topk(rows.counts, cfg.inp)
         collator = DistillCollator(tokenizer.pad_token_id, rows, topk=cfg.loss.topk if need_topk else None)
     if not rows.rows_total:
         raise UserError(f"{cfg.inp}: 0 rows to train on (curation kept none: see {cfg.inp / 'stats.md'})")
@@ -139,6 +149,7 @@ def build(cfg: TrainConfig, student_path: str) -> Setup:
                       "completions re-tokenized from their text[/]")
     console.print(f"[bold]train[/] {cfg.objective} on {len(rows)} traces ({rows.truncated} cut to max_length) "
                   f"from {student_path} -> {cfg.out}")
+    warn_small(len(rows))
     bf16 = use_bf16(cfg)
     args = training_args(cfg, SFTConfig, remove_unused_columns=False,
                          dataset_kwargs={"skip_prepare_dataset": True})

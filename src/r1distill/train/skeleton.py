@@ -15,6 +15,7 @@ from r1distill.console import console
 from r1distill.train.config import TrainConfig
 
 LOG_KEYS = ("step", "epoch", "loss", "ce", "kd", "learning_rate", "tokens_per_s")  # train_log.jsonl's records
+SMALL_TRAINING_SET = 32  # fewer training rows than this: a smoke test rather than a student, said once
 
 
 @dataclass
@@ -63,6 +64,57 @@ def training_args(cfg: TrainConfig, cls, **extra):
         use_cpu=not torch.cuda.is_available(), **{checkpointing: cfg.gradient_checkpointing},
         max_length=cfg.max_length, dataloader_num_workers=0, **extra,
     )
+
+
+class WarmupFromFirstStep:
+    """A Trainer mixin (before the Trainer class in the bases): the lr warmup counted from 1, so that the first
+    optimizer step trains. transformers' warmup scales the lr by step / warmup_steps with the step counted from 0,
+    so the first step's lr is 0 and a short run wastes its first batch (train.warmup_ratio becomes
+    ceil(ratio x total steps) warmup steps: at least 1 whenever the ratio is above 0). Here warmup step s (from 0)
+    gets the schedule's value at s + 1, reaching the full lr at the last warmup step; later steps are unchanged."""
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        import torch
+
+        ours = self.lr_scheduler is None
+        sched = super().create_scheduler(num_training_steps, optimizer)
+        warmup = self.args.get_warmup_steps(num_training_steps)
+        if (ours and warmup and isinstance(sched, torch.optim.lr_scheduler.LambdaLR)
+                and all(f(0) == 0 for f in sched.lr_lambdas)):  # a warmup from 0 (not warmup_stable_decay's)
+            sched.lr_lambdas = [_warmup_from_one(f, warmup) for f in sched.lr_lambdas]
+            sched._last_lr = [base * f(sched.last_epoch) for base, f in zip(sched.base_lrs, sched.lr_lambdas)]
+            for group, lr in zip(sched.optimizer.param_groups, sched._last_lr):
+                group["lr"] = lr
+        return sched
+
+
+def _warmup_from_one(f, warmup: int):
+    # a plain function: LambdaLR's state_dict (checkpoints) leaves it out, and a resumed run wraps its own again
+    return lambda step: f(step + 1) if step < warmup else f(step)
+
+
+def warn_small(rows: int) -> None:
+    if rows < SMALL_TRAINING_SET:
+        console.print(f"[yellow]warning[/]: train: only {rows} training rows (fewer than {SMALL_TRAINING_SET}): "
+                      "enough to see the pipeline run, too few to learn from")
+
+
+def quiet_log_dicts(trainer) -> None:
+    """transformers prints each log as a dict (`{'loss': ..., 'grad_norm': ...}` per logging step, then the run's
+    metrics), through its progress bar's `on_log` or, without a bar, its PrinterCallback. Those records go to
+    train_log.jsonl and report_to, and run.py prints the summary: the bar shows the latest loss instead, and no
+    dict is printed."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class LossOnBar(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and self.training_bar is not None and "loss" in (logs or {}):
+                self.training_bar.set_postfix({k: f"{logs[k]:.4g}" for k in ("loss", "ce", "kd") if k in logs},
+                                              refresh=False)
+
+    trainer.pop_callback(PrinterCallback)
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(LossOnBar())
 
 
 def lora_config(cfg: TrainConfig):
@@ -170,9 +222,27 @@ def merge_lora(student_path: str, adapter: Path, out: Path) -> None:
     merged.save_pretrained(str(out), safe_serialization=True)
 
 
-def write_train_log(log_history: list[dict], path: Path, keys: tuple[str, ...], kd_is_loss: bool = False) -> None:
+def mean_loss(log_history: list[dict], session_loss: float, steps: int, resumed_at: int) -> float:
+    """The mean loss over all `steps` of a run resumed at step `resumed_at` (0: not resumed). The Trainer's own
+    train_loss sums only this session's step losses (over all the steps); the steps before the checkpoint come from
+    the log history the checkpoint restored, each logged loss the mean since the previous log (steps trained after
+    the checkpoint's last log and before it was saved are in no record: they count in the next record's window)."""
+    if not resumed_at:
+        return session_loss
+    total, last = 0.0, 0
+    for rec in log_history:
+        if "loss" in rec and "step" in rec and rec["step"] <= resumed_at:
+            total += rec["loss"] * (rec["step"] - last)
+            last = rec["step"]
+    counted = last + steps - resumed_at
+    return (total + session_loss * steps) / counted if counted else session_loss
+
+
+def write_train_log(log_history: list[dict], path: Path, keys: tuple[str, ...], kd_is_loss: bool = False,
+                    train_loss: float | None = None) -> None:
     """One JSON record per logging step with exactly `keys`, then the run summary marked `"summary": true`.
-    kd_is_loss: the whole loss is the divergence (gkd), so kd = loss and ce = null."""
+    kd_is_loss: the whole loss is the divergence (gkd), so kd = loss and ce = null. train_loss: the summary's mean
+    loss over the whole run (`mean_loss`), in place of the Trainer's (this session's)."""
     with open(path, "w") as f:
         for rec in log_history:
             if "loss" in rec and ("ce" in rec or kd_is_loss):
@@ -181,4 +251,5 @@ def write_train_log(log_history: list[dict], path: Path, keys: tuple[str, ...], 
                     row.update(ce=None, kd=rec["loss"])
                 f.write(json.dumps(row) + "\n")
             elif "train_runtime" in rec:
-                f.write(json.dumps({"summary": True, **rec}) + "\n")
+                extra = {"train_loss": train_loss} if train_loss is not None else {}
+                f.write(json.dumps({"summary": True, **rec, **extra}) + "\n")

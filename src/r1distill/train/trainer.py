@@ -17,11 +17,12 @@ from trl import SFTTrainer
 from r1distill.train.config import LossConfig
 from r1distill.train.head import add_distill_head, check_head, gathered_head, head_scale, last_hidden
 from r1distill.train.losses import IGNORE, distill_loss
+from r1distill.train.skeleton import WarmupFromFirstStep
 from r1distill.train.xtok import online_teacher
 from r1distill.train.xtok_loss import xtok_loss
 
 
-class DistillTrainer(SFTTrainer):
+class DistillTrainer(WarmupFromFirstStep, SFTTrainer):
     """SFTTrainer whose loss is α·CE + (1−α)·τ²·D(teacher ‖ student) (see losses.py), normalised by the
     valid tokens of the whole accumulated (all-rank) batch.
 
