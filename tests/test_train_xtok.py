@@ -70,6 +70,31 @@ def test_offline_cross_tokenizer_kd_falls(tmp_path, curated, xtok_student_dir, t
         assert step["kd"] > 0 and math.isfinite(step["grad_norm"])
 
 
+@pytest.mark.parametrize("kind", ["spm-bpe", "spm-unigram"])
+def test_offline_cross_tokenizer_kd_on_a_sentencepiece_student(kind, tmp_path, curated, teacher_dir):
+    """The same on a real tokenizer convention (SentencePiece: byte fallback, "▁", digits one by one, with and
+    without a dummy prefix): every row's bytes round-trip on the student's side, the KD term falls, and the exact
+    term sees the student's own digit pieces (the map's targets are never byte-fallback twins of a piece)."""
+    from r1distill.data.real_tokenizers import cached
+    from r1distill.models import derive_student, load_tokenizer
+    from r1distill.tokenbytes import BYTE_FALLBACK, token_bytes, token_kinds
+    from r1distill.train.xtok import shared_tokens
+
+    student = derive_student(str(teacher_dir), tmp_path / "student", layers=[29], tokenizer=str(cached(kind)))
+    setup = build_trainer(_cfg(tmp_path / "a", student, curated, teacher_dir), str(student))
+    counts = setup.trainer.data_collator.rows.counts
+    assert counts["rows"] == 4 and counts["student_bytes_mismatch"] == counts["teacher_bytes_mismatch"] == 0
+    tok = load_tokenizer(str(student))
+    shared = shared_tokens(load_tokenizer(str(teacher_dir)), tok, "runs")
+    kinds, table = token_kinds(tok), token_bytes(tok, "empty")
+    pieces = {table[i] for i in range(len(tok)) if kinds[i] != BYTE_FALLBACK}
+    targets = shared[shared >= 0]
+    assert not [i for i in targets if kinds[i] == BYTE_FALLBACK and table[i] in pieces]
+    log = _steps(_cfg(tmp_path / "b", student, curated, teacher_dir), student, 6)
+    assert all(math.isfinite(h["grad_norm"]) and math.isfinite(h["loss"]) for h in log)
+    assert log[-1]["kd"] < 0.8 * log[0]["kd"] and log[0]["kd"] > 0
+
+
 def test_online_cross_tokenizer_kd_from_old_traces(tmp_path, curated, xtok_student_dir, teacher_dir):  # noqa: F811
     """Traces without the span columns: offline cross-tokenizer KD refuses them in one line naming the shard and
     the column; kd_online works (its teacher tokenizes the text itself). On rows where the teacher's own tokens

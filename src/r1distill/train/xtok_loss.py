@@ -44,14 +44,15 @@ def _reduce(log_q: torch.Tensor, labels: torch.Tensor, base: torch.Tensor, mappe
     at the shared ids (g, k) or None), and with `index` the ids of the K best (g, K). base: (g,) row indices in
     log_q; exclude: leave the shared ids out of the K best (gold)."""
     lab = log_q.gather(-1, labels[:, None]).squeeze(-1)
-    lq = log_q[base]  # (g, V)
+    lq = log_q[base]  # (g, V), a copy
     at = None
     if mapped is not None:
         ids = mapped.clamp_min(0)
         at = lq.gather(-1, ids)
-        if exclude:
-            hit = torch.zeros_like(lq).scatter_add_(-1, ids, (mapped >= 0).to(lq.dtype)) > 0
-            lq = lq.masked_fill(hit, -torch.inf)
+        if exclude:  # -inf at the shared ids: written into the copy (no (g, V) mask); under autograd into another
+            r, c = (mapped >= 0).nonzero(as_tuple=True)
+            where, minf = (r, mapped[r, c]), torch.tensor(-torch.inf, dtype=lq.dtype, device=lq.device)
+            lq = lq.index_put(where, minf) if lq.requires_grad else lq.index_put_(where, minf)
     top = lq.topk(K, dim=-1)
     return (lab, top.values, at, top.indices) if index else (lab, top.values, at)
 
@@ -142,16 +143,23 @@ class _ChunkedXtok(torch.autograd.Function):
         at = torch.zeros(G, mapped.shape[-1], dtype=f32, device=h.device) if mapped is not None else None
         top_ids = torch.zeros(G, K, dtype=torch.long, device=h.device)
         spans = []
+        need = h.requires_grad or w.requires_grad
+        logits = None
         for start in range(0, N, chunk_size):
             s = slice(start, min(start + chunk_size, N))
             g0, g1 = (int(i) for i in torch.searchsorted(base, torch.tensor([s.start, s.stop], device=base.device)))
             spans.append((s, slice(g0, g1)))
             with torch.no_grad():
-                r = _reduce(torch.log_softmax(_upcast(h[s] @ w.t()), -1), labels[s], base[g0:g1] - s.start,
+                logits = None  # the previous chunk's, freed before this one's matmul
+                logits = _upcast(h[s] @ w.t())
+                r = _reduce(torch.log_softmax(logits, -1), labels[s], base[g0:g1] - s.start,
                             mapped[g0:g1] if mapped is not None else None, K, opts.method == "gold", index=True)
+                if not need or s.stop < N:
+                    logits = None
             lab[s], top[g0:g1], top_ids[g0:g1] = r[0], r[1], r[3]
             if at is not None:
                 at[g0:g1] = r[2]
+            del r
         leaves = [x.requires_grad_() for x in (lab, top, at) if x is not None]
         with torch.enable_grad():
             ce, kd = _sums(lab, top, at, xt, opts, divergence, beta)
@@ -160,7 +168,9 @@ class _ChunkedXtok(torch.autograd.Function):
                      if (h.requires_grad or w.requires_grad) else None)
         ctx.grads = None
         if grads is not None:
-            ctx.grads = _backprop(h, w, labels, base, mapped, top_ids, spans, grads)
+            held, logits = [logits], None  # handed over: _backprop frees them after their chunk
+            ctx.grads = _backprop(h, w, labels, base, mapped, top_ids, spans, grads, held)
+        del logits
         ctx.w_dtype = w.dtype
         ce, kd = ce.detach(), kd.detach()
         ctx.mark_non_differentiable(ce, kd)
@@ -177,17 +187,21 @@ class _ChunkedXtok(torch.autograd.Function):
         return grad_h, grad_w, None, None, None, None, None, None, None, None
 
 
-def _backprop(h, w, labels, base, mapped, top_ids, spans, grads):
+def _backprop(h, w, labels, base, mapped, top_ids, spans, grads, held: list | None = None):
     """The second pass: each chunk's logits again, the gradients of the per-row numbers pushed through them.
     Each number is log q at one id (the label, one of the K best found in the first pass, a shared id), so the
     gradient w.r.t. the logits is G − softmax·ΣG, G those gradients scattered at their ids (no autograd, no
-    second top-k)."""
+    second top-k). The chunks go last to first: the last one's logits, still alive from the first pass
+    (`held`: [logits] or [None], emptied here so that they die with their chunk), are not recomputed (with a
+    single chunk the head's forward matmul runs once)."""
     g_lab, g_top = grads[0], grads[1]
     g_at = grads[2] if len(grads) > 2 else None
     grad_h = torch.empty_like(h) if h.requires_grad else None
     grad_w = torch.zeros_like(w, dtype=torch.promote_types(w.dtype, torch.float32)) if w.requires_grad else None
-    for s, g in spans:
-        logits = _upcast(h[s] @ w.t())  # (n, V)
+    for s, g in reversed(spans):
+        logits = held.pop() if held else None
+        if logits is None:
+            logits = _upcast(h[s] @ w.t())  # (n, V)
         n = logits.shape[0]
         gl = torch.zeros_like(logits)
         if g_lab is not None:
@@ -204,8 +218,10 @@ def _backprop(h, w, labels, base, mapped, top_ids, spans, grads):
         gl = gl.to(w.dtype)
         if grad_h is not None:
             grad_h[s] = gl @ w
-        if grad_w is not None:
-            grad_w += gl.t() @ h[s]
+        if grad_w is not None and grad_w.dtype == w.dtype:
+            grad_w.addmm_(gl.t(), h[s])  # in place: no (V, H) temporary per chunk
+        elif grad_w is not None:
+            grad_w += gl.t() @ h[s]  # low-precision head: accumulate the chunks in fp32
     return grad_h, grad_w
 
 
