@@ -161,5 +161,33 @@ def test_the_real_pair_recipe_asks_for_cross_tokenizer_kd():
     from r1distill.pipeline import build_configs
 
     configs = build_configs(load_recipe(Path(__file__).parents[1] / "recipes/xtok-qwen-math-to-llama/recipe.yaml"))
-    assert configs["train"].objective == "kd" and configs["train"].xtok.method == "gold"
-    assert configs["train"].xtok.exact_tokens == "runs" and configs["generate"].topk_logprobs > 0
+    # KD and its baseline side by side: KD lost to re-tokenized SFT on one of the lab's two real pairs
+    kd, sft = configs["train:xtok_kd"], configs["train:xtok_sft"]
+    assert (kd.objective, kd.xtok.method, kd.xtok.exact_tokens) == ("kd", "gold", "runs")
+    assert configs["generate"].topk_logprobs > 0 and kd.learning_rate == sft.learning_rate
+    assert (sft.objective, sft.xtok, sft.retokenize) == ("sft", None, True)
+    assert configs["eval"].models[-2:] == ["student:xtok_kd", "student:xtok_sft"]
+
+
+def test_cross_tokenizer_kd_on_top_k_that_carries_nothing(tmp_path, curated, xtok_student_dir, teacher_dir,  # noqa: F811
+                                                          capsys):
+    """Issue 25 item 5 on the cross-tokenizer path: top-k log-probs that are all NaN are an error naming the shard
+    (not α·CE under the name kd); a few NaN are counted in one line and read as missing entries."""
+    table = read_table(curated)
+    lps = table["topk_logprobs"]
+    nan = pa.array([[[math.nan] * len(x) for x in r] for r in lps.to_pylist()], type=lps.type)
+    (tmp_path / "nan").mkdir()
+    pq.write_table(table.set_column(table.column_names.index("topk_logprobs"), "topk_logprobs", nan),
+                   tmp_path / "nan" / "data-00000.parquet")
+    with pytest.raises(UserError, match=r"nan/data-00000.parquet: none of the teacher's top-k log-probs at its \d+ "
+                                        r"completion tokens is usable"):
+        build_trainer(_cfg(tmp_path / "a", xtok_student_dir, tmp_path / "nan", teacher_dir), str(xtok_student_dir))
+    rows = lps.to_pylist()
+    rows[0][1][0] = math.nan
+    (tmp_path / "some").mkdir()
+    pq.write_table(table.set_column(table.column_names.index("topk_logprobs"), "topk_logprobs",
+                                    pa.array(rows, type=lps.type)), tmp_path / "some" / "data-00000.parquet")
+    capsys.readouterr()
+    log = _steps(_cfg(tmp_path / "b", xtok_student_dir, tmp_path / "some", teacher_dir), xtok_student_dir, 1)
+    said = " ".join("".join(capsys.readouterr()).split())
+    assert "1 top-k log-probs are NaN or +inf (1 of" in said and math.isfinite(log[0]["kd"]) and log[0]["kd"] > 0

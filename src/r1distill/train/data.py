@@ -292,12 +292,17 @@ def _convert_shard(shard: Path, dest: Path, tokenizer, need_topk: bool, retok: b
         return arrays
 
     write_ipc(shard, pf, cols, dest, rows)
+    check_topk_usable(shard, counts)
+    return width, counts
+
+
+def check_topk_usable(shard: Path, counts: dict) -> None:
+    """A shard whose top-k (`topk_counts`) has no usable entry at all: an error, not a quiet SFT run called kd."""
     if counts.get("topk_positions") and counts["topk_empty_positions"] == counts["topk_positions"]:
         raise UserError(f"{shard}: none of the teacher's top-k log-probs at its {counts['topk_positions']} completion "
                         f"tokens is usable ({counts['topk_invalid_entries']} NaN or +inf, the rest -inf or unmapped): "
                         "offline KD would train on CE alone; regenerate or re-score the traces, or use "
                         "train.objective=sft")
-    return width, counts
 
 
 def topk_lists(comp_len: np.ndarray, ids: np.ndarray, lps: np.ndarray, k: int | None) -> tuple[pa.Array, pa.Array]:

@@ -97,6 +97,8 @@ def _build_xtok(cfg: TrainConfig, tokenizer, online: bool):
         if counts.get(f"{side}_bytes_mismatch"):
             console.print(f"[yellow]warning[/]: train: {counts[f'{side}_bytes_mismatch']} of {counts['rows']} rows: "
                           f"the {side}'s tokens do not make the completion's bytes; they train on CE only")
+    if not online:
+        data.warn_topk(counts, cfg.inp)
     shared = (torch.as_tensor(xtok.shared_tokens(teacher_tok, tokenizer, x.exact_tokens))
               if x.method == "gold" else None)
     collator = xtok.XtokCollator(tokenizer.pad_token_id, rows, merge=x.merge, shared=shared,

@@ -26,7 +26,16 @@ from r1distill.data.traces import SPAN_FIELDS, list_offsets, parquet_file
 from r1distill.prompts import render_prompt
 from r1distill.tokenbytes import fingerprint, spans, token_bytes
 from r1distill.train import data
-from r1distill.train.data import _completion, _interleave, _token_lists, _topk, topk_lists, write_ipc
+from r1distill.train.data import (
+    _completion,
+    _interleave,
+    _token_lists,
+    _topk,
+    check_topk_usable,
+    topk_counts,
+    topk_lists,
+    write_ipc,
+)
 
 SPAN_COLUMNS = [n for n, _ in SPAN_FIELDS]
 OLD_TRACES = ("cross-tokenizer KD (train.xtok) reads the byte spans and sampled-token log-probs that `r1distill "
@@ -98,12 +107,15 @@ def convert_shard(shard: Path, dest: Path, student_tok, teacher_tok, online: boo
             t_ok = _stored_spans(table, t_len, where, arrays)
             ids, lps, width = _topk(table, t_len, 2**31 - 1, width, where)
             arrays["t_topk_ids"], arrays["t_topk_lp"] = topk_lists(t_len, ids, lps, width)
+            for name, n in topk_counts(ids, lps, t_len).items():
+                counts[name] = counts.get(name, 0) + n
         counts["rows"] += table.num_rows
         counts["teacher_bytes_mismatch"] += int(np.sum(~np.asarray(t_ok, bool)))
         counts["student_bytes_mismatch"] += int(np.sum(~np.asarray(s_ok, bool)))
         return arrays
 
     write_ipc(shard, pf, cols, dest, rows)
+    check_topk_usable(shard, counts)
     return width, counts
 
 
