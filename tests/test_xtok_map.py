@@ -140,6 +140,13 @@ def test_map_check_on_the_teachers_traces(kind, traces, teacher_tok):
                   token_bytes(student, "text"), teacher_tok, student)
     assert check.rows == 8 and check.one_to_one >= 40
     assert check.elsewhere == 0 and check.to_emitted >= check.one_to_one // 2
+    # the teacher's top-k mass at the groups' first tokens (each at most 1), part of it on shared tokens
+    assert 0 < check.mass_shared < check.mass <= check.groups + 1e-6
+    same = MapCheck()  # the teacher's own vocabulary, every token shared: all of the mass is the exact term's
+    for row in iter_rows(cfg, 100):
+        check_map(features(row, teacher_tok, 256), shared_tokens(teacher_tok, teacher_tok, "all"), same,
+                  token_bytes(teacher_tok, "empty"), token_bytes(teacher_tok, "text"), teacher_tok, teacher_tok)
+    assert same.mass_shared == pytest.approx(same.mass) and same.mass > 0.5 * same.groups
     # without the kinds (the old map) SentencePiece students break where the same bytes have two ids
     old = shared_ids(token_bytes(teacher_tok, "empty"), token_bytes(student, "empty"), teacher_tok.eos_token_id,
                      student.eos_token_id, "runs")

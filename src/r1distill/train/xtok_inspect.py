@@ -44,6 +44,8 @@ class MapCheck:
     to_emitted: int = 0  # mapped to the very token the student emitted: the map is right here
     elsewhere: int = 0  # mapped to another student id with the same bytes: a broken map
     unshared: int = 0  # left out of the exact term (no such student token, or the shared_tokens rule)
+    mass: float = 0.0  # the teacher's top-k probability at each group's first token, summed over groups
+    mass_shared: float = 0.0  # the part of it on shared tokens: what the exact term sees by identity
     examples: list[str] = field(default_factory=list)  # the first few `elsewhere` cases
 
 
@@ -123,6 +125,10 @@ def check_map(f: dict, shared: np.ndarray, check: MapCheck, t_table: list[bytes]
     for g in range(a.num_groups):
         t_idx, s_idx = np.flatnonzero(a.t_group == g), np.flatnonzero(a.s_group == g)
         check.groups += 1
+        ids, lps = f["t_topk_ids"][t_idx[0]], f["t_topk_lp"][t_idx[0]]
+        p = np.where((ids >= 0) & np.isfinite(lps), np.exp(lps), 0.0)
+        check.mass += float(p.sum())
+        check.mass_shared += float(p[shared[ids.clip(0)] >= 0].sum())
         if len(t_idx) != 1 or len(s_idx) != 1:
             verdicts.append("")
             continue
@@ -223,7 +229,12 @@ def inspect(cfg: TrainConfig, row: int = 0, rows: int = 200, model=None, top: in
             f"{check.groups} groups, {check.one_to_one} one-to-one with the same bytes on both sides; there the "
             f"teacher's token maps to the student's own token in {share(check.to_emitted)}, to another student id "
             f"in {share(check.elsewhere)} (a broken map), to none in {share(check.unshared)}",
-            *[f"  broken: {e}" for e in check.examples], ""]
+            *[f"  broken: {e}" for e in check.examples],
+            f"the teacher's top-k probability at the groups' first tokens: "
+            f"{check.mass_shared / max(check.mass, 1e-9):.1%} on shared tokens (the exact term, token by token); the "
+            "rest reaches the student only through the sorted term, which does not say which token is which, and CE "
+            "(README, Cross-tokenizer KD: on one real pair KD beat re-tokenized SFT, on another it lost; train both "
+            "variants on yours)", ""]
 
     r = read_row(cfg, row)
     f = features(r, student_tok, cfg.max_length)
