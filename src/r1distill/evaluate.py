@@ -35,11 +35,8 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import math
 import multiprocessing as mp
-import random
 import re
-import statistics
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -64,9 +61,10 @@ from r1distill.data.traces import write_text_atomic
 from r1distill.models import BUILTIN_MODELS, check_model
 from r1distill.prompts import PromptConfig
 from r1distill.report.tables import results_markdown, skipped_notes
+from r1distill.stats import bootstrap_ci, percentile, standard_error
 from r1distill.verify import VERSION as VERIFY_VERSION
-from r1distill.verify import _context as verify_context
 from r1distill.verify import hard_limit, is_equivalent, normalize_answer, verify_many
+from r1distill.verify import worker_context as verify_context
 
 ALIASES = ("teacher", "student_init", "student")
 
@@ -123,12 +121,13 @@ DEFAULT_K = {"aime24": 64, "aime25": 64, "amc23": 64, "math500": 4, "gsm8k": 1}
 
 @dataclass
 class EvalConfig:
-    run_dir: str = "runs/default"
+    run_dir: str = "runs/default"  # the run's directory: each stage's default input and output dirs are under it
     teacher: str = "smollm2-135m-instruct"  # what the alias `teacher` means
     # `student_init` / `student_init:<variant>` of a named (not derived) student: the model it starts as. `run` fills
     # it from the train sections; an alias not in it is the run dir's derived student
     student_inits: dict[str, str] | None = field(default=None, metadata=NEW_FIELD)  # {alias: model} (named students)
     models: list[str] = field(default_factory=lambda: ["teacher"])  # names, paths or aliases
+    # the benchmarks: names (gsm8k, math500, aime24, ...) or sources, as generate.source
     benchmarks: list[SourceConfig] = field(
         default_factory=lambda: [SourceConfig(name="synthetic", split="test", level="easy")])
     output_dir: str | None = None  # default: {run_dir}/eval
@@ -136,22 +135,24 @@ class EvalConfig:
     backend_options: dict = field(default_factory=dict)  # settings of the chosen backend (see its module)
     num_samples: int | None = None  # k samples per problem (pass@1 is their mean); unset: DEFAULT_K per benchmark
     temperature: float = 0.6  # 0 = greedy, which makes k 1 unless num_samples is set
-    top_p: float = 0.95
+    top_p: float = 0.95  # nucleus sampling: the smallest set of tokens holding this much probability (1: off)
     max_new_tokens: int = 32768  # R1's generous 32,768 for long reasoning; the quickstart overrides it (128, CPU)
     think_prefix: bool = False  # force responses to begin with "<think>\n"
     # R1's protocol: no system turn, the R1 instruction after the problem, no examples. model_prompts gives a
     # model its own (by its entry in `models`, e.g. {teacher: {system: ..., examples: [...]}} for a small teacher
     # that needs worked examples, while the students are asked plainly)
     prompt: PromptConfig = field(default_factory=PromptConfig)
-    model_prompts: dict[str, PromptConfig] = field(default_factory=dict)
-    batch_size: int = 32
+    model_prompts: dict[str, PromptConfig] = field(default_factory=dict)  # a model's own prompt, by its entry in models
+    batch_size: int = 32  # sequences per forward batch (hf)
+    # auto (bf16 on a GPU that has it or a CPU with native bf16, else fp32) | float32 | bfloat16 | float16
     dtype: str = "auto"
-    device: str = "auto"
+    device: str = "auto"  # auto (CUDA if present, else CPU) | cpu | cuda | cuda:N
     last_number: bool = False  # true: an output stating no answer is graded by its last number (cut-off ones too)
     verify_timeout: float = 5.0  # seconds per Math-Verify call; a row is abandoned (wrong) after ~3x
     pass_at_k: list[int] = field(default_factory=list)  # ks for pass@k; empty = powers of two up to each k
     bootstrap: int = 1000  # resamples of problems for the pass@1 confidence interval
-    seed: int = 0
+    seed: int = 0  # the sampling seed (each problem's stream derives from it)
+    # delete this stage's earlier outputs (after the input is checked) instead of resuming or moving aside
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -313,33 +314,6 @@ def default_ks(max_k: int) -> list[int]:
     if ks and ks[-1] != max_k:
         ks.append(max_k)
     return ks
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank q-th percentile (0 < q <= 100): the smallest value with at least q% of the values <= it."""
-    if not values:
-        raise ValueError("percentile of an empty list")
-    ranked = sorted(values)
-    # round off float noise first: 100 * (1 - 0.95) / 2 is 2.5000000000000022, whose rank of 1000 must stay 25
-    return ranked[max(1, math.ceil(round(q * len(ranked) / 100, 9))) - 1]
-
-
-def bootstrap_ci(values: Sequence[float], resamples: int = 1000, level: float = 0.95, seed: int = 0) -> list[float]:
-    """Percentile-bootstrap confidence interval [lo, hi] for the mean of ``values``: resample them with
-    replacement ``resamples`` times and take the nearest-rank (1 - level)/2 and (1 + level)/2 percentiles
-    of the resampled means. Seeded, so the same values always give the same interval."""
-    if not values:
-        raise ValueError("bootstrap of an empty list")
-    rng = random.Random(seed)
-    means = [sum(rng.choices(values, k=len(values))) / len(values) for _ in range(resamples)]
-    tail = 100 * (1 - level) / 2
-    return [percentile(means, tail), percentile(means, 100 - tail)]
-
-
-def standard_error(values: Sequence[float]) -> float:
-    """Standard error of the mean of ``values`` (sample standard deviation / sqrt(n)); 0.0 below two values,
-    where it is undefined (and JSON has no NaN)."""
-    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) >= 2 else 0.0
 
 
 def summarize(samples: list[dict], ks: Sequence[int] = (), bootstrap: int = 1000,

@@ -2,7 +2,7 @@
 
 Two models scored on the same problems are paired: a problem that is hard for one is usually hard for the
 other, so resampling problems (not each model on its own) gives the interval of the difference that the
-per-model CIs overstate. The percentiles are nearest-rank, as `evaluate.bootstrap_ci` takes them.
+per-model CIs overstate. The percentiles are nearest-rank, as `r1distill.stats.bootstrap_ci` takes them.
 """
 
 from __future__ import annotations
@@ -12,13 +12,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from r1distill.stats import percentile
+
 CHUNK = 256  # resamples drawn at once (bounds memory at CHUNK x problems indices)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank q-th percentile (0 < q <= 100), as `evaluate.percentile`."""
-    ranked = sorted(values)
-    return ranked[max(1, math.ceil(round(q * len(ranked) / 100, 9))) - 1]
 
 
 def paired(a: dict[str, float], b: dict[str, float]) -> tuple[list[float], list[float]]:
