@@ -12,7 +12,7 @@ import xtok_oracle as oracle
 from r1distill.train.config import XtokOptions
 from r1distill.train.losses import IGNORE
 from r1distill.train.xtok import XtokCollator, shared_ids, teacher_groups
-from r1distill.train.xtok_loss import _reduce, chunked_xtok_loss, group_terms, xtok_loss
+from r1distill.train.xtok_loss import chunked_xtok_loss, group_terms, reduce_rows, xtok_loss
 
 # Teacher: digits one by one, "ab" as one token, 中 split into two byte tokens; id 0 is its eos (0 bytes).
 T_BYTES = [b"", b"1", b"2", b"3", b" ", b"a", b"b", b"ab", b"\xe4\xb8", b"\xad", b"+", b"=", b"x"]
@@ -142,7 +142,7 @@ def _hand_case(student_q, rule="all", method="uld"):
           **teacher_groups(idx, vals, lp.gather(-1, torch.tensor(t_ids)[:, None]).squeeze(-1), t_group, t_base,
                            shared)}
     logq = torch.log(torch.tensor([[1e-12, *student_q]])).requires_grad_()
-    lab, top, at = _reduce(logq, torch.tensor(s_ids), torch.zeros(1, dtype=torch.long), xt["t_mapped"], 4,
+    lab, top, at = reduce_rows(logq, torch.tensor(s_ids), torch.zeros(1, dtype=torch.long), xt["t_mapped"], 4,
                            method == "gold")
     return logq, group_terms(lab, top, at, xt, XtokOptions(method=method, exact_tokens=rule), "forward_kl", 0.5)
 

@@ -122,17 +122,32 @@ def _fmt(value) -> str:
 
 
 def _comments(cls) -> dict[str, str]:
-    """The inline `# comment` of each field in the dataclass's source."""
+    """Each field's help from the dataclass's source: the `# comment` block just above the field, then its inline
+    `# comment` with the comment lines that continue it (indented past the `#`), joined into one text."""
     try:
         src = inspect.getsource(cls)
     except (OSError, TypeError):
         return {}
-    out = {}
+    out: dict[str, str] = {}
+    above: list[str] = []
+    last = None  # the field whose inline comment a continuation line extends
     for line in src.splitlines():
-        m = re.match(r"\s{4}(\w+):[^#]*?#\s*(.*)$", line)
-        if m and m[1] not in out:
-            out[m[1]] = m[2]
-    return out
+        comment = re.match(r"\s{4}#(\s*)(.*)$", line)
+        if comment:
+            if last and len(comment[1]) >= 3:  # "#    more" under an inline comment continues it
+                out[last] += " " + comment[2].strip()
+            else:
+                above.append(comment[2].strip())
+                last = None
+            continue
+        m = re.match(r"\s{4}(\w+):([^#]*?)(?:#\s*(.*))?$", line)
+        if m and not m[1].startswith("_") and m[1] not in out:
+            out[m[1]] = " ".join([*above, m[3] or ""]).strip()
+            last = m[1] if m[3] else None
+        else:
+            last = None
+        above = []
+    return {k: v for k, v in out.items() if v}
 
 
 def config_keys(cls, prefix: str = "") -> list[tuple[str, str, str]]:

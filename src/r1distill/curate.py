@@ -82,7 +82,7 @@ REASONS = ("contaminated", "duplicate_problem", "pass_rate", "unknown_tokens", "
 
 @dataclass
 class CurateConfig:
-    run_dir: str = "runs/default"
+    run_dir: str = "runs/default"  # the run's directory: each stage's default input and output dirs are under it
     input_dir: str | None = None  # default: {run_dir}/traces
     output_dir: str | None = None  # default: {run_dir}/curated
     require_correct: bool = True  # drop traces whose answer does not verify against the gold answer
@@ -90,7 +90,7 @@ class CurateConfig:
     require_format: bool = True  # drop traces with an unclosed <think> or no final answer
     max_per_problem: int | None = None  # rejection sampling: keep at most m traces per problem
     select: str = "shortest"  # which m traces max_per_problem keeps: shortest | random (seeded by `seed`)
-    seed: int = 0
+    seed: int = 0  # the seed of the per-problem subsampling (max_per_problem)
     min_tokens: int | None = None  # drop traces with fewer completion tokens (too_short)
     max_tokens: int | None = None  # drop traces with more completion tokens (too_long)
     max_repeat_ngram_share: float | None = 0.5  # drop when more of the word n-grams repeat (null: off)
@@ -105,6 +105,7 @@ class CurateConfig:
     last_number: bool = True  # fall back to the last number when no boxed/#### /"answer is" is found
     verify_timeout: float = 5.0  # seconds per Math-Verify call (a row is abandoned after ~3x)
     num_workers: int = 0  # verifier processes; 0 = all CPUs
+    # delete this stage's earlier outputs (after the input is checked) instead of resuming or moving aside
     overwrite: bool = False
 
     def __post_init__(self) -> None:

@@ -88,16 +88,16 @@ DEFAULT_SHARD_SIZE = 256
 
 @dataclass
 class GenerateConfig:
-    run_dir: str = "runs/default"
+    run_dir: str = "runs/default"  # the run's directory: each stage's default input and output dirs are under it
     teacher: str = "smollm2-135m-instruct"  # built-in name, hub id or local model dir
     source: SourceConfig = field(default_factory=SourceConfig)  # the problems
     output_dir: str | None = None  # default: {run_dir}/traces
     backend: str = "hf"  # hf | vllm | openai
     backend_options: dict = field(default_factory=dict)  # settings of the chosen backend (see its module)
     num_samples: int = 4  # completions per problem
-    max_new_tokens: int = 256
+    max_new_tokens: int = 256  # the most tokens a completion may take; longer ones are cut (finish_reason length)
     temperature: float = 0.6  # 0 = greedy
-    top_p: float = 0.95
+    top_p: float = 0.95  # nucleus sampling: the smallest set of tokens holding this much probability (1: off)
     topk_logprobs: int = 20  # top-k log-probs stored per token for offline KD (0 = none)
     topk_format: str = "exact"  # exact (float16 log-probs) | q8 (8-bit: 0.65x the top-k bytes; see data/traces.py)
     # The teacher's prompt: system line, instruction (R1's by default), few-shot examples. The trace keeps what the
@@ -106,10 +106,12 @@ class GenerateConfig:
     batch_size: int = 32  # sequences per forward batch
     shard_size: int = DEFAULT_SHARD_SIZE  # rows per Parquet shard (it sets the problems' seeds: in the hash)
     shard: str | None = None  # "i/N": this worker's part of the problems (prompt_id hash mod N == i)
+    # auto (bf16 on a GPU that has it or a CPU with native bf16, else fp32) | float32 | bfloat16 | float16
     dtype: str = "auto"
-    device: str = "auto"
-    trust_remote_code: bool = False
-    seed: int = 0
+    device: str = "auto"  # auto (CUDA if present, else CPU) | cpu | cuda | cuda:N
+    trust_remote_code: bool = False  # run a model's own Python from the hub: off unless you trust that code
+    seed: int = 0  # the sampling seed (each problem's stream derives from it and its position)
+    # delete this stage's earlier outputs (after the input is checked) instead of resuming or moving aside
     overwrite: bool = False
 
     def __post_init__(self) -> None:

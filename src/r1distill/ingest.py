@@ -51,7 +51,7 @@ UNSTAMPED = ("overwrite", "output_dir", "run_dir")  # settings that change no ou
 
 @dataclass
 class ImportConfig:
-    run_dir: str = "runs/default"
+    run_dir: str = "runs/default"  # the run's directory: each stage's default input and output dirs are under it
     source: TraceSourceConfig = field(default_factory=TraceSourceConfig)  # the trace set (path, format, columns)
     sources: list[TraceSourceConfig] = field(default_factory=list)  # or several, imported one after another
     output_dir: str | None = None  # default {run_dir}/traces
@@ -60,6 +60,7 @@ class ImportConfig:
     prompt: PromptConfig = field(default_factory=PromptConfig)  # built from the problem where a row has no prompt turns
     written_by: str | None = None  # the traces' `teacher` column (who wrote them); default: each source's name
     shard_size: int = 2048  # rows per shard (it sets the shard boundaries, so it is part of the stamp)
+    # delete this stage's earlier outputs (after the input is checked) instead of resuming or moving aside
     overwrite: bool = False
 
     def __post_init__(self) -> None:

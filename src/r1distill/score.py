@@ -69,7 +69,7 @@ ROWS_PER_CALL = 64  # rows handed to the backend at once (and one Parquet row gr
 
 @dataclass
 class ScoreConfig:
-    run_dir: str = "runs/default"
+    run_dir: str = "runs/default"  # the run's directory: each stage's default input and output dirs are under it
     teacher: str = "smollm2-135m-instruct"  # the model whose top-k is stored: built-in name, hub id or local dir
     input_dir: str | None = None  # trace or curated shards; default: {run_dir}/curated
     output_dir: str | None = None  # default: {run_dir}/scored
@@ -79,9 +79,11 @@ class ScoreConfig:
     topk_format: str = "exact"  # exact (float16) | q8 (8-bit; see data/traces.py)
     batch_size: int = 8  # sequences per forward pass (hf)
     shard: str | None = None  # "i/N": this worker takes input shards i, i+N, i+2N, ...
+    # auto (bf16 on a GPU that has it or a CPU with native bf16, else fp32) | float32 | bfloat16 | float16
     dtype: str = "auto"
-    device: str = "auto"
-    trust_remote_code: bool = False
+    device: str = "auto"  # auto (CUDA if present, else CPU) | cpu | cuda | cuda:N
+    trust_remote_code: bool = False  # run a model's own Python from the hub: off unless you trust that code
+    # delete this stage's earlier outputs (after the input is checked) instead of resuming or moving aside
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -224,7 +226,7 @@ def _score_shard(cfg: ScoreConfig, backend, tokens: Tokens, src: Path, dest: Pat
             writer = parquet_writer(f, empty.schema.with_metadata({**(empty.schema.metadata or {}), **meta}))
         writer.close()
 
-    store._write_atomic(dest, write, f".{dest.name}.tmp")
+    store.write_atomic(dest, write, f".{dest.name}.tmp")
     return too_long
 
 

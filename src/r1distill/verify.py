@@ -591,7 +591,7 @@ def hard_limit(timeout: float) -> float:
     return 3 * max(1, math.ceil(timeout)) + 1.0
 
 
-def _context() -> Any:
+def worker_context() -> Any:
     # fork on Linux: workers start at once with this module and its caches loaded, and never re-import the
     # caller's main module as spawn/forkserver do (which re-runs a script that lacks a __main__ guard, model
     # loading and all). The caller's threads (a progress bar) are not copied; a worker that deadlocks on a
@@ -610,7 +610,7 @@ def map_with_hard_limit(fn: Callable[[Any], Any], items: Sequence[Any], workers:
     results: list[Any] = []
     while len(results) < len(items):
         rest = items[len(results) :]
-        with _context().Pool(min(workers, len(rest)), maxtasksperchild=_TASKS_PER_CHILD) as pool:
+        with worker_context().Pool(min(workers, len(rest)), maxtasksperchild=_TASKS_PER_CHILD) as pool:
             it = pool.imap(fn, rest)
             for _ in rest:
                 try:

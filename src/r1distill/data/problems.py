@@ -48,8 +48,8 @@ class SourceConfig:
     subset: str | None = None  # hf dataset config name
     level: str = "easy"  # synthetic only: easy | medium | hard | mixed
     num_problems: int | None = None  # keep the first N (after shuffle, if any)
-    shuffle: bool = False
-    seed: int = 0
+    shuffle: bool = False  # shuffle the problems (by `seed`) before num_problems is taken
+    seed: int = 0  # the shuffle's seed
     columns: dict[str, str | list[str]] = field(default_factory=dict)  # ours -> a column, [columns], "{A} {B}"
     skip_bad_rows: bool = False  # leave out (and count) bad rows instead of stopping at them
 
@@ -339,7 +339,7 @@ def read_file(path: Path, check: Checker | None = None) -> list[dict]:
     elif suffix == ".parquet":
         rows = _parquet_rows(path)
     elif suffix in (".csv", ".tsv"):
-        rows = _csv_rows(path, "\t" if suffix == ".tsv" else ",")
+        rows = csv_rows(path, "\t" if suffix == ".tsv" else ",")
     else:
         raise UserError(f"{path}: unsupported file type {suffix!r}; use .jsonl, .json, .parquet, .csv or .tsv")
     return check.rows(rows, path.stem, str(path))
@@ -379,7 +379,7 @@ def _parquet_rows(path: Path) -> Iterator[tuple[str, Any]]:
         yield f"row {i}", row
 
 
-def _csv_rows(path: Path, delimiter: str) -> Iterator[tuple[str, Any]]:
+def csv_rows(path: Path, delimiter: str) -> Iterator[tuple[str, Any]]:
     """The records of a CSV/TSV file under its header line. Every cell is text (an empty answer cell is an empty
     answer, a bad row); a record with more or fewer cells than the header is a bad row. A record's place is the
     line it ends on (a quoted cell may span lines)."""

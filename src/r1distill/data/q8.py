@@ -43,10 +43,10 @@ def q8_error_bound(logprobs: np.ndarray) -> np.ndarray:
     return (delta + 1) * np.expm1(half_step) + np.abs(top1) * 2.0 ** -11 + 1e-5
 
 
-def _row_diff(codes: np.ndarray) -> np.ndarray:
+def row_diff(codes: np.ndarray) -> np.ndarray:
     """Codes -> differences mod 256 along each row (the first entry against 0)."""
     return np.diff(codes, axis=-1, prepend=np.zeros_like(codes[..., :1]))  # uint8 arithmetic wraps mod 256
 
 
-def _row_undiff(diffs: np.ndarray) -> np.ndarray:
+def row_undiff(diffs: np.ndarray) -> np.ndarray:
     return np.cumsum(diffs, axis=-1, dtype=np.uint8)  # mod 256 again

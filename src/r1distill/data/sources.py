@@ -41,7 +41,7 @@ from typing import Any
 
 from r1distill import hub
 from r1distill.config import ConfigError, UserError
-from r1distill.data.problems import SHOWN_BAD_ROWS, RowError, _csv_rows
+from r1distill.data.problems import SHOWN_BAD_ROWS, RowError, csv_rows
 from r1distill.prompts import has_unclosed_think
 
 FORMATS = ("messages", "sharegpt", "openr1", "openthoughts", "s1k", "columns")
@@ -328,7 +328,7 @@ def _parquet_rows(path: Path, cfg: TraceSourceConfig) -> Iterator[tuple[str, dic
 
 
 def _csv(path: Path, suffix: str) -> Iterator[tuple[str, dict | BadRow]]:
-    for where, row in _csv_rows(path, "\t" if suffix == ".tsv" else ","):
+    for where, row in csv_rows(path, "\t" if suffix == ".tsv" else ","):
         yield where, BadRow(where, "bad_value", str(row)) if isinstance(row, RowError) else row
 
 

@@ -62,11 +62,11 @@ from r1distill.data.q8 import (  # noqa: F401 (the q8 codec, re-exported: traces
     Q8_LOG_SPAN,
     Q8_MAX_DELTA,
     Q8_NEG_INF,
-    _row_diff,
-    _row_undiff,
     dequantize_q8,
     q8_error_bound,
     quantize_q8,
+    row_diff,
+    row_undiff,
 )
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
@@ -193,7 +193,7 @@ def atomic_rename(location: Location) -> bool:
     return bool(ATOMIC_RENAME & set(protocols))
 
 
-def _write_atomic(location: Location, write, tmp_name: str) -> None:
+def write_atomic(location: Location, write, tmp_name: str) -> None:
     """write(file) into `location`: under `tmp_name` in the same dir, then renamed, where renames are atomic."""
     fs, path = _fs(location)
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
@@ -212,7 +212,7 @@ def _write_atomic(location: Location, write, tmp_name: str) -> None:
 
 def write_text_atomic(location: Location, text: str) -> None:
     # A per-process temporary name: workers sharing the dir may write config.yaml at the same time.
-    _write_atomic(location, lambda f: f.write(text.encode()), f".{name_of(location)}.{os.getpid()}.tmp")
+    write_atomic(location, lambda f: f.write(text.encode()), f".{name_of(location)}.{os.getpid()}.tmp")
 
 
 # ---- Top-k formats ----
@@ -295,7 +295,7 @@ def rows_to_table(rows: list[dict], schema: pa.Schema = TRACE_SCHEMA, topk_forma
             flat, lengths, _ = _flat(values, np.float32)
             top1, codes = quantize_q8(flat)
             cols["topk_lp_top1"] = _lists(top1, lengths, Q8_COLUMNS[0][1])
-            cols["topk_lp_q8"] = _lists(_row_diff(codes), lengths, Q8_COLUMNS[1][1])
+            cols["topk_lp_q8"] = _lists(row_diff(codes), lengths, Q8_COLUMNS[1][1])
         else:  # no log-probs asked for (or some rows without): the columns stay null
             cols["topk_lp_top1"] = pa.array([None] * len(values), type=Q8_COLUMNS[0][1])
             cols["topk_lp_q8"] = pa.array([None] * len(values), type=Q8_COLUMNS[1][1])
@@ -316,7 +316,7 @@ def _decode_column(top1: pa.ChunkedArray, codes: pa.ChunkedArray) -> pa.Array:
     n = len(inner)
     k = len(inner.flatten()) // n if n else 0
     lp = dequantize_q8(tops.flatten().to_numpy(zero_copy_only=False).reshape(n),
-                       _row_undiff(inner.flatten().to_numpy(zero_copy_only=False).reshape(n, k)))
+                       row_undiff(inner.flatten().to_numpy(zero_copy_only=False).reshape(n, k)))
     offsets = np.asarray(outer.offsets, dtype=np.int64)
     lengths = np.where(np.asarray(outer.is_null()), 0, offsets[1:] - offsets[:-1])
     decoded = _lists(lp.astype(np.float16), lengths, typ)
@@ -352,7 +352,7 @@ def write_table_atomic(table: pa.Table, path: Location, metadata: dict[str, str]
                                                **{k.encode(): str(v).encode() for k, v in metadata.items()}})
     path = as_location(path)
     # A per-process temporary name: two processes writing the same shard name never share one half-written file.
-    _write_atomic(path, lambda f: pq.write_table(table, f, **WRITE_OPTIONS), f".{name_of(path)}.{os.getpid()}.tmp")
+    write_atomic(path, lambda f: pq.write_table(table, f, **WRITE_OPTIONS), f".{name_of(path)}.{os.getpid()}.tmp")
     return path
 
 

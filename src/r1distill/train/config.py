@@ -99,11 +99,11 @@ class XtokOptions:
 
 @dataclass
 class LoraOptions:
-    enabled: bool = False
-    r: int = 16
+    enabled: bool = False  # train a LoRA adapter instead of all weights (merged into the saved student)
+    r: int = 16  # the adapter's rank
     alpha: int = 32  # LoRA scaling is alpha / r
-    dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+    dropout: float = 0.0  # dropout on the adapter's input
+    target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))  # the linear layers that get adapters
 
     def __post_init__(self) -> None:
         if self.r < 1:
@@ -132,8 +132,9 @@ class GKDOptions:
 
 @dataclass
 class TrainConfig:
-    run_dir: str = "runs/default"
+    run_dir: str = "runs/default"  # the run's directory: each stage's default input and output dirs are under it
     teacher: str = "smollm2-135m-instruct"  # `student.derive_from: teacher` and kd_online's teacher model
+    # the student: a model name, or one derived from the teacher (the recipe's top-level `student`; keys below)
     student: StudentConfig = field(default_factory=lambda: StudentConfig(derive_from="teacher", num_layers=8))
     input_dir: str | None = None  # default: {run_dir}/curated
     output_dir: str | None = None  # default: {run_dir}/student
@@ -141,22 +142,23 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)  # kd / kd_online: the loss (sft: CE only)
     # kd / kd_online with a student of another tokenizer (null: one tokenizer, refused when they differ)
     xtok: XtokOptions | None = field(default=None, metadata=NEW_FIELD)
-    epochs: float = 2.0
-    learning_rate: float = 1e-4
+    epochs: float = 2.0  # passes over the curated traces (a fraction is allowed)
+    learning_rate: float = 1e-4  # the peak learning rate (AdamW)
     batch_size: int = 8  # per device
-    grad_accum: int = 1
+    grad_accum: int = 1  # batches accumulated per optimizer step
     max_length: int = 1024  # prompt + completion tokens; longer rows are cut
+    # share of the steps that warm the lr up (passed as transformers' warmup_steps, read as a ratio below 1)
     warmup_ratio: float = 0.05
-    lr_scheduler: str = "cosine"
-    weight_decay: float = 0.0
+    lr_scheduler: str = "cosine"  # transformers' lr_scheduler_type: cosine | linear | constant | ...
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay
     bf16: bool | None = None  # None: bf16 autocast on a GPU that supports it and on a CPU with native bf16
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, more compute
     # train only the decoder layers from this index up: the input embeddings and layers [0, N) stay as they are
     # and no gradient flows below layer N (the backward skips them; a tied LM head still trains). 0 = all.
     freeze_layers: int = field(default=0, metadata=NEW_FIELD)
-    lora: LoraOptions = field(default_factory=LoraOptions)
+    lora: LoraOptions = field(default_factory=LoraOptions)  # LoRA (PEFT) instead of full fine-tuning
     teacher_device: str = "auto"  # kd_online: where the teacher runs (auto = the student's device; cpu, cuda:1…)
-    logging_steps: int = 1
+    logging_steps: int = 1  # log (train_log.jsonl, the progress bar, report_to) every N optimizer steps
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])  # or [] / none, wandb, …
     save_steps: int = 0  # checkpoint every N optimizer steps to {output}.work; 0 = no checkpoints
     save_total_limit: int | None = 2  # checkpoints kept (the oldest are deleted); None = all
@@ -169,7 +171,8 @@ class TrainConfig:
     # where a derived student is saved before training; default {run_dir}/student_init (see run.init_dir)
     init_dir: str | None = field(default=None, metadata=NEW_FIELD)
     cache_dir: str | None = None  # the token cache (memory-mapped Arrow); default: ~/.cache/r1distill/tokens
-    seed: int = 0
+    seed: int = 0  # the seed of the data order and of any random init
+    # delete this stage's earlier outputs (after the input is checked) instead of resuming or moving aside
     overwrite: bool = False
 
     def __post_init__(self) -> None:

@@ -155,7 +155,8 @@ def _first(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
-def _completion(table: pa.Table, tokenizer, retok: bool, where: Callable[[int], str]) -> tuple[np.ndarray, np.ndarray]:
+def completion_ids_of(table: pa.Table, tokenizer, retok: bool,
+                      where: Callable[[int], str]) -> tuple[np.ndarray, np.ndarray]:
     """(per-row completion lengths, the completion ids one row after another) of one record batch."""
     if retok:  # the stored ids are the teacher's: the completion text in the student's tokens, + eos on a stop
         texts = table["completion"].to_pylist()
@@ -173,7 +174,7 @@ def _completion(table: pa.Table, tokenizer, retok: bool, where: Callable[[int], 
             pc.list_flatten(comp).to_numpy(zero_copy_only=False).astype(np.int32, copy=False))
 
 
-def _topk(table: pa.Table, comp_len: np.ndarray, vocab: int, k: int | None, where: Callable[[int], str]):
+def read_topk(table: pa.Table, comp_len: np.ndarray, vocab: int, k: int | None, where: Callable[[int], str]):
     """The top-k columns of one record batch as (n_tokens, k) int32 / float16 arrays, checked: present in every
     row, one entry per completion token, the same k everywhere (`k`: the dataset's so far), ids in the vocab."""
     off = np.concatenate([[0], np.cumsum(comp_len)])
@@ -240,7 +241,7 @@ def warn_topk(counts: dict, inp: Path) -> None:
                       "teacher entry (all -inf or unmapped, e.g. an eos the server did not return): CE only there[/]")
 
 
-def _interleave(prompts: list[list[int]], plen: np.ndarray, comp: np.ndarray, comp_len: np.ndarray) -> np.ndarray:
+def interleave(prompts: list[list[int]], plen: np.ndarray, comp: np.ndarray, comp_len: np.ndarray) -> np.ndarray:
     """Row i's prompt ids then its completion ids, for every row: (Σ plen + Σ comp_len,) int32."""
     flat_prompts = np.fromiter((t for p in prompts for t in p), np.int32, int(plen.sum()))
     out_off = np.concatenate([[0], np.cumsum(plen + comp_len)])
@@ -252,7 +253,7 @@ def _interleave(prompts: list[list[int]], plen: np.ndarray, comp: np.ndarray, co
     return out
 
 
-def _token_lists(lengths: np.ndarray, values: np.ndarray) -> pa.Array:
+def token_lists(lengths: np.ndarray, values: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(list_offsets(lengths)), pa.array(values))
 
 
@@ -279,13 +280,13 @@ def _convert_shard(shard: Path, dest: Path, tokenizer, need_topk: bool, retok: b
 
     def rows(table: pa.Table, where: _Where) -> dict:
         nonlocal width
-        comp_len, comp = _completion(table, tokenizer, retok, where)
+        comp_len, comp = completion_ids_of(table, tokenizer, retok, where)
         prompts = [render_prompt(tokenizer, p) for p in table["prompt"].to_pylist()]
         plen = np.array([len(p) for p in prompts], dtype=np.int64)
-        arrays = {"input_ids": _token_lists(plen + comp_len, _interleave(prompts, plen, comp, comp_len)),
+        arrays = {"input_ids": token_lists(plen + comp_len, interleave(prompts, plen, comp, comp_len)),
                   "prompt_len": pa.array(plen.astype(np.int32))}
         if need_topk:
-            ids, lps, width = _topk(table, comp_len, len(tokenizer), width, where)
+            ids, lps, width = read_topk(table, comp_len, len(tokenizer), width, where)
             arrays["topk_ids"], arrays["topk_logprobs"] = topk_lists(comp_len, ids, lps, width)
             for name, n in topk_counts(ids, lps, comp_len).items():
                 counts[name] = counts.get(name, 0) + n

@@ -40,14 +40,14 @@ Divergence = Literal["forward_kl", "reverse_kl", "jsd", "tvd"]
 TopkMode = Literal["renorm", "tail"]
 
 
-def _upcast(x: torch.Tensor) -> torch.Tensor:
+def upcast(x: torch.Tensor) -> torch.Tensor:
     """fp16/bf16 -> fp32 for the softmax math; fp32 and fp64 stay as they are."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def _log_softmax(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """log_softmax(logits / τ) in at least fp32 over the last dim; skips the division (a copy) at τ = 1."""
-    x = _upcast(logits)
+    x = upcast(logits)
     return torch.log_softmax(x if temperature == 1 else x / temperature, dim=-1)
 
 
@@ -117,7 +117,7 @@ def _topk_pair(log_q: torch.Tensor, topk_logprobs: torch.Tensor, temperature: fl
               approximation otherwise (a lower bound on the tail for τ > 1). Both tails are floored at
               TAIL_FLOOR (the teacher's after softening).
     With k = V both modes give the full distributions (tail buckets at the floor, contributing ~0)."""
-    lp = _upcast(topk_logprobs.detach())
+    lp = upcast(topk_logprobs.detach())
     if mapped is not None:
         lp = torch.where(mapped, lp, UNMAPPED)
         log_q = torch.where(mapped, log_q, UNMAPPED)
@@ -139,7 +139,7 @@ def ce_sum(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     student_logits: (B, T, V) (or any (..., V)); labels: (B, T) (or the matching (...)) with -100 for
     ignored positions. Returns a scalar.
     """
-    return F.cross_entropy(_upcast(student_logits.reshape(-1, student_logits.shape[-1])), labels.reshape(-1),
+    return F.cross_entropy(upcast(student_logits.reshape(-1, student_logits.shape[-1])), labels.reshape(-1),
                            ignore_index=IGNORE, reduction="sum")
 
 
@@ -227,7 +227,7 @@ def _chunk_step(h: torch.Tensor, w: torch.Tensor, s: slice, sums: ChunkSums, coe
                 coef_kd: torch.Tensor, grad_h: torch.Tensor | None, grad_w: torch.Tensor | None):
     """One chunk's (Σ CE, Σ KD), its gradient written into grad_h[s] and added to grad_w (where given).
     A function of its own so that every (chunk, V) tensor is freed on return, before the next chunk."""
-    logits = _upcast(h[s] @ w.t())
+    logits = upcast(h[s] @ w.t())
     if grad_h is None and grad_w is None:
         return sums(s, logits)
     with torch.enable_grad():

@@ -27,11 +27,11 @@ from r1distill.prompts import render_prompt
 from r1distill.tokenbytes import fingerprint, spans, token_bytes
 from r1distill.train import data
 from r1distill.train.data import (
-    _completion,
-    _interleave,
-    _token_lists,
-    _topk,
     check_topk_usable,
+    completion_ids_of,
+    interleave,
+    read_topk,
+    token_lists,
     topk_counts,
     topk_lists,
     write_ipc,
@@ -49,7 +49,7 @@ def cache_tag(online: bool, teacher_tok) -> str:
     return hashlib.sha256(f"xtok/{'online/' + fingerprint(teacher_tok) if online else 'offline'}".encode()).hexdigest()
 
 
-def _own_tokens(tok, texts: list[str], stops: list[bool]) -> tuple[list[list[int]], list[np.ndarray], list[bool]]:
+def own_tokens(tok, texts: list[str], stops: list[bool]) -> tuple[list[list[int]], list[np.ndarray], list[bool]]:
     """Each text in `tok`'s tokens (+ eos on a stop), each token's bytes (eos 0), and whether they round-trip."""
     table, eos = token_bytes(tok, "text"), tok.eos_token_id
     ids = tok(texts, add_special_tokens=False)["input_ids"] if texts else []
@@ -88,24 +88,24 @@ def convert_shard(shard: Path, dest: Path, student_tok, teacher_tok, online: boo
         nonlocal width
         texts = table["completion"].to_pylist()
         stops = [r == "stop" for r in table["finish_reason"].to_pylist()]
-        s_ids, s_w, s_ok = _own_tokens(student_tok, texts, stops)
+        s_ids, s_w, s_ok = own_tokens(student_tok, texts, stops)
         prompts = [render_prompt(student_tok, p) for p in table["prompt"].to_pylist()]
         plen = np.array([len(p) for p in prompts], dtype=np.int64)
         comp_len = np.array([len(x) for x in s_ids], dtype=np.int64)
         comp = np.fromiter((t for x in s_ids for t in x), np.int32, int(comp_len.sum()))
-        arrays = {"input_ids": _token_lists(plen + comp_len, _interleave(prompts, plen, comp, comp_len)),
+        arrays = {"input_ids": token_lists(plen + comp_len, interleave(prompts, plen, comp, comp_len)),
                   "prompt_len": pa.array(plen.astype(np.int32)), "s_nbytes": _lists(s_w, np.int32),
                   "s_ok": pa.array(s_ok)}
         if online:
-            t_ids, t_w, t_ok = _own_tokens(teacher_tok, texts, stops)
+            t_ids, t_w, t_ok = own_tokens(teacher_tok, texts, stops)
             t_prompts = [render_prompt(teacher_tok, p) for p in table["prompt"].to_pylist()]
             arrays.update(t_input_ids=_lists([np.array(p + x) for p, x in zip(t_prompts, t_ids)], np.int32),
                           t_prompt_len=pa.array(np.array([len(p) for p in t_prompts], np.int32)),
                           t_nbytes=_lists(t_w, np.int32), t_ok=pa.array(t_ok))
         else:
-            t_len, _ = _completion(table, None, False, where)
+            t_len, _ = completion_ids_of(table, None, False, where)
             t_ok = _stored_spans(table, t_len, where, arrays)
-            ids, lps, width = _topk(table, t_len, 2**31 - 1, width, where)
+            ids, lps, width = read_topk(table, t_len, 2**31 - 1, width, where)
             arrays["t_topk_ids"], arrays["t_topk_lp"] = topk_lists(t_len, ids, lps, width)
             for name, n in topk_counts(ids, lps, t_len).items():
                 counts[name] = counts.get(name, 0) + n

@@ -27,7 +27,7 @@ from r1distill.prompts import render_prompt
 from r1distill.tokenbytes import ADDED, BYTE_FALLBACK, PIECE, token_bytes, token_kinds
 from r1distill.train import data, xtok
 from r1distill.train.config import TrainConfig, XtokOptions
-from r1distill.train.xtok_data import _own_tokens
+from r1distill.train.xtok_data import own_tokens
 
 COLUMNS = ["prompt", "completion", "finish_reason", "completion_ids", "token_nbytes", "token_logprobs",
            "token_bytes_ok", "topk_ids", "topk_logprobs", "topk_lp_top1", "topk_lp_q8"]
@@ -102,7 +102,7 @@ def iter_rows(cfg: TrainConfig, limit: int):
 def features(row: dict, student_tok, max_length: int) -> dict:
     """The row as XtokCollator's features (what xtok_data writes for training), from its stored columns."""
     stop = row["finish_reason"] == "stop"
-    (s_ids,), (s_w,), (s_ok,) = _own_tokens(student_tok, [row["completion"]], [stop])
+    (s_ids,), (s_w,), (s_ok,) = own_tokens(student_tok, [row["completion"]], [stop])
     prompt = render_prompt(student_tok, row["prompt"])
     ids = (prompt + s_ids)[:max_length]
     return {"input_ids": np.asarray(ids, np.int64), "prompt_len": len(prompt), "s_ids": s_ids,
@@ -182,7 +182,7 @@ def model_terms(model, batch: dict, opts: XtokOptions, alpha: float, divergence:
     import torch
 
     from r1distill.train.losses import IGNORE
-    from r1distill.train.xtok_loss import _reduce, group_terms
+    from r1distill.train.xtok_loss import group_terms, reduce_rows
 
     xt = batch["xtok"]
     with torch.no_grad():
@@ -192,7 +192,7 @@ def model_terms(model, batch: dict, opts: XtokOptions, alpha: float, divergence:
         log_q = torch.log_softmax(logits[rows], -1)
         mapped = xt["t_mapped"] if opts.method == "gold" else None
         K = min(xt["t_topk_lp"].shape[-1], log_q.shape[-1])
-        lab, top, at = _reduce(log_q, labels[rows], xt["s_base"], mapped, K, opts.method == "gold")
+        lab, top, at = reduce_rows(log_q, labels[rows], xt["s_base"], mapped, K, opts.method == "gold")
         terms = lambda o: group_terms(lab, top, at, xt, o, divergence, beta)  # noqa: E731
         total = terms(opts)
         no_alm = terms(dataclasses.replace(opts, alm_weight=0.0)) if opts.method != "alm" else torch.zeros_like(total)

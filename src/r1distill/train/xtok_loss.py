@@ -35,10 +35,10 @@ import math
 
 import torch
 
-from r1distill.train.losses import IGNORE, TAIL_FLOOR, UNMAPPED, _upcast, token_divergence
+from r1distill.train.losses import IGNORE, TAIL_FLOOR, UNMAPPED, token_divergence, upcast
 
 
-def _reduce(log_q: torch.Tensor, labels: torch.Tensor, base: torch.Tensor, mapped: torch.Tensor | None, K: int,
+def reduce_rows(log_q: torch.Tensor, labels: torch.Tensor, base: torch.Tensor, mapped: torch.Tensor | None, K: int,
             exclude: bool, index: bool = False):
     """Per-row numbers: (log q of each row's label (n,), the base rows' K best log-probs (g, K), their log-probs
     at the shared ids (g, k) or None), and with `index` the ids of the K best (g, K). base: (g,) row indices in
@@ -65,7 +65,7 @@ def _log1mexp(x: torch.Tensor) -> torch.Tensor:
 def group_terms(lab: torch.Tensor, top: torch.Tensor, at: torch.Tensor | None, xt: dict, opts, divergence: str,
                 beta: float) -> torch.Tensor:
     """(G,) the weighted KD terms of every group (0 for invalid ones), from the student's per-row numbers
-    (`_reduce` over all N rows and the G base rows) and the batch's xtok tensors."""
+    (`reduce_rows` over all N rows and the G base rows) and the batch's xtok tensors."""
     G = xt["s_base"].shape[0]
     member = xt["s_group"] >= 0
     s_chunk = torch.zeros(G, dtype=lab.dtype, device=lab.device).index_add(0, xt["s_group"][member], lab[member])
@@ -120,9 +120,9 @@ def xtok_loss(student_logits: torch.Tensor, labels: torch.Tensor, xt: dict, opts
     tensors (xtok.XtokCollator, teacher side filled in). Returns {"loss", "ce", "kd"} (ce/kd without gradient)."""
     rows = (labels != IGNORE).nonzero(as_tuple=True)
     n = torch.as_tensor(rows[0].numel() if num_items is None else num_items, device=labels.device).clamp(min=1)
-    log_q = torch.log_softmax(_upcast(student_logits[rows]), -1)  # (N, V)
+    log_q = torch.log_softmax(upcast(student_logits[rows]), -1)  # (N, V)
     K = min(xt["t_topk_lp"].shape[-1], log_q.shape[-1])
-    lab, top, at = _reduce(log_q, labels[rows], xt["s_base"], _mapped(xt, opts), K, opts.method == "gold")
+    lab, top, at = reduce_rows(log_q, labels[rows], xt["s_base"], _mapped(xt, opts), K, opts.method == "gold")
     ce, kd = _sums(lab, top, at, xt, opts, divergence, beta)
     return _finish(ce, kd, alpha, n)
 
@@ -151,8 +151,8 @@ class _ChunkedXtok(torch.autograd.Function):
             spans.append((s, slice(g0, g1)))
             with torch.no_grad():
                 logits = None  # the previous chunk's, freed before this one's matmul
-                logits = _upcast(h[s] @ w.t())
-                r = _reduce(torch.log_softmax(logits, -1), labels[s], base[g0:g1] - s.start,
+                logits = upcast(h[s] @ w.t())
+                r = reduce_rows(torch.log_softmax(logits, -1), labels[s], base[g0:g1] - s.start,
                             mapped[g0:g1] if mapped is not None else None, K, opts.method == "gold", index=True)
                 if not need or s.stop < N:
                     logits = None
@@ -201,7 +201,7 @@ def _backprop(h, w, labels, base, mapped, top_ids, spans, grads, held: list | No
     for s, g in reversed(spans):
         logits = held.pop() if held else None
         if logits is None:
-            logits = _upcast(h[s] @ w.t())  # (n, V)
+            logits = upcast(h[s] @ w.t())  # (n, V)
         n = logits.shape[0]
         gl = torch.zeros_like(logits)
         if g_lab is not None:

@@ -1,0 +1,68 @@
+"""Rules of the source tree that review would otherwise have to keep (issue 26): a module's private names (`_x`) are
+its own, so no module of src imports another's or reaches for one through a module name."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "r1distill"
+
+
+def private_uses(path: Path) -> list[str]:
+    """`from r1distill.x import _y` and `mod._y` (mod bound to an r1distill module) in one file."""
+    tree = ast.parse(path.read_text(), str(path))
+    modules: set[str] = set()  # local names bound to r1distill modules
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("r1distill"):
+            for a in node.names:
+                if a.name.startswith("_"):
+                    found.append(f"{path.name}:{node.lineno} from {node.module} import {a.name}")
+                elif a.name[:1].islower():  # a submodule or a function: attribute access is checked below
+                    modules.add(a.asname or a.name)
+        elif isinstance(node, ast.Import):
+            modules.update((a.asname or a.name.split(".")[0]) for a in node.names if a.name.startswith("r1distill"))
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules
+                and node.attr.startswith("_") and not node.attr.startswith("__")):
+            found.append(f"{path.name}:{node.lineno} {node.value.id}.{node.attr}")
+    return found
+
+
+def test_no_module_uses_another_modules_private_names():
+    found = [use for path in sorted(SRC.rglob("*.py")) for use in private_uses(path)]
+    assert not found, "private names used across modules (make them public where they are defined):\n" + "\n".join(
+        found)
+
+
+def test_the_rule_finds_both_forms(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("from r1distill.train.data import _topk, upcast\nfrom r1distill.data import traces as store\n"
+                   "store._write_atomic(1)\nstore.__name__\n")
+    assert private_uses(bad) == ["bad.py:1 from r1distill.train.data import _topk", "bad.py:3 store._write_atomic"]
+
+
+class _Example:
+    # the line above
+    a: int = 1  # beside it, which goes on
+    #             on the next line
+    # b's own line above
+    b: int = 2
+    c: int = 3
+
+
+def test_every_config_key_has_help():
+    """Every key of every stage's config (nested ones too) and of `student` says what it does in `--help`: the
+    comment above the field or beside it, continuation lines included (issue 26)."""
+    import importlib
+
+    from r1distill.cli import STAGE_CONFIGS, _comments, config_keys
+    from r1distill.models import StudentConfig
+
+    keys = [(s, k, note) for s, (m, n) in STAGE_CONFIGS.items()
+            for k, _, note in config_keys(getattr(importlib.import_module(m), n))]
+    keys += [("student", k, note) for k, _, note in config_keys(StudentConfig)]
+    assert len(keys) > 150 and not [f"{s}.{k}" for s, k, note in keys if not note]
+    assert _comments(_Example) == {"a": "the line above beside it, which goes on on the next line",
+                                  "b": "b's own line above"}
