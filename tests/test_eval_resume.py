@@ -153,7 +153,7 @@ def test_an_output_that_hangs_the_verifier_is_cut_at_the_hard_limit(tmp_path: Pa
     t0 = time.monotonic()
     out = evaluate.run(cfg)
     elapsed = time.monotonic() - t0
-    assert elapsed < hard_limit(1.0) + 6, elapsed  # the limit (4 s) plus process starts, not sympy's minutes
+    assert elapsed < hard_limit(1.0) + 30, elapsed  # the limit (4 s) plus process starts (busy machine), not minutes
     rows = {r["id"]: r for r in _rows(out / "fake" / "bench.jsonl")}
     assert rows["p0"]["correct"] is False and rows["p1"]["correct"] and rows["p2"]["correct"]
     assert json.loads((out / "summary.json").read_text())["fake"]["bench"]["pass@1"] == pytest.approx(2 / 3)

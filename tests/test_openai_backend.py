@@ -408,7 +408,7 @@ def test_a_server_that_dies_fails_the_test_at_once_with_its_signal_and_log(tmp_p
             b.generate(PROMPT, SAMPLING)
         elapsed = time.monotonic() - t0
     msg = str(e.value)
-    assert elapsed < 5, elapsed
+    assert elapsed < 30, elapsed  # not the 62 s of retries; generous for a busy machine
     assert f"server {srv.url} was killed by SIGILL (exit -4)" in msg and "scripts/build_llama_cpp.sh" in msg, msg
     assert "decoding the first batch" in msg and "Fatal Python error: Illegal instruction" in msg, msg
     # A later test that asks for the dead server fails at once too, with the same reason.

@@ -287,7 +287,7 @@ def test_adversarial_inputs_are_fast(text: str) -> None:
     if ext.answer is not None:
         is_equivalent(ext.answer, "1", timeout=1)
         assert len(ext.answer) <= 1000
-    assert time.perf_counter() - start < 2.0
+    assert time.perf_counter() - start < 10.0  # generous for a busy machine: quadratic scans took minutes
 
 
 # ------------------------------------------------------------------------------------------------- MATH-500

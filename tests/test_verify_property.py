@@ -130,7 +130,7 @@ def test_hard_limit_grades_a_small_batch_off_the_main_thread_within_the_limit():
     (verdicts, seconds), = out
     assert verdicts[0].rule == "timeout" and not verdicts[0].correct
     assert verdicts[1] == Verdict(pred_answer="1", rule="answer_is", correct=True, gold_ok=True)
-    assert seconds < LIMIT + 2  # + the pool's start-up
+    assert seconds < LIMIT + 20  # + the pool's start-up; generous for a busy machine (unbounded, it takes minutes)
 
 
 def test_hard_limit_kills_a_row_that_no_alarm_can_stop(monkeypatch):
@@ -142,7 +142,7 @@ def test_hard_limit_kills_a_row_that_no_alarm_can_stop(monkeypatch):
                                hard_limit=True)
     assert verdicts[1] == Verdict(pred_answer="9^{9^{9}}", rule="timeout", correct=False, gold_ok=True)
     assert [v.correct for v in verdicts] == [True, False, True]
-    assert LIMIT <= seconds < LIMIT + 3  # abandoned at the limit, then a fresh pool for the last row
+    assert LIMIT <= seconds < LIMIT + 20  # abandoned at the limit, then a fresh pool for the last row (not minutes)
 
 
 def test_hard_limit_for_one_row_and_for_none():
