@@ -54,6 +54,9 @@ def training_args(cfg: TrainConfig, cls, **extra):
     # and 5.17, which vLLM 0.31 pins, knows only it): set it under the name this version has.
     names = {f.name for f in dataclasses.fields(cls)}
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    # Our names -> transformers': epochs -> num_train_epochs, batch_size -> per_device_train_batch_size, grad_accum
+    # -> gradient_accumulation_steps, lr_scheduler -> lr_scheduler_type, and warmup_ratio -> warmup_steps: this
+    # transformers has no warmup_ratio and reads a warmup_steps below 1 as a share of the steps (ceil(ratio x total)).
     return cls(
         output_dir=str(cfg.work), num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
