@@ -66,3 +66,13 @@ def test_every_config_key_has_help():
     assert len(keys) > 150 and not [f"{s}.{k}" for s, k, note in keys if not note]
     assert _comments(_Example) == {"a": "the line above beside it, which goes on on the next line",
                                   "b": "b's own line above"}
+
+
+def test_the_eval_stage_does_not_load_the_report():
+    """Stages lean on shared modules, not on each other: eval writes results.md without the report package."""
+    import subprocess
+    import sys
+
+    code = "import sys, r1distill.evaluate; print(sorted(m for m in sys.modules if m.startswith('r1distill.report')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -60,8 +60,8 @@ from r1distill.data.problems import Problems, SourceConfig, fingerprint, load_pr
 from r1distill.data.traces import write_text_atomic
 from r1distill.models import BUILTIN_MODELS, check_model
 from r1distill.prompts import PromptConfig
-from r1distill.report.tables import results_markdown, skipped_notes
 from r1distill.stats import bootstrap_ci, percentile, standard_error
+from r1distill.tables import results_markdown, skipped_notes
 from r1distill.verify import VERSION as VERIFY_VERSION
 from r1distill.verify import hard_limit, is_equivalent, normalize_answer, verify_many
 from r1distill.verify import worker_context as verify_context

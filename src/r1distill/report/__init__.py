@@ -19,7 +19,7 @@ from pathlib import Path
 
 from r1distill.report.collect import collect, hardware, model_dirname, read_train_log, versions
 from r1distill.report.stats import paired_bootstrap_diff, paired_bootstrap_ratio
-from r1distill.report.tables import MODEL_TITLES, accuracy_table, results_markdown, results_table, skipped_notes
+from r1distill.tables import MODEL_TITLES, accuracy_table, results_markdown, results_table, skipped_notes
 
 __all__ = ["MODEL_TITLES", "accuracy_table", "collect", "hardware", "model_dirname", "paired_bootstrap_diff",
            "paired_bootstrap_ratio", "read_train_log", "results_markdown", "results_table", "skipped_notes",

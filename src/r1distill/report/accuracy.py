@@ -14,7 +14,7 @@ from r1distill.report import blocks as B
 from r1distill.report import compare
 from r1distill.report.collect import per_problem
 from r1distill.report.stats import paired, paired_bootstrap_ratio
-from r1distill.report.tables import results_table, title
+from r1distill.tables import results_table, title
 
 EXAMPLES = 3  # problems shown in the examples section
 STUDENT_CHARS = 400  # of each student output shown there (the teacher's: collect.EXAMPLE_CHARS)

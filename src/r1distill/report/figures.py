@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 
 from r1distill.report.collect import funnel as funnel_steps
-from r1distill.report.tables import title
+from r1distill.tables import title
 
 # One color per model label across every figure; the usual three first, others from a qualitative palette.
 FIXED_COLORS = {"teacher": "#3b6ea5", "student_init": "#a9a9a9", "student": "#e07b39"}

@@ -10,7 +10,7 @@ import yaml
 
 from r1distill.report.blocks import Cell, Num, cell_html, cell_md
 from r1distill.report.sections import header, sections
-from r1distill.report.tables import title
+from r1distill.tables import title
 
 CSS = """
 :root { --ink:#1f2328; --muted:#59636e; --line:#d8dee4; --soft:#f6f8fa; --accent:#e07b39; --blue:#3b6ea5; }

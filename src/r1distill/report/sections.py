@@ -13,7 +13,7 @@ from typing import Any
 from r1distill.report import accuracy, compare
 from r1distill.report import blocks as B
 from r1distill.report.collect import versions
-from r1distill.report.tables import title
+from r1distill.tables import title
 
 LOG_ROWS = 12  # training-log steps shown per student (first, last and evenly spaced between)
 LOG_ROWS_MANY = 6  # the same with more than two students

@@ -1,8 +1,8 @@
 """The accuracy table's cells (shared by the eval stage's results.md and the report) and readable model names.
 
 The eval stage writes its results.md with `results_markdown` and `skipped_notes`; the report builds its tables
-from `results_table`, whose cells carry each number's key path so the HTML can tag it. Imports nothing of
-r1distill, so the eval stage can import it without a cycle.
+from `results_table`, whose cells carry each number's key path so the HTML can tag it. Outside the report
+package and importing nothing of r1distill, so the eval stage writes results.md without loading the report.
 """
 
 from __future__ import annotations
