@@ -76,3 +76,21 @@ def test_the_eval_stage_does_not_load_the_report():
     code = "import sys, r1distill.evaluate; print(sorted(m for m in sys.modules if m.startswith('r1distill.report')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_run_dir_file_names_are_spelt_only_in_the_layout_module():
+    """One contract for the run dir (issue 26): a file name a stage writes and another reads is a constant of
+    r1distill/layout.py, never a string literal elsewhere in src (docstrings and messages aside)."""
+    from r1distill import layout
+
+    names = {v for k, v in vars(layout).items() if k.isupper() and isinstance(v, str)} | set(layout.LAYOUT.values())
+    names -= set(layout.LAYOUT.values())  # dir names double as words ("eval", "student"): checked via LAYOUT below
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        if path.name == "layout.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
+                found.append(f"{path.relative_to(SRC)}:{node.lineno} {node.value!r}")
+    assert not found, "run-dir file names outside layout.py:\n" + "\n".join(found)
+    assert layout.summary("-w0of2") == "summary-w0of2.json" and layout.manifest() == "manifest.json"

@@ -22,23 +22,14 @@ from typing import Any, TypeVar
 
 import yaml
 
+from r1distill import layout
+from r1distill.layout import LAYOUT  # the stages import it from here too
+
 T = TypeVar("T")
 
 SHARED_KEYS = ("run_dir", "seed", "teacher", "student")
 STAGES = ("import", "generate", "curate", "score", "train", "eval")
 TOP_LEVEL_KEYS = (*SHARED_KEYS, *STAGES, "variants", "name", "description")
-
-# Where each stage writes inside a run directory (the contract `run` and `eval` aliases rely on).
-LAYOUT = {
-    "traces": "traces",
-    "curated": "curated",
-    "scored": "scored",  # curated traces with a teacher's top-k (the score stage)
-    "student_init": "student_init",
-    "student": "student",
-    "eval": "eval",
-    "students": "students",  # one dir per student variant of a recipe's `variants`
-    "students_init": "students_init",  # a variant's derived student when it differs from `student_init`'s
-}
 
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -334,7 +325,7 @@ def dict_hash(d: dict, *extra: str, exclude: tuple[str, ...] = ()) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def write_resolved(cfg: Any, out_dir: str | Path, section: str, name: str = "config.yaml") -> Path:
+def write_resolved(cfg: Any, out_dir: str | Path, section: str, name: str = layout.CONFIG) -> Path:
     """Write the resolved stage config beside the stage's outputs, as a recipe for that stage (`{section: ...}`):
     `r1distill SECTION that/config.yaml` runs it again."""
     out = Path(out_dir)

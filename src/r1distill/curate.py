@@ -56,7 +56,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from r1distill import filters, hub, rerun
+from r1distill import filters, hub, layout, rerun
 from r1distill.config import LAYOUT, ConfigError, UserError, config_hash, to_dict, write_resolved
 from r1distill.console import console, progress
 from r1distill.data.problems import BENCHMARKS, BENCHMARKS_ENV, SourceConfig, load_problems
@@ -398,14 +398,14 @@ def run(cfg: CurateConfig) -> Path:
     work = out.with_name(out.name + ".tmp")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    with open(work / "rejected.jsonl", "w") as rejected, progress() as bar:
+    with open(work / layout.REJECTED, "w") as rejected, progress() as bar:
         task = bar.add_task("write", total=total, info="")
         for i, (p, start, n) in enumerate(zip(shards, np.cumsum([0, *counts[:-1]]), counts)):
             _write_shard(p, work / f"data-{i:05d}.parquet", rows[start:start + n], rejected)
             bar.update(task, advance=n)
     stats = {**_stats(cfg, rows, kept_rows), **extra, "seconds": round(time.time() - t0, 2)}
-    (work / "stats.json").write_text(json.dumps(stats, indent=1))
-    (work / "stats.md").write_text(stats_markdown(stats))
+    (work / layout.CURATE_STATS).write_text(json.dumps(stats, indent=1))
+    (work / layout.CURATE_STATS_MD).write_text(stats_markdown(stats))
     write_resolved(cfg, work, "curate")
     if kept_rows:
         rerun.finish(work, done_stamp)
@@ -415,9 +415,9 @@ def run(cfg: CurateConfig) -> Path:
         shutil.rmtree(out)
     work.rename(out)
     if not kept_rows:
-        raise UserError(f"curate kept no traces out of {len(rows)} ({_counts(rows)}): see {out / 'stats.md'} for "
-                        f"the funnel and {out / 'rejected.jsonl'} for each trace's pred_answer against its gold "
-                        "answer; a wrong gold format or a filter set too tight shows there")
+        raise UserError(f"curate kept no traces out of {len(rows)} ({_counts(rows)}): see "
+                        f"{out / layout.CURATE_STATS_MD} for the funnel and {out / layout.REJECTED} for each trace's "
+                        "pred_answer against its gold answer; a wrong gold format or a too tight filter shows there")
     console.print(f"curate: kept {stats['kept']}/{stats['total']} traces")
     return out
 

@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from r1distill import rerun
+from r1distill import layout, rerun
 from r1distill.backends import BACKENDS, SamplingConfig, close, derive_seed, get_backend
 from r1distill.config import (
     LAYOUT,
@@ -562,7 +562,7 @@ def _warn_greedy(cfg: EvalConfig) -> None:
                       "will be the same")
 
 
-MAJ_CACHE = "maj_cache.json"  # maj@k's answer comparisons, so that a rerun does not pay for them again
+MAJ_CACHE = layout.MAJ_CACHE  # maj@k's answer comparisons, so that a rerun does not pay for them again
 
 
 def _read_maj_cache(path: Path) -> dict[tuple[str, str, float], bool]:
@@ -615,8 +615,8 @@ def run(cfg: EvalConfig) -> Path:
         summary[model]["_seconds"] = round(time.time() - t0, 2)
         summary[model]["_prompt"] = cfg.prompt_for(model).describe()  # which prompt this model had
         box.clear()
-    write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
+    write_text_atomic(out / layout.SUMMARY, json.dumps(summary, indent=1))
     table = results_markdown(summary) + skipped_notes(summary)
-    write_text_atomic(out / "results.md", table)
+    write_text_atomic(out / layout.RESULTS, table)
     console.print(table)
     return out

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import yaml
 
-from r1distill import rerun
+from r1distill import layout, rerun
 from r1distill.backends import (
     BACKENDS,
     Completion,
@@ -173,7 +173,7 @@ def _stamp_record(out: Location) -> dict:
     record = rerun.read_stamp(out)
     if record is not None:
         return record
-    path = store.join(out, "config.yaml")
+    path = store.join(out, layout.CONFIG)
     old = (yaml.safe_load(store.read_text(path)) or {}) if store.exists(path) else {}
     return {"stamp": old.get("hash"), "logprobs_kind": old.get("logprobs_kind")} if old.get("hash") else {}
 
@@ -181,7 +181,7 @@ def _stamp_record(out: Location) -> dict:
 def _shard_size_of(out: Location) -> int | None:
     """The shard_size in the config.yaml of `out` (None when there is none)."""
     try:
-        data = yaml.safe_load(store.read_text(store.join(out, "config.yaml")))
+        data = yaml.safe_load(store.read_text(store.join(out, layout.CONFIG)))
     except (OSError, ValueError, yaml.YAMLError):
         return None
     data = data.get("generate", data) if isinstance(data, dict) else {}
@@ -232,7 +232,7 @@ def _prepare_dir(cfg: GenerateConfig) -> None:
         if stale.fullmatch(name):
             store.remove(store.join(out, name))
     # `shard: null`: workers differ only in it and share one config file
-    store.write_text_atomic(store.join(out, "config.yaml"),
+    store.write_text_atomic(store.join(out, layout.CONFIG),
                             resolved_yaml(dataclasses.replace(cfg, shard=None), "generate"))
     kind = {"logprobs_kind": old["logprobs_kind"]} if old.get("logprobs_kind") else {}
     rerun.write_stamp(out, cfg.hash(), complete=False, **kind)
@@ -306,7 +306,7 @@ def _check_answers(cfg: GenerateConfig, by_id: dict[str, dict], answers: dict[st
 
 
 def _write_manifest(cfg: GenerateConfig, entries: list[dict]) -> None:
-    store.write_text_atomic(store.join(cfg.out, f"manifest{cfg.tag}.json"), json.dumps({"shards": entries}))
+    store.write_text_atomic(store.join(cfg.out, layout.manifest(cfg.tag)), json.dumps({"shards": entries}))
 
 
 def run(cfg: GenerateConfig) -> Location:
@@ -445,7 +445,7 @@ def _run(cfg: GenerateConfig, problems) -> Location:
     summary["skipped_ids"] = {"prompt_too_long": too_long} if too_long else {}
     summary["logprobs_kind"] = _stamp_record(out).get("logprobs_kind") or "/".join(sorted(kinds_on_disk)) or None
     summary["topk_format"] = cfg.topk_format
-    summary_path = store.join(out, f"summary{cfg.tag}.json")
+    summary_path = store.join(out, layout.summary(cfg.tag))
     if not todo and store.exists(summary_path):  # a no-op rerun keeps the figures of the session that generated
         earlier = json.loads(store.read_text(summary_path))
         summary.update({k: earlier[k] for k in SESSION_KEYS if k in earlier})

@@ -34,7 +34,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import yaml
 
-from r1distill import rerun, tokenbytes
+from r1distill import layout, rerun, tokenbytes
 from r1distill.config import LAYOUT, ConfigError, UserError, config_hash, resolved_yaml, to_dict
 from r1distill.console import console, progress
 from r1distill.data import sources
@@ -119,7 +119,7 @@ def run(cfg: ImportConfig) -> Location:
     for name in store.list_names(out):  # temporaries a killed run left
         if name.startswith(".") and name.endswith(".tmp"):
             store.remove(store.join(out, name))
-    store.write_text_atomic(store.join(out, "config.yaml"), resolved_yaml(cfg, "import"))
+    store.write_text_atomic(store.join(out, layout.CONFIG), resolved_yaml(cfg, "import"))
     rerun.write_stamp(out, stamp, complete=False)
 
     done = {int(m[1]): p for p in store.shard_paths(out) if (m := SHARD_NAME.fullmatch(store.name_of(p)))}
@@ -159,7 +159,7 @@ def run(cfg: ImportConfig) -> Location:
         "seconds": round(elapsed, 2), "scan_seconds": round(scan_seconds, 2),
         "rows_per_s": round(writer.rows / elapsed, 1) if elapsed > 0 else 0.0,
     }
-    store.write_text_atomic(store.join(out, "summary.json"), json.dumps(summary, indent=1))
+    store.write_text_atomic(store.join(out, layout.SUMMARY), json.dumps(summary, indent=1))
     rerun.finish(out, stamp)
     skipped = f", {sum(found.skipped.values())} bad rows skipped {dict(found.skipped)}" if found.skipped else ""
     console.print(f"import: {summary['rows']} traces of {summary['problems']} problems from {found.rows} source rows"
@@ -170,7 +170,7 @@ def run(cfg: ImportConfig) -> Location:
 
 def _generated(out: Location) -> bool:
     """Whether `out` holds generate's traces (its config.yaml, or the flat one older versions wrote)."""
-    path = store.join(out, "config.yaml")
+    path = store.join(out, layout.CONFIG)
     try:
         data = yaml.safe_load(store.read_text(path)) if store.exists(path) else None
     except (OSError, yaml.YAMLError):

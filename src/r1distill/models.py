@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from r1distill import hub
+from r1distill import hub, layout
 from r1distill.config import NEW_FIELD, ConfigError, UserError
 
 if TYPE_CHECKING:
@@ -184,7 +184,7 @@ def gguf_special_tokens(path: Path) -> dict[str, int]:
 
 def _converted(out: Path) -> bool:
     try:
-        return json.loads((out / "r1distill_source.json").read_text()).get("conversion") == CONVERSION
+        return json.loads((out / layout.BUILTIN_SOURCE).read_text()).get("conversion") == CONVERSION
     except (OSError, ValueError):
         return False
 
@@ -214,7 +214,7 @@ def convert_builtin(name: str, force: bool = False) -> Path:
         model.config.name_or_path = name
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        (tmp / "r1distill_source.json").write_text(json.dumps({"builtin": name, "gguf": gguf.name,
+        (tmp / layout.BUILTIN_SOURCE).write_text(json.dumps({"builtin": name, "gguf": gguf.name,
                                                                 "conversion": CONVERSION}))
         if out.exists():  # force, or a half-finished earlier dir without config.json
             shutil.rmtree(out)
@@ -437,7 +437,7 @@ def derive_student(source: str, out_dir: str | Path, num_layers: int | None = No
     shutil.rmtree(tmp, ignore_errors=True)
     student.save_pretrained(tmp, safe_serialization=True)
     new_tok.save_pretrained(tmp)
-    (tmp / "r1distill_derived.json").write_text(json.dumps({"source": source, "layers": keep,
+    (tmp / layout.DERIVED).write_text(json.dumps({"source": source, "layers": keep,
                                                             **({"tokenizer": tokenizer} if tokenizer else {})}))
     if out.exists():
         shutil.rmtree(out)

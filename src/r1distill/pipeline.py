@@ -24,7 +24,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from r1distill import curate, evaluate, generate, ingest, rerun, score, train
+from r1distill import curate, evaluate, generate, ingest, layout, rerun, score, train
 from r1distill.config import (
     LAYOUT,
     ConfigError,
@@ -53,7 +53,7 @@ STAGES = [
 # Stages `run` includes only when the recipe has their section: `import` (traces you have, instead of generate) and
 # `score` (after curate; train then reads its output).
 OPTIONAL = ("import", "score")
-MARKER = ".r1distill_done.json"
+MARKER = layout.DONE
 
 
 def build_configs(recipe: dict) -> dict:
@@ -213,7 +213,7 @@ def run(recipe_path: str | Path | None, overrides: list[str] | tuple[str, ...] =
             "recipe": recipe, "resolved": {name: to_dict(cfg) for name, cfg in configs.items()},
             "versions": versions(), "hardware": hardware(), "started": _now(), "finished": None, "seconds": None,
             "status": "running", "stages": {}}
-    meta_path = run_dir / "run.json"
+    meta_path = run_dir / layout.RUN
     _write_json(meta_path, meta)
     runners = {name: fn for name, _, fn in STAGES}
     upstream, trained = "", []

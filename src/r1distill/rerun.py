@@ -32,10 +32,11 @@ import socket
 import time
 from pathlib import Path
 
+from r1distill import layout
 from r1distill.config import UserError
 from r1distill.console import console
 
-STAMP = "r1distill_stamp.json"
+STAMP = layout.STAMP
 
 
 def read_stamp(out) -> dict | None:
@@ -49,7 +50,7 @@ def read_stamp(out) -> dict | None:
 
 def claim(out, stamp: str, stage: str, overwrite: bool = False, refuse: str | None = None,
           old: dict | None = None, config: dict | None = None, ignore: tuple[str, ...] = (),
-          config_name: str = "config.yaml") -> str:
+          config_name: str = layout.CONFIG) -> str:
     """Apply the rule to `out` (a path, or an fsspec URL with `refuse`), once the stage's input is checked: "new",
     "resume" (same stamp, not complete) or "done" (same stamp, complete). refuse: the error's advice, to refuse
     other results instead of moving them aside. old: the stamp record, when the stage keeps it elsewhere.
@@ -125,7 +126,7 @@ def fingerprint(paths: list) -> str:
     return h.hexdigest()[:16]
 
 
-def changes(out, stage: str, config: dict, ignore: tuple[str, ...] = (), config_name: str = "config.yaml") -> str:
+def changes(out, stage: str, config: dict, ignore: tuple[str, ...] = (), config_name: str = layout.CONFIG) -> str:
     """What differs between `config` and the one the results in `out` were made with (`out/config_name`, as
     `write_resolved` writes it, or the flat mapping older versions wrote), for `claim`'s message."""
     import yaml

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from r1distill import rerun
+from r1distill import layout, rerun
 from r1distill.backends import BACKENDS, check_options, close, get_backend
 from r1distill.config import LAYOUT, ConfigError, UserError, config_hash, parse_worker, to_dict, write_resolved
 from r1distill.console import console, progress
@@ -291,8 +291,8 @@ def run(cfg: ScoreConfig) -> Path:
                "seconds": round(seconds, 2), "tokens_per_s": stats["tokens"] / seconds if stats["tokens"] else 0.0,
                "topk_logprobs": cfg.topk_logprobs, "topk_format": cfg.topk_format}
     tag = f"-w{cfg.worker[0]}of{cfg.worker[1]}" if cfg.worker else ""
-    if todo or not (out / f"summary{tag}.json").exists():
-        store.write_text_atomic(out / f"summary{tag}.json", json.dumps(summary, indent=1))
+    if todo or not (out / layout.summary(tag)).exists():
+        store.write_text_atomic(out / layout.summary(tag), json.dumps(summary, indent=1))
     if all((out / s.name).exists() for s in shards):
         rerun.finish(out, h)
     console.print(f"score: {stats['rows']} rows, {stats['tokens']} tokens scored in {seconds:.0f}s "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from r1distill import layout
 from r1distill.report.collect import collect, hardware, model_dirname, read_train_log, versions
 from r1distill.report.stats import paired_bootstrap_diff, paired_bootstrap_ratio
 from r1distill.tables import MODEL_TITLES, accuracy_table, results_markdown, results_table, skipped_notes
@@ -39,7 +40,7 @@ def write_report(run_dir: str | Path) -> Path:
     files.mkdir(parents=True, exist_ok=True)
     for name, png in figs.items():
         (files / f"{name}.png").write_bytes(png)
-    (run / "report.md").write_text(render_markdown(data, figs))
-    out = run / "report.html"
+    (run / layout.REPORT_MD).write_text(render_markdown(data, figs))
+    out = run / layout.REPORT_HTML
     out.write_text(render_html(data, figs))
     return out

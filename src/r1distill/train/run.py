@@ -31,7 +31,7 @@ import shutil
 import time
 from pathlib import Path
 
-from r1distill import rerun
+from r1distill import layout, rerun
 from r1distill.config import LAYOUT, config_hash, to_dict, write_resolved
 from r1distill.console import console
 from r1distill.models import check_model, derive_student, is_tokenizer_dir, pick_layers, resolve_model
@@ -69,7 +69,7 @@ def prepare_student(cfg: TrainConfig) -> str:
 def derivation(init: Path) -> dict | None:
     """What a derived student's dir was derived from (its r1distill_derived.json), or None."""
     try:
-        return json.loads((init / "r1distill_derived.json").read_text())
+        return json.loads((init / layout.DERIVED).read_text())
     except (OSError, ValueError):
         return None
 
@@ -119,7 +119,7 @@ def run(cfg: TrainConfig) -> Path:
         return cfg.out
     if state.is_main_process:  # a finished student of another config or input is moved aside, not overwritten
         rerun.claim(cfg.out, done_stamp, "train", overwrite=cfg.overwrite, config=to_dict(cfg),
-                    ignore=UNSTAMPED, config_name="r1distill_train_config.yaml")
+                    ignore=UNSTAMPED, config_name=layout.TRAIN_CONFIG)
     state.wait_for_everyone()
     with state.main_process_first():  # one process derives the student, the others read it
         student_path = prepare_student(cfg)
@@ -139,7 +139,7 @@ def run(cfg: TrainConfig) -> Path:
     # the mean over every step, those before the checkpoint too (the Trainer's is this session's)
     train_loss = mean_loss(trainer.state.log_history, result.training_loss, trainer.state.global_step,
                            int(ckpt.name.rsplit("-", 1)[1]) if ckpt else 0)
-    write_train_log(trainer.state.log_history, out / "train_log.jsonl", setup.log_keys,
+    write_train_log(trainer.state.log_history, out / layout.TRAIN_LOG, setup.log_keys,
                     kd_is_loss=cfg.objective == "gkd", train_loss=train_loss)
     shutil.rmtree(cfg.work, ignore_errors=True)
     seconds = result.metrics.get("train_runtime", 0.0)
@@ -154,8 +154,8 @@ def run(cfg: TrainConfig) -> Path:
         summary["completion_tokens_per_s"] = summary["completion_tokens_seen"] / seconds if seconds else 0.0
     if not math.isfinite(train_loss):
         console.print(f"[red]train: the loss is {train_loss}[/]")
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    write_resolved(cfg, out, "train", "r1distill_train_config.yaml")
+    (out / layout.SUMMARY).write_text(json.dumps(summary, indent=1))
+    write_resolved(cfg, out, "train", layout.TRAIN_CONFIG)
     rerun.finish(out, done_stamp)
     console.print(f"train: {summary['steps']} steps, mean loss {train_loss:.3f}, "
                   f"{summary['seconds']:.0f}s -> {out}")
