@@ -60,9 +60,9 @@ def shared(monkeypatch, engine):
 
     real_generate = engine.generate
 
-    def spy(prompts, sampling, progress=None):
+    def spy(prompts, sampling, progress=None, on_result=None):
         calls.append({"prompts": prompts, "sampling": sampling})
-        return real_generate(prompts, sampling, progress)
+        return real_generate(prompts, sampling, progress, on_result)
 
     monkeypatch.setattr(engine, "generate", spy)
     for stage in (generate, evaluate):
