@@ -73,6 +73,7 @@ from r1distill.data.traces import (
     topk_format_of,
 )
 from r1distill.prompts import has_unclosed_think
+from r1distill.tables import funnel_markdown
 from r1distill.verify import verify_many
 
 REASONS = ("contaminated", "duplicate_problem", "pass_rate", "unknown_tokens", "truncated", "unclosed_think",
@@ -405,7 +406,7 @@ def run(cfg: CurateConfig) -> Path:
             bar.update(task, advance=n)
     stats = {**_stats(cfg, rows, kept_rows), **extra, "seconds": round(time.time() - t0, 2)}
     (work / layout.CURATE_STATS).write_text(json.dumps(stats, indent=1))
-    (work / layout.CURATE_STATS_MD).write_text(stats_markdown(stats))
+    (work / layout.CURATE_STATS_MD).write_text(funnel_markdown(stats))
     write_resolved(cfg, work, "curate")
     if kept_rows:
         rerun.finish(work, done_stamp)
@@ -448,33 +449,3 @@ def _stats(cfg: CurateConfig, rows: list[dict], kept: list[dict]) -> dict:
         "tokens_all": filters.distribution([r["num_tokens"] for r in rows]),
         "tokens_kept": filters.distribution([r["num_tokens"] for r in kept]),
     }
-
-
-def stats_markdown(stats: dict) -> str:
-    lines = ["| step | rejected | left |", "|---|---:|---:|"]
-    unchecked = "decontamination_checked" in stats and not stats["decontamination_checked"]
-    for step in stats["funnel"]:
-        name = step["step"]
-        rejected = "" if name == "generated" else step["rejected"]
-        if name == "contaminated" and unchecked:
-            rejected = "skipped"  # no benchmark could be loaded: 0 would claim a check that did not happen
-        lines.append(f"| {name} | {rejected} | {step['left']} |")
-    lines.append(f"| **kept** | | **{stats['kept']}** |")
-    lines += ["", f"Teacher pass rate (mean over {stats['problems']} problems): {stats['teacher_pass_rate']:.3f}; "
-              f"problems with a kept trace: {stats['problems_kept']}.", "",
-              "| pass rate | " + " | ".join(f"{i / 10:.1f}" for i in range(10)) + " |",
-              "|---|" + "---:|" * 10, "| problems | " + " | ".join(map(str, stats["pass_rate_histogram"])) + " |",
-              "", "| tokens | mean | p50 | p90 | max |", "|---|---:|---:|---:|---:|"]
-    for which in ("all", "kept"):
-        d = stats[f"tokens_{which}"]
-        lines.append(f"| {which} | {d['mean']:.1f} | {d['p50']} | {d['p90']} | {d['max']} |")
-    if stats.get("contamination"):
-        shown = lambda ids: ", ".join(ids[:10]) + (f", ... ({len(ids)} in all)" if len(ids) > 10 else "")
-        lines += ["", "Contaminated problems matched benchmark items: " + "; ".join(
-            f"{b}: {shown(ids)}" for b, ids in stats["contamination"].items()) + "."]
-    if stats.get("decontamination_skipped"):
-        lines += ["", "Decontamination skipped (could not be loaded): " + ", ".join(stats["decontamination_skipped"])
-                  + "; checked: " + (", ".join(stats.get("decontamination_checked") or []) or "none") + "."]
-    if stats.get("verify_timeouts"):
-        lines += ["", f"Verifier timeouts (counted incorrect): {stats['verify_timeouts']}."]
-    return "\n".join(lines) + "\n"

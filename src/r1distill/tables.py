@@ -1,8 +1,9 @@
-"""The accuracy table's cells (shared by the eval stage's results.md and the report) and readable model names.
+"""The Markdown the stages write beside their outputs, kept out of the stages: the accuracy table's cells (shared
+by the eval stage's results.md and the report), readable model names, and curate's funnel (stats.md).
 
 The eval stage writes its results.md with `results_markdown` and `skipped_notes`; the report builds its tables
 from `results_table`, whose cells carry each number's key path so the HTML can tag it. Outside the report
-package and importing nothing of r1distill, so the eval stage writes results.md without loading the report.
+package and importing nothing of r1distill, so a stage writes its Markdown without loading the report.
 """
 
 from __future__ import annotations
@@ -88,4 +89,35 @@ def results_markdown(summary: dict, titles: dict[str, str] | None = None, answer
     head, rows = results_table(summary, titles, answered)
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     lines += ["| " + " | ".join("".join(text for text, _, _ in cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def funnel_markdown(stats: dict) -> str:
+    """curate's stats.md: the funnel, the teacher's pass rates, token counts, decontamination (curate's stats.json)."""
+    lines = ["| step | rejected | left |", "|---|---:|---:|"]
+    unchecked = "decontamination_checked" in stats and not stats["decontamination_checked"]
+    for step in stats["funnel"]:
+        name = step["step"]
+        rejected = "" if name == "generated" else step["rejected"]
+        if name == "contaminated" and unchecked:
+            rejected = "skipped"  # no benchmark could be loaded: 0 would claim a check that did not happen
+        lines.append(f"| {name} | {rejected} | {step['left']} |")
+    lines.append(f"| **kept** | | **{stats['kept']}** |")
+    lines += ["", f"Teacher pass rate (mean over {stats['problems']} problems): {stats['teacher_pass_rate']:.3f}; "
+              f"problems with a kept trace: {stats['problems_kept']}.", "",
+              "| pass rate | " + " | ".join(f"{i / 10:.1f}" for i in range(10)) + " |",
+              "|---|" + "---:|" * 10, "| problems | " + " | ".join(map(str, stats["pass_rate_histogram"])) + " |",
+              "", "| tokens | mean | p50 | p90 | max |", "|---|---:|---:|---:|---:|"]
+    for which in ("all", "kept"):
+        d = stats[f"tokens_{which}"]
+        lines.append(f"| {which} | {d['mean']:.1f} | {d['p50']} | {d['p90']} | {d['max']} |")
+    if stats.get("contamination"):
+        shown = lambda ids: ", ".join(ids[:10]) + (f", ... ({len(ids)} in all)" if len(ids) > 10 else "")
+        lines += ["", "Contaminated problems matched benchmark items: " + "; ".join(
+            f"{b}: {shown(ids)}" for b, ids in stats["contamination"].items()) + "."]
+    if stats.get("decontamination_skipped"):
+        lines += ["", "Decontamination skipped (could not be loaded): " + ", ".join(stats["decontamination_skipped"])
+                  + "; checked: " + (", ".join(stats.get("decontamination_checked") or []) or "none") + "."]
+    if stats.get("verify_timeouts"):
+        lines += ["", f"Verifier timeouts (counted incorrect): {stats['verify_timeouts']}."]
     return "\n".join(lines) + "\n"
