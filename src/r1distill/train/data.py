@@ -221,10 +221,11 @@ def read_topk(table: pa.Table, comp_len: np.ndarray, vocab: int, k: int | None, 
 def topk_counts(ids: np.ndarray, lps: np.ndarray, comp_len: np.ndarray) -> dict[str, int]:
     """A record batch's top-k (flat (n_tokens, k)) tallied: its positions, the NaN/+inf entries and the positions and
     rows holding one, and the positions with no usable entry (id >= 0 and a finite log-prob: losses.valid_topk)."""
-    broken = (np.isnan(lps) | np.isposinf(lps)).any(axis=1)
-    row_of = np.repeat(np.arange(len(comp_len)), comp_len)
-    return {"topk_positions": len(lps), "topk_invalid_entries": int((np.isnan(lps) | np.isposinf(lps)).sum()),
-            "topk_invalid_positions": int(broken.sum()), "topk_invalid_rows": len(np.unique(row_of[broken])),
+    bad = np.isnan(lps) | np.isposinf(lps)
+    broken = np.flatnonzero(bad.any(axis=1))  # positions holding one; their rows found from the row ends
+    rows = np.unique(np.searchsorted(np.cumsum(comp_len), broken, side="right")) if broken.size else broken
+    return {"topk_positions": len(lps), "topk_invalid_entries": int(bad.sum()),
+            "topk_invalid_positions": int(broken.size), "topk_invalid_rows": int(rows.size),
             "topk_empty_positions": int((~((ids >= 0) & np.isfinite(lps)).any(axis=1)).sum())}
 
 
