@@ -44,10 +44,15 @@ def _step_losses(out: Path) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in recs if "loss" in r]
 
 
+def _extra(objective: str) -> list[str]:
+    # on_policy: 8-token rollouts of the 1-layer student, scored by the built-in teacher
+    return ["train.on_policy.max_new_tokens=8"] if objective == "on_policy" else []
+
+
 def _train_1proc(run_dir: Path, objective: str) -> Path:
     out = run_dir / f"{objective}-1proc"
     args = [f"run_dir={run_dir}", f"train.output_dir={out}", f"train.objective={objective}", "train.batch_size=4"]
-    assert main(["train", str(TINY), *args, *COMMON]) == 0
+    assert main(["train", str(TINY), *args, *COMMON, *_extra(objective)]) == 0
     return out
 
 
@@ -57,15 +62,17 @@ def _train_2proc(run_dir: Path, objective: str) -> Path:
     cmd = [str(ACCELERATE), "launch", "--config_file", str(CONFIGS / "ddp.yaml"), "--num_processes", "2",
            "--mixed_precision", "no", "--main_process_port", str(_free_port()), "-m", "r1distill.cli",
            "train", str(TINY), f"run_dir={run_dir}", f"train.output_dir={out}", f"train.objective={objective}",
-           "train.batch_size=2", *COMMON]
+           "train.batch_size=2", *COMMON, *_extra(objective)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return out
 
 
-@pytest.mark.parametrize("objective", ["sft", "kd"])
+@pytest.mark.parametrize("objective", ["sft", "kd", "on_policy"])
 def test_two_processes_match_one_with_the_same_global_batch(run_dir, objective):
+    """on_policy too: each process samples its own rows' rollouts (seeded by row, so the same samples as one
+    process draws) and the loss is normalised over both processes' sampled tokens."""
     # The 1-process run goes first: it derives {run_dir}/student_init, which both launches reuse.
     one = _step_losses(_train_1proc(run_dir, objective))
     out2 = _train_2proc(run_dir, objective)

@@ -168,6 +168,14 @@ class SeededSampler(LogitsProcessor):
         return scores.float() + gumbel  # -inf (filtered by top-p) stays -inf
 
 
+def eos_ids(model, tokenizer) -> list[int]:
+    """The ids that end a generation: the model's generation_config's eos ids and the tokenizer's eos."""
+    gen_eos = model.generation_config.eos_token_id
+    eos = set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
+    eos.add(tokenizer.eos_token_id)
+    return sorted(i for i in eos if i is not None)
+
+
 @contextmanager
 def plain_generation_config(model):
     """The model's generation_config replaced, for the duration, by one holding only its special token ids: no
@@ -193,10 +201,18 @@ class HFBackend:
         self.share_prefix = share_prefix  # compute a batch's common prompt prefix once (module docstring)
         self.tokenizer = load_tokenizer(model, trust_remote_code=trust_remote_code)
         self.model = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-        gen_eos = self.model.generation_config.eos_token_id
-        eos = set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
-        eos.add(self.tokenizer.eos_token_id)
-        self.eos_ids = sorted(i for i in eos if i is not None)
+        self.eos_ids = eos_ids(self.model, self.tokenizer)
+
+    @classmethod
+    def from_model(cls, model, tokenizer, batch_size: int = 32, share_prefix: bool = True) -> HFBackend:
+        """A backend over a model already in memory, loading nothing: on-policy training samples from the student
+        it is training (the weights as they are at each call) and scores with a teacher loaded beside it."""
+        self = cls.__new__(cls)
+        self.model_name = getattr(model, "name_or_path", "") or type(model).__name__
+        self.batch_size, self.share_prefix = batch_size, share_prefix
+        self.tokenizer, self.model = tokenizer, model
+        self.eos_ids = eos_ids(model, tokenizer)
+        return self
 
     @property
     def tokenizer_fingerprint(self) -> str:
@@ -229,6 +245,15 @@ class HFBackend:
             if progress:
                 progress(len(batch), sum(len(o.token_ids) for o in outs))
         return results  # type: ignore[return-value]
+
+    def generate_ids(self, ids: list[list[int]], sampling: SamplingConfig, seeds: list[int]) -> list[Completion]:
+        """Completions of already-rendered prompts (token ids), `batch_size` at a time in the given order; `seeds`:
+        one per prompt (`sampling.n` is ignored: one completion each)."""
+        out: list[Completion] = []
+        for start in range(0, len(ids), self.batch_size):
+            out += self._generate_batch(ids[start:start + self.batch_size], sampling,
+                                        seeds[start:start + self.batch_size])
+        return out
 
     @torch.no_grad()
     def score(self, inputs: list[ScoreInput], k: int, progress: Progress | None = None) -> list[Scored]:

@@ -14,7 +14,8 @@ from pathlib import Path
 from r1distill.config import LAYOUT, NEW_FIELD, ConfigError
 from r1distill.models import StudentConfig
 
-OBJECTIVES = ("sft", "kd", "kd_online", "gkd")
+OBJECTIVES = ("sft", "kd", "kd_online", "gkd", "on_policy")
+ON_POLICY_LOSSES = ("token", "distribution")
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "tvd")
 TOPK_MODES = ("renorm", "tail")
 XTOK_METHODS = ("uld", "gold", "alm")
@@ -131,6 +132,46 @@ class GKDOptions:
 
 
 @dataclass
+class OnPolicyOptions:
+    """`train.on_policy` (objective on_policy, train/on_policy.py): each on-policy step the student samples one
+    completion per prompt of the batch from its own prompt (`prompt`), the teacher scores those tokens after its
+    own prompt (`teacher_prompt`, with the examples the student never sees), and the student learns the per-token
+    reverse KL KL(student ‖ teacher) on them."""
+
+    # token: the sampled-token form (Thinking Machines' on-policy distillation): each sampled token's CE weighted
+    #        by its advantage log p_teacher − log p_student (no gradient through it), a policy gradient of the
+    #        reverse KL per token; needs only the teacher's log-prob of each sampled token (any scoring server)
+    # distribution: train.loss.divergence (reverse_kl, or jsd with train.loss.beta) between the student's and the
+    #        teacher's next-token distributions at each sampled position, over the teacher's first `teacher_topk`
+    #        entries (train.loss.topk_mode: tail keeps the rest as one bucket, and is exact where they agree)
+    loss: str = "token"
+    # share of the steps that are on-policy; the others train on the curated traces as objective kd does (α·CE +
+    # (1−α)·D on the stored top-k, train.loss): GKD's λ. 1 = every step samples.
+    lmbda: float = 1.0
+    max_new_tokens: int = 64  # the student's sampled completion length
+    temperature: float = 1.0  # sampling temperature; 1 samples the distribution the reverse KL is taken over
+    top_p: float = 1.0  # nucleus sampling of the rollouts (1 = off: the estimator assumes the model's own samples)
+    teacher_topk: int = 20  # distribution: the teacher's entries per sampled position
+    # the teacher that scores: hf (loaded in this process, beside the student), vllm (an engine of its own), or
+    # openai (a vLLM / OpenAI-compatible server's prompt log-probs: the teacher stays out of training memory)
+    teacher_backend: str = "hf"
+    teacher_backend_options: dict = field(default_factory=dict)  # the teacher backend's options (base_urls, ...)
+
+    def __post_init__(self) -> None:
+        if self.loss not in ON_POLICY_LOSSES:
+            raise ConfigError(f"train.on_policy.loss must be one of {', '.join(ON_POLICY_LOSSES)}, got {self.loss!r}")
+        if not 0.0 <= self.lmbda <= 1.0:
+            raise ConfigError(f"train.on_policy.lmbda must be in [0, 1], got {self.lmbda}")
+        if self.max_new_tokens < 1 or self.teacher_topk < 1:
+            raise ConfigError("train.on_policy.max_new_tokens and teacher_topk must be >= 1")
+        if self.temperature <= 0 or not 0.0 < self.top_p <= 1.0:
+            raise ConfigError("train.on_policy.temperature must be > 0 (rollouts sample) and top_p in (0, 1]")
+        if self.teacher_backend not in ("hf", "vllm", "openai"):
+            raise ConfigError(f"train.on_policy.teacher_backend must be hf, vllm or openai, "
+                              f"got {self.teacher_backend!r}")
+
+
+@dataclass
 class TrainConfig:
     run_dir: str = "runs/default"  # the run's directory: each stage's default input and output dirs are under it
     teacher: str = "smollm2-135m-instruct"  # `student.derive_from: teacher` and kd_online's teacher model
@@ -138,7 +179,7 @@ class TrainConfig:
     student: StudentConfig = field(default_factory=lambda: StudentConfig(derive_from="teacher", num_layers=8))
     input_dir: str | None = None  # default: {run_dir}/curated
     output_dir: str | None = None  # default: {run_dir}/student
-    objective: str = "kd"  # sft | kd | kd_online | gkd
+    objective: str = "kd"  # sft | kd | kd_online | gkd | on_policy (train.on_policy)
     loss: LossConfig = field(default_factory=LossConfig)  # kd / kd_online: the loss (sft: CE only)
     # kd / kd_online with a student of another tokenizer (null: one tokenizer, refused when they differ)
     xtok: XtokOptions | None = field(default=None, metadata=NEW_FIELD)
@@ -164,6 +205,7 @@ class TrainConfig:
     save_total_limit: int | None = 2  # checkpoints kept (the oldest are deleted); None = all
     resume: bool = False  # continue from the latest complete checkpoint (`r1distill train --resume`)
     gkd: GKDOptions = field(default_factory=GKDOptions)  # objective gkd only
+    on_policy: OnPolicyOptions = field(default_factory=OnPolicyOptions, metadata=NEW_FIELD)  # objective on_policy
     # SFT: re-tokenize the completion text with the student's tokenizer (true), train on the stored ids (false),
     # or decide by comparing the teacher's tokenizer with the student's (null)
     retokenize: bool | None = None
@@ -189,6 +231,8 @@ class TrainConfig:
             raise ConfigError("train.save_total_limit must be >= 1 (or null to keep every checkpoint)")
         if self.max_length < 2:
             raise ConfigError(f"train.max_length must be >= 2 tokens, got {self.max_length}")
+        if self.objective == "on_policy" and self.on_policy.loss == "token" and self.loss.temperature != 1.0:
+            raise ConfigError("train.loss.temperature must be 1 with on_policy's token loss (it weighs raw log-probs)")
         if self.xtok is not None and self.objective not in ("kd", "kd_online"):
             raise ConfigError(f"train.xtok (cross-tokenizer KD) applies to kd and kd_online, not {self.objective}; "
                               "remove it (sft re-tokenizes the text for another tokenizer by itself)")

@@ -451,6 +451,10 @@ class TokenData:
     def __len__(self) -> int:
         return len(self._rows)
 
+    def global_row(self, r: int) -> int:
+        """Kept row r's position among all the input's rows (shards in order), counting the dropped ones."""
+        return int(self._rows[r])
+
     def row(self, r: int) -> dict:
         """Kept row r: input_ids (prompt + its completion cut to max_length), prompt_len, and its top-k rows."""
         g = int(self._rows[r])

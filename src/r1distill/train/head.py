@@ -72,8 +72,10 @@ def add_distill_head(model, loss: LossConfig, vocab_size: int | None, xtok=None)
 
     targets: labels (B, T) unshifted, -100 off the completion; num_items (the accumulated, all-rank valid count,
     or None); and optionally topk_ids/topk_logprobs (B, T, k) at the label positions, or teacher_hidden
-    (B, T−1, H_t, already shifted) with teacher_weight (V, H_t); or, for cross-tokenizer KD (`xtok`: the
-    train.xtok options), `xtok`: the batch's group tensors (xtok_loss.chunked_xtok_loss).
+    (B, T−1, H_t, already shifted) with teacher_weight (V, H_t); token_weights (B, T) unshifted (on-policy's
+    advantages, alpha 1); `loss`: this batch's overrides of the loss settings (on-policy batches); or, for
+    cross-tokenizer KD (`xtok`: the train.xtok options), `xtok`: the batch's group tensors
+    (xtok_loss.chunked_xtok_loss).
     """
     target = model.get_base_model() if hasattr(model, "get_base_model") else model
     original = target.forward
@@ -98,12 +100,15 @@ def add_distill_head(model, loss: LossConfig, vocab_size: int | None, xtok=None)
                 return chunked_xtok_loss(hidden, weight, distill["labels"][:, 1:].to(weight.device), distill["xtok"],
                                          xtok, alpha=loss.alpha, divergence=loss.divergence, beta=loss.beta,
                                          num_items=distill.get("num_items"), chunk_size=loss.chunk_size)
+            weights = distill.get("token_weights")
             return chunked_distill_loss(
                 hidden, weight, distill["labels"][:, 1:].to(weight.device),
                 topk_ids[:, 1:] if topk_ids is not None else None,
                 topk_lp[:, 1:] if topk_lp is not None else None,
                 teacher_hidden=distill.get("teacher_hidden"), teacher_lm_head_weight=distill.get("teacher_weight"),
-                num_items=distill.get("num_items"), chunk_size=loss.chunk_size, **loss.loss_kwargs(),
+                num_items=distill.get("num_items"), chunk_size=loss.chunk_size,
+                token_weights=weights[:, 1:].to(weight.device) if weights is not None else None,
+                **{**loss.loss_kwargs(), **distill.get("loss", {})},
             )
 
     target.forward = types.MethodType(forward, target)

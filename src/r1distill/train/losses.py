@@ -133,14 +133,17 @@ def _topk_pair(log_q: torch.Tensor, topk_logprobs: torch.Tensor, temperature: fl
     raise ValueError(f"unknown topk_mode {topk_mode!r}; expected 'renorm' or 'tail'")
 
 
-def ce_sum(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Summed cross-entropy of the labels.
+def ce_sum(student_logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Summed cross-entropy of the labels, each token's term times its weight when `weights` is given.
 
     student_logits: (B, T, V) (or any (..., V)); labels: (B, T) (or the matching (...)) with -100 for
-    ignored positions. Returns a scalar.
+    ignored positions; weights: like labels, no gradient (on-policy's per-token advantages). Returns a scalar.
     """
-    return F.cross_entropy(upcast(student_logits.reshape(-1, student_logits.shape[-1])), labels.reshape(-1),
-                           ignore_index=IGNORE, reduction="sum")
+    flat = F.cross_entropy(upcast(student_logits.reshape(-1, student_logits.shape[-1])), labels.reshape(-1),
+                           ignore_index=IGNORE, reduction="sum" if weights is None else "none")
+    if weights is None:
+        return flat
+    return _masked_sum(flat.reshape(labels.shape) * upcast(weights.detach()), labels)
 
 
 def _check_teacher(alpha: float, has_topk: bool, has_full: bool) -> None:
@@ -154,11 +157,14 @@ def _check_teacher(alpha: float, has_topk: bool, has_full: bool) -> None:
 def _loss_sums(student_logits: torch.Tensor, labels: torch.Tensor, alpha: float, temperature: float,
                divergence: Divergence, beta: float, topk_mode: TopkMode, topk_ids: torch.Tensor | None,
                topk_logprobs: torch.Tensor | None, teacher_logits: torch.Tensor | None,
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Σ CE, Σ KD divergence) over valid positions; logits (..., V), labels (...), teacher (..., k|V)."""
+               token_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Σ CE, Σ KD divergence) over valid positions; logits (..., V), labels (...), teacher (..., k|V);
+    token_weights (...): CE's per-token weights (alpha 1 only)."""
     if alpha >= 1.0:
-        ce = ce_sum(student_logits, labels)
+        ce = ce_sum(student_logits, labels, token_weights)
         return ce, torch.zeros_like(ce)
+    if token_weights is not None:
+        raise ValueError("token_weights weigh the CE term alone: they need alpha = 1")
     log_q = _log_softmax(student_logits, temperature)
     # One gather for the label and the teacher's k ids: a single (…, V) scatter in the backward, not two.
     ids = labels.clamp_min(0).unsqueeze(-1)
@@ -183,20 +189,23 @@ def distill_loss(student_logits: torch.Tensor, labels: torch.Tensor, topk_ids: t
                  topk_logprobs: torch.Tensor | None = None, alpha: float = 1.0, temperature: float = 1.0,
                  num_items: torch.Tensor | int | None = None, *, teacher_logits: torch.Tensor | None = None,
                  divergence: Divergence = "forward_kl", topk_mode: TopkMode = "renorm",
-                 beta: float = 0.5) -> dict[str, torch.Tensor]:
+                 beta: float = 0.5, token_weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """α·CE + (1−α)·τ²·D(teacher, student), each averaged over `num_items` valid tokens.
 
     student_logits: (B, T, V); labels: (B, T). The teacher is either its stored top-k (topk_ids,
     topk_logprobs: (B, T, k), see `topk_log_probs` for `topk_mode`) or full-vocabulary `teacher_logits`
     (B, T, V). D is `divergence` (see `token_divergence`; `beta` is the JSD's). CE is at τ = 1. alpha=1 is
     plain SFT (no teacher needed). `num_items` defaults to this batch's count of valid labels.
+    token_weights: (B, T) weights of each token's CE term (alpha 1 only; no gradient): with w_t = log p(x_t) −
+    log q(x_t) on the student's own samples x_t, Σ w_t·CE_t has the gradient of the sampled reverse KL
+    (on-policy distillation's per-token advantage, on_policy.py).
     Returns {"loss", "ce", "kd"} as scalars (kd is 0 when alpha == 1; kd is not multiplied by τ²).
     """
     _check_teacher(alpha, topk_ids is not None and topk_logprobs is not None, teacher_logits is not None)
     n = (labels != IGNORE).sum() if num_items is None else num_items
     n = torch.as_tensor(n, device=student_logits.device).clamp(min=1)
     ce, kd = _loss_sums(student_logits, labels, alpha, temperature, divergence, beta, topk_mode, topk_ids,
-                        topk_logprobs, teacher_logits)
+                        topk_logprobs, teacher_logits, token_weights)
     ce, kd = ce / n, kd / n
     if alpha >= 1.0:
         return {"loss": ce, "ce": ce, "kd": kd}
@@ -277,7 +286,7 @@ def chunked_distill_loss(hidden: torch.Tensor, lm_head_weight: torch.Tensor, lab
                          teacher_lm_head_weight: torch.Tensor | None = None, alpha: float = 1.0,
                          temperature: float = 1.0, divergence: Divergence = "forward_kl",
                          topk_mode: TopkMode = "renorm", beta: float = 0.5, num_items: torch.Tensor | int | None = None,
-                         chunk_size: int = 256) -> dict[str, torch.Tensor]:
+                         chunk_size: int = 256, token_weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """`distill_loss` computed from the student's final hidden states, `chunk_size` valid tokens at a time.
 
     hidden: (B, T, H) final hidden states (already shifted like labels); lm_head_weight: (V, H), the
@@ -287,9 +296,10 @@ def chunked_distill_loss(hidden: torch.Tensor, lm_head_weight: torch.Tensor, lab
     backward is cheap and nothing is recomputed). The teacher, as in `distill_loss`, is either its stored
     top-k (topk_ids, topk_logprobs: (B, T, k)) or full-vocabulary: `teacher_logits` (B, T, V), read a
     chunk of rows at a time, or `teacher_hidden` (B, T, H_t) with `teacher_lm_head_weight` (V, H_t),
-    projected a chunk at a time without gradient. Returns {"loss", "ce", "kd"}, normalised by num_items
-    and equal to distill_loss on the full logits; "ce" and "kd" carry no gradient. Peak memory is a few
-    chunk_size × V fp32 tensors plus a (V, H) fp32 head gradient (scripts/bench_losses.py measures it).
+    projected a chunk at a time without gradient. token_weights: (B, T), as in `distill_loss`. Returns
+    {"loss", "ce", "kd"}, normalised by num_items and equal to distill_loss on the full logits; "ce" and "kd"
+    carry no gradient. Peak memory is a few chunk_size × V fp32 tensors plus a (V, H) fp32 head gradient
+    (scripts/bench_losses.py measures it).
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
@@ -311,7 +321,8 @@ def chunked_distill_loss(hidden: torch.Tensor, lm_head_weight: torch.Tensor, lab
                     teacher_hidden[r] @ teacher_lm_head_weight.t()
         kd_topk = alpha < 1.0 and not has_full
         return _loss_sums(logits, labels[r], alpha, temperature, divergence, beta, topk_mode,
-                          topk_ids[r] if kd_topk else None, topk_logprobs[r] if kd_topk else None, t_logits)
+                          topk_ids[r] if kd_topk else None, topk_logprobs[r] if kd_topk else None, t_logits,
+                          token_weights[r] if token_weights is not None else None)
 
     h = hidden[rows]  # (N, H)
     coef_ce = alpha / n

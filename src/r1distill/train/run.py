@@ -2,7 +2,8 @@
 
 Objectives: `sft` (cross-entropy on the teacher's completion tokens), `kd` (offline: α·CE + (1−α)·τ²·D
 to the teacher's stored top-k), `kd_online` (the same against a teacher model's full distributions,
-computed per batch) and `gkd` (on-policy, TRL's GKD trainer). D is `train.loss.divergence`; the student's
+computed per batch), `gkd` (on-policy, TRL's GKD trainer) and `on_policy` (ours: the student's samples scored by
+the teacher after its own prompt, on_policy.py). D is `train.loss.divergence`; the student's
 logits go through the LM head `train.loss.chunk_size` tokens at a time inside the loss (memory flat in T×V).
 The student is a model name or is derived from the teacher (`student: {derive_from: teacher,
 num_layers: 8}`); a derived student is saved to `{run_dir}/student_init` so that it can be evaluated
@@ -19,7 +20,8 @@ content) is left as it is ("done"; `overwrite` trains again); one of another con
 The package, one concern per module: config.py (the settings), data.py (token rows: a memory-mapped cache of
 the curated shards), collate.py (batches), losses.py (the math, pure), head.py (the chunked LM head),
 trainer.py (TRL's SFTTrainer with the distillation loss), skeleton.py (arguments, precision, LoRA, work dir,
-saving, logs), one builder per objective (objectives.py: sft/kd/kd_online; gkd.py), and this stage.
+saving, logs), one builder per objective (objectives.py: sft/kd/kd_online; gkd.py; on_policy.py), and this
+stage.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from r1distill import layout, rerun
 from r1distill.config import LAYOUT, config_hash, to_dict, write_resolved
 from r1distill.console import console
 from r1distill.models import check_model, derive_student, is_tokenizer_dir, pick_layers, resolve_model
-from r1distill.train import data, gkd, objectives
+from r1distill.train import data, gkd, objectives, on_policy
 from r1distill.train.config import TrainConfig
 from r1distill.train.skeleton import Setup, mean_loss, quiet_log_dicts, save_student, write_train_log
 
@@ -100,7 +102,8 @@ def stamp(cfg: TrainConfig) -> str:
 
 def build_trainer(cfg: TrainConfig, student_path: str) -> Setup:
     """The trainer for cfg.objective, built but not run."""
-    return (gkd.build if cfg.objective == "gkd" else objectives.build)(cfg, student_path)
+    builders = {"gkd": gkd.build, "on_policy": on_policy.build}
+    return builders.get(cfg.objective, objectives.build)(cfg, student_path)
 
 
 def run(cfg: TrainConfig) -> Path:
@@ -129,7 +132,11 @@ def run(cfg: TrainConfig) -> Path:
     acc = trainer.accelerator
     if acc.num_processes > 1 and acc.is_main_process:
         console.print(f"train: {acc.num_processes} processes, {acc.distributed_type.value}")
-    result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    try:
+        result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    finally:
+        if cfg.objective == "on_policy":
+            trainer.close_teacher()
     out = cfg.out
     save_student(trainer, setup.tokenizer, out, student_path, cfg.lora.enabled)
     if not trainer.is_world_process_zero():
@@ -149,6 +156,9 @@ def run(cfg: TrainConfig) -> Path:
                "completion_tokens_per_s": result.metrics.get("tokens_per_s", 0.0),  # this session's
                "resumed_from": ckpt.name if ckpt else None, "lora": cfg.lora.enabled,
                "student_init": student_path, **setup.extra}
+    if cfg.objective == "on_policy":
+        summary.update(trainer.summary())
+        summary["completion_tokens_per_s"] = summary["completion_tokens_seen"] / seconds if seconds else 0.0
     if cfg.objective == "gkd":
         summary.update(gkd.summary(trainer))
         summary["completion_tokens_per_s"] = summary["completion_tokens_seen"] / seconds if seconds else 0.0

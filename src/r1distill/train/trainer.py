@@ -79,7 +79,9 @@ class DistillTrainer(WarmupFromFirstStep, SFTTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         o = self.loss_options
         labels = inputs["labels"]
-        kd = o.alpha < 1.0
+        # a batch may carry its own loss settings and CE weights (on-policy batches: on_policy.py)
+        overrides, weights = inputs.get("loss_overrides") or {}, inputs.get("token_weights")
+        kd = overrides.get("alpha", o.alpha) < 1.0
         if self.xtok is not None:
             return self._xtok_loss(model, inputs, labels, num_items_in_batch, return_outputs)
         teacher = self._teacher_targets(inputs, labels.device) if kd and self.teacher is not None else {}
@@ -89,14 +91,17 @@ class DistillTrainer(WarmupFromFirstStep, SFTTrainer):
             self._head_checked = True
         if o.chunk_size:
             parts = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                          distill={"labels": labels, "num_items": num_items_in_batch, **topk, **teacher})
+                          distill={"labels": labels, "num_items": num_items_in_batch, **topk, **teacher,
+                                   "token_weights": weights, "loss": overrides})
         else:
             logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                            use_cache=False).logits[:, :-1, :self.vocab_size]
             ids = topk["topk_ids"][:, 1:] if topk else None
             lps = topk["topk_logprobs"][:, 1:] if topk else None
             parts = distill_loss(logits, labels[:, 1:], ids, lps, num_items=num_items_in_batch,
-                                 teacher_logits=teacher.get("teacher_logits"), **o.loss_kwargs())
+                                 teacher_logits=teacher.get("teacher_logits"),
+                                 token_weights=weights[:, 1:] if weights is not None else None,
+                                 **{**o.loss_kwargs(), **overrides})
         return self._finish(model, parts, labels, num_items_in_batch, return_outputs)
 
     def _xtok_loss(self, model, inputs, labels, num_items_in_batch, return_outputs):

@@ -1,0 +1,311 @@
+"""Objective `on_policy`: the student samples, the teacher scores the student's own tokens after *its* prompt, and
+the student learns the per-token reverse KL (`train.on_policy`).
+
+Why our own rather than TRL's: TRL's stable `DistillationTrainer` (on-policy, β = 1 reverse KL, vLLM rollouts) and
+its experimental `GKDTrainer` (objective `gkd` here) give the teacher the student's prompt, so the context
+distillation the quickstart rests on (the teacher with four worked examples, the student without) is lost
+on-policy; and their teacher lives in the training process. Here the teacher is any r1distill backend that can
+`score` (hf: loaded beside the student; vllm; openai: a vLLM / OpenAI-compatible server's prompt log-probs, out of
+training memory), it reads the row's `teacher_prompt`, and rollouts use the project's hf sampler (shared prompt
+prefix, fast top-p, a seed per row). Everything else is `DistillTrainer`'s (TRL's SFTTrainer: optimizer, schedule,
+accumulation, DDP, checkpoints) and the losses are the offline ones (losses.py).
+
+One micro-batch (`OnPolicyTrainer.training_step`), on every process:
+1. it is on-policy with probability `lmbda`, drawn from (seed, step, micro-batch): all processes draw alike;
+2. rollout: the student (eval mode, no gradient, the trainer's autocast) samples one completion per row from the
+   row's `prompt`, seeded by (seed, step, micro-batch, row): the same samples on any number of processes and after
+   a resume from a checkpoint;
+3. scoring: the teacher's log-prob of every sampled token after its own prompt (and its top-k for the
+   distribution form), one forward pass over teacher prompt + sample;
+4. the batch becomes prompt + sample with labels on the sample (its eos included when it stopped), cut to
+   max_length, and the loss is (loss "token") Σ_t w_t·CE_t with w_t = log p_teacher(x_t) − log p_student(x_t)
+   from the rollout, or (loss "distribution") train.loss.divergence over the teacher's top-k; both normalised by
+   the sampled tokens of all processes (× the accumulation steps: micro-batches are averaged).
+Off-policy micro-batches are the kd objective's (the curated traces, their stored top-k, train.loss).
+Logged per window: the sampled per-token reverse KL (`rkl`, mean of log p_student − log p_teacher), rollout and
+scoring tokens/s, the on-policy steps' time split (rollout / scoring / forward+backward), and the verifier's answer
+rate and accuracy on the rollouts.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import numpy as np
+import torch
+
+from r1distill import layout
+from r1distill.backends import SamplingConfig, close, derive_seed, get_backend
+from r1distill.config import UserError
+from r1distill.console import console
+from r1distill.models import load_tokenizer
+from r1distill.prompts import render_prompt
+from r1distill.train import data
+from r1distill.train.collate import DistillCollator
+from r1distill.train.config import TrainConfig
+from r1distill.train.losses import IGNORE
+from r1distill.train.skeleton import (
+    LOG_KEYS,
+    Setup,
+    freeze_lower,
+    lora_config,
+    prepare_work,
+    training_args,
+    use_bf16,
+    warn_small,
+)
+from r1distill.train.trainer import DistillTrainer
+
+# train_log.jsonl's extra keys: see the module docstring
+ON_POLICY_KEYS = ("rkl", "on_policy_batches", "rollout_tokens_per_s", "score_tokens_per_s", "rollout_s", "score_s",
+                  "train_s", "answer_rate", "accuracy")
+# window sums, in this order
+_STATS = ("batches", "rollout_s", "score_s", "train_s", "rollout_tokens", "trained_tokens", "rollouts", "answered",
+          "correct", "rkl_sum")
+
+
+class IndexedCollator(DistillCollator):
+    """DistillCollator's batch plus `idx`, the rows' numbers: an on-policy step samples from those rows' prompts."""
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        batch = super().__call__(features)
+        batch["idx"] = torch.tensor([int(f["idx"]) for f in features], dtype=torch.long)
+        return batch
+
+
+def sampled_batch(prompts: list[list[int]], completions: list[list[int]], student_lp: list[np.ndarray],
+                  teacher_lp: list[np.ndarray], pad: int, max_length: int, topk: list[tuple] | None = None) -> dict:
+    """The on-policy training batch: prompt + sample, right-padded, labels on the sample cut to max_length, and
+    `token_weights` = log p_teacher − log p_student at the label positions (zeros elsewhere); with `topk` (a
+    (ids (c, k), log-probs (c, k)) pair per row) the teacher's top-k at the same positions."""
+    feats = []
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        n = max(min(len(p) + len(c), max_length), len(p) + 1)  # at least one sampled token
+        f = {"input_ids": np.asarray(p + c, dtype=np.int64)[:n], "prompt_len": len(p)}
+        if topk is not None:
+            f["topk_ids"], f["topk_logprobs"] = topk[i]
+        feats.append(f)
+    batch = DistillCollator(pad)(feats)
+    weights = torch.zeros(batch["labels"].shape, dtype=torch.float32)
+    for b, f in enumerate(feats):
+        p, n = f["prompt_len"], len(f["input_ids"])
+        weights[b, p:n] = torch.as_tensor(teacher_lp[b][:n - p] - student_lp[b][:n - p], dtype=torch.float32)
+    batch["token_weights"] = weights
+    return batch
+
+
+class OnPolicyTrainer(DistillTrainer):
+    """DistillTrainer whose micro-batches are, with probability lmbda, the student's own samples scored by the
+    teacher (module docstring)."""
+
+    def __init__(self, *args, on_policy, rows, teacher_prompts: list[list[int]], golds: list[str], scorer,
+                 seed: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.op = on_policy
+        self.rows = rows  # data.TokenData: the kept rows (their prompts are the rollouts' prompts)
+        self.teacher_prompts = teacher_prompts  # by global row: the teacher's rendered prompt ids
+        self.golds = golds  # by global row: the gold answer (the rollouts' accuracy)
+        self.scorer = scorer  # the teacher, a backend with `score`
+        self.seed = seed
+        self._micro = (-1, 0)  # (global step, micro-batch index within it)
+        self._op_sums = torch.zeros(len(_STATS), dtype=torch.float64)  # window sums (_STATS)
+        self._op_totals = torch.zeros(len(_STATS), dtype=torch.float64)  # this session's sums
+        self._pending: tuple[float, float] | None = None  # a token-form batch's (Σ NLL, Σ rkl) for _finish
+
+    def close_teacher(self) -> None:
+        close(self.scorer)
+
+    def on_policy_now(self, step: int, micro: int) -> bool:
+        """Whether micro-batch `micro` of optimizer step `step` samples: the same answer on every process."""
+        if self.op.lmbda >= 1.0:
+            return True
+        return random.Random(derive_seed(self.seed, "lmbda", step, micro)).random() < self.op.lmbda
+
+    def rollout(self, model, idx: list[int], step: int, micro: int):
+        """The student's samples from rows `idx`: (prompts, completions), seeded by (seed, step, micro, row)."""
+        from r1distill.backends.hf import HFBackend
+
+        op = self.op
+        feats = [self.rows.row(i) for i in idx]
+        prompts = [[int(t) for t in f["input_ids"][:f["prompt_len"]]] for f in feats]
+        student = self.accelerator.unwrap_model(model)
+        sampling = SamplingConfig(n=1, max_new_tokens=op.max_new_tokens, temperature=op.temperature,
+                                  top_p=op.top_p, logprobs=1)
+        seeds = [derive_seed(self.seed, "rollout", step, micro, i) for i in idx]
+        was_training = student.training
+        student.eval()
+        try:
+            with self.accelerator.autocast():
+                outs = HFBackend.from_model(student, self.processing_class, batch_size=len(idx)).generate_ids(
+                    prompts, sampling, seeds)
+        finally:
+            student.train(was_training)
+        return prompts, outs
+
+    def on_policy_batch(self, model, inputs: dict, step: int, micro: int) -> dict:
+        """Rollout -> scoring -> the batch to train on (module docstring), with the window's statistics."""
+        from r1distill.verify import verify_answer
+
+        op = self.op
+        idx = inputs["idx"].tolist()
+        t0 = time.perf_counter()
+        prompts, outs = self.rollout(model, idx, step, micro)
+        t1 = time.perf_counter()
+        rows = [self.rows.global_row(i) for i in idx]
+        k = op.teacher_topk if op.loss == "distribution" else 1
+        scored = self.scorer.score([(self.teacher_prompts[g], o.token_ids) for g, o in zip(rows, outs)], k)
+        t2 = time.perf_counter()
+        student_lp = [np.asarray(o.token_logprobs, dtype=np.float64) for o in outs]
+        teacher_lp = [np.asarray(s.token_logprobs, dtype=np.float64) for s in scored]
+        topk = [(s.topk_ids, s.topk_logprobs) for s in scored] if op.loss == "distribution" else None
+        batch = sampled_batch(prompts, [o.token_ids for o in outs], student_lp, teacher_lp,
+                              self.processing_class.pad_token_id, self.args.max_length, topk)
+        kept = [int((batch["labels"][b] != IGNORE).sum()) for b in range(len(idx))]
+        nll = sum(float(-s[:c].sum()) for s, c in zip(student_lp, kept))
+        rkl = sum(float((s[:c] - t[:c]).sum()) for s, t, c in zip(student_lp, teacher_lp, kept))
+        verdicts = [verify_answer(o.text, self.golds[g]) for o, g in zip(outs, rows)]
+        self._op_sums += torch.tensor([1, t1 - t0, t2 - t1, 0, sum(len(o.token_ids) for o in outs), sum(kept),
+                                       len(outs), sum(v.pred_answer is not None for v in verdicts),
+                                       sum(v.correct for v in verdicts), rkl], dtype=torch.float64)
+        if op.loss == "token":
+            batch["loss_overrides"] = {"alpha": 1.0}  # the weighted CE alone
+            self._pending = (nll, rkl)
+        else:
+            batch["loss_overrides"] = {"alpha": 0.0}  # the divergence alone (CE on its own samples teaches nothing)
+            batch.pop("token_weights")
+            self._pending = (nll, None)
+        return batch
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        step = self.state.global_step
+        micro = self._micro[1] + 1 if self._micro[0] == step else 0
+        self._micro = (step, micro)
+        on = self.on_policy_now(step, micro)
+        if on:
+            inputs = self.on_policy_batch(model, inputs, step, micro)
+        else:
+            self._pending = None
+        inputs.pop("idx", None)
+        # Each micro-batch is normalised by its own tokens on all processes (a sampled batch's length is known only
+        # once sampled), times the accumulation steps: the accumulated gradient is the micro-batches' mean.
+        n = (inputs["labels"][:, 1:] != IGNORE).sum().to(self.accelerator.device)
+        if self.args.average_tokens_across_devices:  # as the Trainer counts: all processes' tokens
+            n = self.accelerator.reduce(n, reduction="sum")
+        n = n * self.current_gradient_accumulation_steps
+        t0 = time.perf_counter()
+        loss = super().training_step(model, inputs, n)
+        if on:
+            self._op_sums[_STATS.index("train_s")] += time.perf_counter() - t0
+        return loss
+
+    def _finish(self, model, parts, labels, num_items_in_batch, return_outputs):
+        """An on-policy batch logs its samples' NLL as ce; the token form logs their reverse KL as kd and as the
+        loss's value (its gradient stays the weighted CE's, a surrogate whose own value means nothing)."""
+        if self._pending is not None and model.training:
+            # as the losses return them: this process's sums over num_items_in_batch (_finish multiplies back)
+            n = float(num_items_in_batch)
+            nll, rkl = self._pending
+            parts = dict(parts)
+            parts["ce"] = torch.tensor(nll / n, dtype=torch.float64)
+            if rkl is not None:
+                parts["kd"] = torch.tensor(rkl / n, dtype=torch.float64)
+                loss = parts["loss"]
+                parts["loss"] = loss - loss.detach() + torch.tensor(rkl / n, dtype=loss.dtype, device=loss.device)
+            self._pending = None
+        return super()._finish(model, parts, labels, num_items_in_batch, return_outputs)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and "eval_loss" not in logs:
+            s = self.accelerator.reduce(self._op_sums.to(self.accelerator.device), reduction="sum").cpu()
+            self._op_totals += s
+            self._op_sums.zero_()
+            logs.update(window_stats(s, self.accelerator.num_processes))
+        super().log(logs, start_time)
+
+    def summary(self) -> dict:
+        """This session's on-policy totals (all processes), for summary.json."""
+        t = dict(zip(_STATS, self._op_totals.tolist()))
+        return {"on_policy_batches": int(t["batches"]), "rollouts": int(t["rollouts"]),
+                "rollout_tokens": int(t["rollout_tokens"]), "sampled_tokens_trained": int(t["trained_tokens"]),
+                # every token trained on this session (sampled and, off-policy, curated), all processes
+                "completion_tokens_seen": self._tokens_seen + float(self._sums[2]),
+                **window_stats(self._op_totals,
+                                                                           self.accelerator.num_processes)}
+
+
+def window_stats(sums: torch.Tensor, processes: int) -> dict[str, float]:
+    """The logged on-policy figures from a window's summed `_STATS` (times summed over processes: per process)."""
+    s = dict(zip(_STATS, sums.tolist()))
+    b = s["batches"] or 1.0
+    rollouts = s["rollouts"] or 1.0
+    return {
+        "on_policy_batches": s["batches"] / processes,
+        "rkl": s["rkl_sum"] / s["trained_tokens"] if s["trained_tokens"] else 0.0,
+        "rollout_tokens_per_s": s["rollout_tokens"] / s["rollout_s"] if s["rollout_s"] else 0.0,
+        "score_tokens_per_s": s["rollout_tokens"] / s["score_s"] if s["score_s"] else 0.0,
+        "rollout_s": s["rollout_s"] / b, "score_s": s["score_s"] / b, "train_s": s["train_s"] / b,
+        "answer_rate": s["answered"] / rollouts, "accuracy": s["correct"] / rollouts,
+    }
+
+
+def teacher_side(cfg: TrainConfig, rows) -> tuple[list[list[int]], list[str]]:
+    """Per global row of the input: the teacher's prompt rendered by its own chat template (`teacher_prompt`, or
+    `prompt` where a trace has none), and the gold answer."""
+    table = data.read_columns(cfg.inp, ["prompt", "teacher_prompt", "answer"])
+    tok = load_tokenizer(cfg.teacher)
+    prompts, teacher_prompts = table.column("prompt").to_pylist(), table.column("teacher_prompt").to_pylist()
+    rendered = [render_prompt(tok, t or p) for p, t in zip(prompts, teacher_prompts)]
+    answers = table.column("answer").to_pylist()
+    if len(rendered) != rows.rows_total:
+        raise UserError(f"{cfg.inp}: {len(rendered)} rows read but the token cache holds {rows.rows_total}; "
+                        "the curated dir changed while training started: run again")
+    return rendered, [a or "" for a in answers]
+
+
+def build(cfg: TrainConfig, student_path: str) -> Setup:
+    """The on-policy trainer: the curated rows' prompts, the student, and the teacher backend that scores."""
+    from accelerate import PartialState
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig
+
+    op = cfg.on_policy
+    tokenizer = load_tokenizer(student_path)
+    data.check_vocab(student_path, tokenizer, cfg.teacher, "on-policy distillation (the teacher scores the "
+                     "student's own tokens)")
+    need_topk = op.lmbda < 1.0 and cfg.loss.alpha < 1.0  # off-policy steps are kd's
+    if need_topk:
+        data.check_logprobs_kind(cfg)
+    with PartialState().local_main_process_first():
+        cache = data.prepare_tokens(cfg, tokenizer, need_topk, retok=False)
+    rows = data.TokenData(cache, cfg.max_length)
+    if not rows.rows_total:
+        raise UserError(f"{cfg.inp}: 0 rows to train on (curation kept none: see {cfg.inp / layout.CURATE_STATS_MD})")
+    if not len(rows):
+        raise UserError(f"{cfg.inp}: all {rows.rows_total} rows were dropped: their prompts alone fill "
+                        f"train.max_length={cfg.max_length}; raise it")
+    teacher_prompts, golds = teacher_side(cfg, rows)
+    console.print(f"[bold]train[/] on_policy ({op.loss} loss, lmbda={op.lmbda}, {op.max_new_tokens} new tokens at "
+                  f"temperature {op.temperature}) on the prompts of {len(rows)} traces from {student_path}, teacher "
+                  f"{cfg.teacher} ({op.teacher_backend}) with its own prompt -> {cfg.out}")
+    warn_small(len(rows))
+    args = training_args(cfg, SFTConfig, remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True})
+    ckpt = prepare_work(cfg, args.process_index == 0)
+    PartialState().wait_for_everyone()
+    model = AutoModelForCausalLM.from_pretrained(student_path, dtype=torch.float32, use_safetensors=True)
+    freeze_lower(model, cfg.freeze_layers)
+    bf16 = use_bf16(cfg)
+    device = str(args.device) if cfg.teacher_device == "auto" else cfg.teacher_device
+    common = {"dtype": "bfloat16" if bf16 else "float32", "batch_size": cfg.batch_size}
+    if op.teacher_backend == "hf":
+        common["device"] = device
+    scorer = get_backend(op.teacher_backend, cfg.teacher, op.teacher_backend_options, **common)
+    trainer = OnPolicyTrainer(
+        model=model, args=args, train_dataset=Dataset.from_dict({"idx": list(range(len(rows)))}),
+        processing_class=tokenizer, peft_config=lora_config(cfg), loss=cfg.loss, vocab_size=len(tokenizer),
+        data_collator=IndexedCollator(tokenizer.pad_token_id, rows, topk=cfg.loss.topk if need_topk else None),
+        on_policy=op, rows=rows, teacher_prompts=teacher_prompts, golds=golds, scorer=scorer, seed=cfg.seed,
+    )
+    return Setup(trainer, tokenizer, len(rows), rows.truncated, rows.completion_tokens, ckpt, data=rows,
+                 log_keys=LOG_KEYS + ON_POLICY_KEYS, extra={"teacher": cfg.teacher})

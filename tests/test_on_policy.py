@@ -1,0 +1,230 @@
+"""Objective `on_policy`: the student's own samples, scored by the teacher after the teacher's own prompt.
+
+The losses against hand-computed values, then real runs of a 1-layer student of the built-in teacher: the weights
+and the logged reverse KL recomputed with plain forward passes (the teacher's after its own prompt, with examples the
+student never sees), teacher = student giving zero loss and zero gradient, seeded rollouts, kill-and-resume.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from r1distill.cli import main
+from r1distill.config import ConfigError
+from r1distill.train import LossConfig, OnPolicyOptions, TrainConfig
+from r1distill.train.losses import IGNORE, chunked_distill_loss, distill_loss
+from r1distill.train.on_policy import sampled_batch, window_stats
+from r1distill.train.run import build_trainer, prepare_student
+from train_fixtures import student_dir, trace_rows, train_config, write_traces  # noqa: F401
+
+TEACHER_PROMPT = [{"role": "system", "content": "Add the numbers. Write 'The answer is N.'"},
+                  {"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "The answer is 4."}]
+
+
+# ---- the losses ----
+
+def test_weighted_ce_is_the_hand_computed_sum_and_its_gradient_the_policy_gradient():
+    """Σ w_t·CE_t / N on a (1, 3, 4) batch, by hand: CE_t = −log softmax(z_t)[y_t]; and its gradient w.r.t. the
+    logits is w_t·(softmax(z_t) − onehot(y_t)) / N, the gradient of −w_t·log q(y_t)."""
+    z = torch.tensor([[[1.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0], [0.5, 0.5, 0.5, 0.5]]], requires_grad=True)
+    y = torch.tensor([[0, 2, IGNORE]])
+    w = torch.tensor([[0.5, -2.0, 7.0]])  # the ignored position's weight counts for nothing
+    ce0 = -(1.0 - math.log(math.e + 3))  # log q(0) at z = [1, 0, 0, 0]
+    ce1 = -(0.0 - math.log(math.e ** 2 + 3))
+    want = (0.5 * ce0 - 2.0 * ce1) / 2
+    out = distill_loss(z, y, alpha=1.0, token_weights=w)
+    assert out["loss"].item() == pytest.approx(want, rel=1e-6)
+    out["loss"].backward()
+    q = torch.softmax(z.detach(), -1)
+    g = torch.zeros_like(z)
+    g[0, 0] = 0.5 * (q[0, 0] - torch.eye(4)[0]) / 2
+    g[0, 1] = -2.0 * (q[0, 1] - torch.eye(4)[2]) / 2
+    assert torch.allclose(z.grad, g, atol=1e-7)
+    # the chunked head gives the same value and gradients (chunks of 1 row)
+    h = torch.randn(1, 3, 5, requires_grad=True)
+    W = torch.randn(4, 5, requires_grad=True)
+    ref = distill_loss(h @ W.t(), y, alpha=1.0, token_weights=w)
+    ref["loss"].backward()
+    gh, gw = h.grad.clone(), W.grad.clone()
+    h.grad = W.grad = None
+    got = chunked_distill_loss(h, W, y, alpha=1.0, token_weights=w, chunk_size=1)
+    got["loss"].backward()
+    assert got["loss"].item() == pytest.approx(ref["loss"].item(), rel=1e-6)
+    assert torch.allclose(h.grad, gh, atol=1e-6) and torch.allclose(W.grad, gw, atol=1e-6)
+    with pytest.raises(ValueError, match="alpha = 1"):
+        distill_loss(z, y, alpha=0.5, topk_ids=torch.zeros(1, 3, 1, dtype=torch.long),
+                     topk_logprobs=torch.zeros(1, 3, 1), token_weights=w)
+
+
+def test_sampled_batch_places_the_sample_and_its_weights_after_the_prompt():
+    b = sampled_batch([[5, 6, 7], [8]], [[1, 2], [3, 4, 9]], [np.array([-1.0, -2.0]), np.array([-0.5, -0.25, -3.0])],
+                      [np.array([-1.5, -1.0]), np.array([-0.5, -1.25, -1.0])], pad=0, max_length=4)
+    assert b["input_ids"].tolist() == [[5, 6, 7, 1], [8, 3, 4, 9]]  # the first row's sample cut to max_length
+    assert b["labels"].tolist() == [[IGNORE, IGNORE, IGNORE, 1], [IGNORE, 3, 4, 9]]
+    assert b["token_weights"].tolist() == [[0, 0, 0, -0.5], [0, 0, -1.0, 2.0]]  # log p_teacher − log p_student
+    s = window_stats(torch.tensor([2, 3.0, 1.0, 2.0, 10, 8, 4, 3, 1, 4.0], dtype=torch.float64), processes=1)
+    assert (s["rkl"], s["rollout_tokens_per_s"], s["score_tokens_per_s"], s["rollout_s"]) == (0.5, 10 / 3, 10, 1.5)
+    assert (s["answer_rate"], s["accuracy"]) == (0.75, 0.25)
+
+
+def test_on_policy_settings_are_checked():
+    with pytest.raises(ConfigError, match="on_policy.loss"):
+        OnPolicyOptions(loss="sequence")
+    with pytest.raises(ConfigError, match="lmbda"):
+        OnPolicyOptions(lmbda=1.5)
+    with pytest.raises(ConfigError, match="teacher_backend"):
+        OnPolicyOptions(teacher_backend="tgi")
+    with pytest.raises(ConfigError, match="temperature must be 1"):
+        TrainConfig(objective="on_policy", loss=LossConfig(temperature=2.0))
+
+
+# ---- real runs: a 1-layer student of the built-in teacher ----
+
+def _traces(tmp_path, teacher_prompt: bool):
+    rows = trace_rows(8, seed=3)
+    for r in rows:
+        r["teacher_prompt"] = TEACHER_PROMPT + r["prompt"] if teacher_prompt else None
+    return write_traces(tmp_path / "curated", rows)
+
+
+def _config(tmp_path, student, teacher, traces, **on_policy) -> TrainConfig:
+    op = OnPolicyOptions(**({"max_new_tokens": 6} | on_policy))
+    return train_config(tmp_path, student, traces, teacher=str(teacher), objective="on_policy", on_policy=op,
+                        bf16=False, batch_size=4, alpha=0.0 if op.loss == "distribution" else 0.5,
+                        topk_mode="tail")
+
+
+def _one_batch(trainer, step: int = 0, micro: int = 0):
+    """An on-policy batch of the dataset's first 4 rows, as training_step builds it."""
+    inputs = trainer.data_collator([{"idx": i} for i in range(4)])
+    return trainer.on_policy_batch(trainer.model, inputs, step, micro)
+
+
+def test_the_teacher_scores_after_its_own_prompt(tmp_path, student_dir, teacher_dir):  # noqa: F811
+    """The weights are log p_teacher − log p_student of each sampled token, the teacher's computed by a plain
+    forward pass over *its* prompt (examples included) + the sample, the student's over its own prompt + the sample;
+    the logged kd (and the loss's value) is their mean over the sampled tokens."""
+    from transformers import AutoModelForCausalLM
+
+    from r1distill.models import load_tokenizer
+    from r1distill.prompts import render_prompt
+
+    cfg = _config(tmp_path, student_dir, teacher_dir, _traces(tmp_path, teacher_prompt=True))
+    setup = build_trainer(cfg, prepare_student(cfg))
+    trainer = setup.trainer
+    seen = []
+    score = trainer.scorer.score
+    trainer.scorer.score = lambda inputs, k: seen.append(inputs) or score(inputs, k)
+    batch = _one_batch(trainer)
+    tok = load_tokenizer(str(teacher_dir))
+    rows = trace_rows(8, seed=3)
+    want_prompts = [render_prompt(tok, TEACHER_PROMPT + r["prompt"]) for r in rows[:4]]
+    assert [p for p, _ in seen[0]] == want_prompts and all(len(p) > 40 for p in want_prompts)
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32).eval()
+    student = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32).eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for b, (tp, sample) in enumerate(seen[0]):
+            p = render_prompt(tok, rows[b]["prompt"])
+            assert batch["input_ids"][b, :len(p)].tolist() == p  # the student sampled from its own prompt
+            t_lp = torch.log_softmax(teacher(torch.tensor([tp + sample])).logits[0, len(tp) - 1:-1], -1)
+            s_lp = torch.log_softmax(student(torch.tensor([p + sample])).logits[0, len(p) - 1:-1], -1)
+            idx = torch.tensor(sample)[:, None]
+            want = (t_lp.gather(-1, idx) - s_lp.gather(-1, idx)).squeeze(-1)
+            got = batch["token_weights"][b, len(p):len(p) + len(sample)]
+            assert torch.allclose(got, want, atol=2e-4), (got, want)
+            total, count = total - float(want.sum()), count + len(sample)
+    assert abs(total / count) > 0.05  # the teacher's examples make it disagree with the student
+    trainer.model.train()  # as training_step leaves it
+    loss = trainer.compute_loss(trainer.model, batch, num_items_in_batch=count)
+    assert loss.item() == pytest.approx(total / count, rel=1e-3)
+
+
+@pytest.mark.parametrize("form", ["token", "distribution"])
+def test_teacher_equal_to_student_gives_zero_loss_and_zero_gradient(tmp_path, student_dir, form):  # noqa: F811
+    cfg = _config(tmp_path, student_dir, student_dir, _traces(tmp_path, teacher_prompt=False), loss=form,
+                  teacher_topk=8)
+    trainer = build_trainer(cfg, prepare_student(cfg)).trainer
+    batch = _one_batch(trainer)
+    n = int((batch["labels"][:, 1:] != IGNORE).sum())
+    trainer.model.train()
+    loss = trainer.compute_loss(trainer.model, batch, num_items_in_batch=n)
+    loss.backward()
+    grad = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in trainer.model.parameters() if p.grad is not None))
+    assert abs(loss.item()) < 1e-4 and grad < 1e-3, (loss.item(), grad)
+    # (test_the_teacher_scores_after_its_own_prompt shows the same quantities far from zero for another teacher)
+    if form == "token":
+        assert batch["token_weights"].abs().max() < 1e-4
+
+
+def test_rollouts_are_seeded_by_step_and_row(tmp_path, student_dir, teacher_dir):  # noqa: F811
+    cfg = _config(tmp_path, student_dir, teacher_dir, _traces(tmp_path, teacher_prompt=False))
+    trainer = build_trainer(cfg, prepare_student(cfg)).trainer
+    ids = lambda step, rows: [o.token_ids for o in trainer.rollout(trainer.model, rows, step, 0)[1]]  # noqa: E731
+    first = ids(3, [0, 1, 2, 3])
+    assert ids(3, [0, 1, 2, 3]) == first
+    assert ids(3, [2, 3]) == first[2:]  # a row's sample does not depend on its batch (nor on the process)
+    assert ids(4, [0, 1, 2, 3]) != first
+
+
+def _recipe(tmp_path, student, teacher) -> list[str]:
+    """8 rows, batch 2, 1 epoch: 4 steps, most of them on-policy (lmbda 0.9; the rest kd on the stored top-k),
+    a checkpoint every 2."""
+    recipe = tmp_path / "op.yaml"
+    recipe.write_text(
+        f"teacher: {teacher}\nstudent: {{name: {student}}}\ntrain:\n  objective: on_policy\n  input_dir: "
+        f"{tmp_path / 'curated'}\n  epochs: 1\n  batch_size: 2\n  learning_rate: 1.0e-3\n  warmup_ratio: 0\n"
+        f"  lr_scheduler: constant\n  report_to: []\n  bf16: false\n  max_length: 64\n  save_steps: 2\n"
+        f"  cache_dir: {tmp_path / 'cache'}\n  on_policy: {{max_new_tokens: 6, lmbda: 0.9}}\n")
+    return ["train", str(recipe)]
+
+
+def _steps(out) -> list[dict]:
+    return [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines() if '"summary"' not in x]
+
+
+def test_sigkill_then_resume_repeats_the_uninterrupted_steps(tmp_path, student_dir, teacher_dir):  # noqa: F811
+    """The resumed run logs the uninterrupted run's steps 3 and 4: the same on/off choices (drawn from seed and
+    step) and the same rollouts (seeded by step and row), hence the same losses."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from r1distill.train import latest_checkpoint
+
+    _traces(tmp_path, teacher_prompt=True)
+    args = _recipe(tmp_path, student_dir, teacher_dir)
+    assert main([*args, f"run_dir={tmp_path / 'ref'}"]) == 0
+    ref = _steps(tmp_path / "ref" / "student")
+    summary = json.loads((tmp_path / "ref" / "student" / "summary.json").read_text())
+    assert [r["on_policy_batches"] for r in ref] == [1.0, 0.0, 1.0, 1.0]  # fixed by (seed, step)
+    assert (summary["steps"], summary["on_policy_batches"], summary["rollouts"]) == (4, 3, 6)
+    assert all(r[k] >= 0 for r in ref for k in ("rollout_s", "score_s", "answer_rate", "accuracy"))
+
+    run = tmp_path / "killed"
+    work = run / "student.work"
+    cmd = [sys.executable, "-m", "r1distill.cli", *args, f"run_dir={run}"]
+    with open(tmp_path / "killed.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 600
+            while latest_checkpoint(work) is None and proc.poll() is None and time.time() < deadline:
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        finally:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-2000:]
+    assert latest_checkpoint(work).name == "checkpoint-2"
+    assert main([*args, f"run_dir={run}", "--resume"]) == 0
+    resumed = _steps(run / "student")
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+    for a, b in zip(resumed[2:], ref[2:]):
+        for key in ("loss", "ce", "kd", "rkl", "on_policy_batches"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a["step"], key)
