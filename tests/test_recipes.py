@@ -77,6 +77,6 @@ def test_recipes_that_reuse_the_quickstart_traces_ask_for_the_same_ones():
     # generate resumes by content: a recipe pointing at the quickstart's traces dir with another generate config
     # would be refused there, so the reuse its header promises holds only while the two configs hash the same.
     quick = build_configs(load_recipe(RECIPES / "quickstart.yaml"))["generate"]
-    for name in ("cpu-xtok.yaml",):
+    for name in ("cpu-xtok.yaml", "cpu-onpolicy.yaml"):
         gen = build_configs(load_recipe(RECIPES / name))["generate"]
         assert gen.out == quick.out and gen.hash() == quick.hash(), name

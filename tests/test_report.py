@@ -379,6 +379,25 @@ def test_stored_bytes_per_token_and_model_dirnames():
     assert model_dirname("student:kd") == "student_kd" and model_dirname("org/model") == "org_model"
 
 
+def test_an_on_policy_variant_is_described_as_what_it_trains_on():
+    """No stored top-k for a purely on-policy variant (the teacher scores online); its loss form named; with lmbda < 1
+    its kd steps read the stored top-k."""
+    from r1distill.report.compare import describe
+
+    data = {"configs": {"generate": {"topk_logprobs": 20}}, "meta": {}}
+
+    def variant(**on_policy) -> dict:
+        return {"name": "op", "model": "student:op", "model_config": {"num_hidden_layers": 4}, "summary": {},
+                "config": {"objective": "on_policy", "loss": {"alpha": 0.5, "divergence": "reverse_kl"},
+                           "on_policy": on_policy}}
+
+    token, dist, mixed = (describe(data, variant(**o)) for o in ({}, {"loss": "distribution", "teacher_topk": 8},
+                                                                 {"lmbda": 0.5}))
+    assert (token["divergence"], token["topk"], token["bytes_per_token"]) == ("sampled reverse KL", None, None)
+    assert dist["divergence"] == "reverse_kl on the teacher's top-8" and dist["bytes_per_token"] is None
+    assert (mixed["topk"], mixed["bytes_per_token"]) == (20, 120.0)
+
+
 def test_examples_are_chosen_deterministically():
     from r1distill.report.accuracy import pick_examples
 

@@ -53,6 +53,22 @@ def test_a_moved_stage_output_is_the_next_stage_s_input(tmp_path):
     assert build_configs(recipe)["curate"].inp == Path("mine")
 
 
+def test_a_variant_starts_from_an_earlier_variants_student(tmp_path):
+    """`student: {name: "student:kd"}`: the kd variant's output dir, the base's derivation dropped; the model check
+    skips it (it does not exist before the run) and a later or unknown variant is refused."""
+    from r1distill.pipeline import _check_models
+
+    configs = build_configs(_recipe(tmp_path, {"kd": {}, "kd_op": {"objective": "on_policy",
+                                                                     "student": {"name": "student:kd"}}}))
+    op = configs["train:kd_op"]
+    assert op.student.name == str(tmp_path / "students" / "kd") and op.student.derive_from is None
+    _check_models(configs)  # no error: students/kd is made by the run
+    for variants in ({"kd_op": {"student": {"name": "student:kd"}}, "kd": {}},
+                     {"kd_op": {"student": {"name": "student:nope"}}}):
+        with pytest.raises(ConfigError, match="names no variant listed before kd_op"):
+            build_configs(_recipe(tmp_path, variants))
+
+
 @pytest.mark.parametrize("variants, models, message", [
     ({"a b": {}}, ["teacher"], "must be letters"),
     ({"sft": "objective: sft"}, ["teacher"], "must be a mapping"),

@@ -21,6 +21,7 @@ from r1distill.data.problems import SourceConfig, load_problems
 from r1distill.models import load_tokenizer
 from r1distill.prompts import PromptConfig, render_prompt
 from teacher_forward import completion_logprobs
+from train_fixtures import student_dir  # noqa: F401
 
 vllm_backend = pytest.importorskip("r1distill.backends.vllm")
 try:
@@ -142,3 +143,36 @@ def test_score_stage_through_the_server_equals_a_forward_pass(server, teacher_fp
                                    atol=1e-3, rtol=1e-3)
         own = full.gather(-1, torch.tensor(r["completion_ids"])[:, None]).squeeze(-1)
         torch.testing.assert_close(torch.tensor(r["token_logprobs"], dtype=torch.float32), own, atol=1e-3, rtol=1e-3)
+
+
+def test_on_policy_teacher_behind_the_server(server, teacher_fp32, teacher_dir, student_dir, tmp_path):  # noqa: F811
+    """objective on_policy with `teacher_backend: openai` pointed at the server: the teacher stays out of the training
+    process and scores the student's rollouts after its own prompt through prompt log-probs; the per-token weights
+    log p_teacher − log p_student equal those of a forward pass of the teacher over the same tokens."""
+    from r1distill.train import OnPolicyOptions
+    from r1distill.train.run import build_trainer, prepare_student
+    from train_fixtures import trace_rows, train_config, write_traces
+
+    rows = trace_rows(4, seed=5)
+    system = [{"role": "system", "content": "Add the numbers. Write 'The answer is N.'"}]
+    for r in rows:
+        r["teacher_prompt"] = system + r["prompt"]
+    traces = write_traces(tmp_path / "curated", rows)
+    op = OnPolicyOptions(max_new_tokens=6, teacher_backend="openai",
+                         teacher_backend_options={"base_urls": [server.url], "served_model": SERVED})
+    cfg = train_config(tmp_path, student_dir, traces, teacher=str(teacher_dir), objective="on_policy", on_policy=op,
+                       bf16=False, batch_size=4)
+    trainer = build_trainer(cfg, prepare_student(cfg)).trainer
+    batch = trainer.on_policy_batch(trainer.model, trainer.data_collator([{"idx": i} for i in range(4)]), 0, 0)
+    tok = load_tokenizer(str(teacher_dir))
+    worst = 0.0
+    for b, r in enumerate(rows):
+        p = render_prompt(tok, r["prompt"])
+        sample = [int(t) for t, lab in zip(batch["input_ids"][b], batch["labels"][b]) if lab != -100]
+        t_lp = completion_logprobs(teacher_fp32, render_prompt(tok, system + r["prompt"]), sample)
+        s_lp = completion_logprobs(trainer.model.eval(), p, sample)
+        want = (t_lp - s_lp).gather(-1, torch.tensor(sample)[:, None]).squeeze(-1)
+        got = batch["token_weights"][b, len(p):len(p) + len(sample)]
+        worst = max(worst, float((got - want).abs().max()))
+    print(f"on-policy weights through the server vs forward passes: max |d| {worst:.2e}")
+    assert worst < 1e-3

@@ -48,7 +48,9 @@ def variant_sections(recipe: dict) -> dict[str, dict]:
       sft: {objective: sft}
       kd_rkl: {objective: kd, loss: {divergence: reverse_kl}}
       kd_16: {objective: kd, student: {derive_from: teacher, num_layers: 16}}
+      kd_op: {objective: on_policy, student: {name: "student:kd"}}   # starts from variant kd's student
     ```
+    `student: {name: "student:<variant>"}` starts from the student of a variant listed before it.
     """
     variants = recipe.get("variants")
     if variants is None:
@@ -69,6 +71,15 @@ def variant_sections(recipe: dict) -> dict[str, dict]:
         if over is not None and not isinstance(over, dict):
             raise ConfigError(f"variants.{name} must be a mapping of train settings, got {over!r}")
         section = _deep_merge(base, over or {})
+        student = (over or {}).get("student")
+        if isinstance(student, dict) and student.get("name"):  # a named start replaces the base's derivation
+            section["student"] = dict(student)
+            start = str(student["name"])
+            if start.startswith("student:"):  # another variant's student, trained first (on-policy from kd)
+                if start.partition(":")[2] not in out:
+                    raise ConfigError(f"variants.{name}.student.name: {start!r} names no variant listed before "
+                                      f"{name} ({', '.join(out) or 'none'}); a variant starts from an earlier one")
+                section["student"]["name"] = out[start.partition(":")[2]]["output_dir"]
         if "output_dir" in (over or {}):
             raise ConfigError(f"variants.{name}.output_dir: a variant's student goes to {run_dir}/students/{name}")
         section["output_dir"] = str(Path(run_dir) / LAYOUT["students"] / name)

@@ -125,8 +125,9 @@ def _check_models(configs: dict) -> None:
     """Every model name a stage will load, checked before the first stage runs (a typo fails in seconds, not after
     generation). The run's own students (aliases) do not exist yet."""
     names: list[str | None] = []
+    made = {str(t.out) for t in train_configs(configs)}  # a variant may start from another's student
     for t in train_configs(configs):
-        names += [t.teacher, t.student.name, t.student.derive_from]
+        names += [t.teacher, None if t.student.name in made else t.student.name, t.student.derive_from]
         if (tok := t.student.tokenizer) and not is_tokenizer_dir(tok):  # a tokenizer dir, or any model's
             try:
                 check_model(tok)
@@ -216,13 +217,15 @@ def run(recipe_path: str | Path | None, overrides: list[str] | tuple[str, ...] =
     meta_path = run_dir / layout.RUN
     _write_json(meta_path, meta)
     runners = {name: fn for name, _, fn in STAGES}
-    upstream, trained = "", []
+    upstream, trained, students = "", [], {}
     try:
         for name, cfg in configs.items():
             stage_run = runners[name.partition(":")[0]]
             if name == "eval" and trained:  # every student it scores, in the hash
                 upstream = trained[0] if len(trained) == 1 else dict_hash({}, *trained)
-            h = config_hash(cfg, upstream)
+            # a variant that starts from another's student: that one's hash too (it retrains when the start does)
+            start = students.get(str(cfg.student.name)) if name.startswith("train") else None
+            h = config_hash(cfg, upstream, *([start] if start else []))
             marker = cfg.out / MARKER
             stage = {"out": os.path.relpath(cfg.out, run_dir), "hash": h}
             done = json.loads(marker.read_text()) if marker.exists() else {}
@@ -240,6 +243,7 @@ def run(recipe_path: str | Path | None, overrides: list[str] | tuple[str, ...] =
             meta["stages"][name] = stage
             _write_json(meta_path, meta)
             if name.startswith("train"):
+                students[str(cfg.out)] = h
                 trained.append(h)  # the variants all train on curate's output: upstream stays curate's hash
             else:
                 upstream = h

@@ -15,7 +15,7 @@ from r1distill.report import blocks as B
 from r1distill.report.collect import per_problem
 from r1distill.report.stats import paired, paired_bootstrap_diff
 
-ONLINE = ("kd_online", "gkd")
+ONLINE = ("kd_online", "gkd", "on_policy")
 
 
 def stored_bytes_per_token(objective: str | None, topk: int | None, topk_format: str = "exact",
@@ -68,6 +68,14 @@ def describe(data: dict, v: dict) -> dict:
     div = loss.get("divergence") if objective != "sft" and (kd_term or objective in ONLINE) else None
     if div == "jsd" and loss.get("beta") is not None:
         div = f"jsd β={loss['beta']:g}"
+    if objective == "on_policy":  # the teacher scores the student's samples online; lmbda < 1 adds kd steps
+        op = v["config"].get("on_policy") or {}
+        mixed = op.get("lmbda", 1.0) < 1.0 and loss.get("alpha", 0.5) < 1.0
+        div = ("sampled reverse KL" if op.get("loss", "token") == "token"
+               else f"{div or loss.get('divergence')} on the teacher's top-{op.get('teacher_topk', 20)}")
+        return {"name": v["name"], "model": v["model"], "objective": objective, "divergence": div,
+                "topk": k if mixed else None, "layers": _layers(v),
+                "bytes_per_token": stored_bytes_per_token("kd", k, fmt) if mixed else None}
     xtok = v["config"].get("xtok")
     if xtok and div:  # cross-tokenizer KD: the alignment method; gold adds the divergence on shared tokens
         method = xtok.get("method", "gold")

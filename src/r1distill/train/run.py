@@ -96,8 +96,12 @@ UNSTAMPED = ("overwrite", "resume", "report_to", "logging_steps", "save_steps", 
 
 
 def stamp(cfg: TrainConfig) -> str:
-    """The rerun stamp: the settings that change the student, and the curated shards' content (not their path)."""
-    return config_hash(cfg, rerun.fingerprint(data.input_shards(cfg.inp)), exclude=UNSTAMPED)
+    """The rerun stamp: the settings that change the student, the curated shards' content (not their path), and,
+    for a start that r1distill trained (a variant from another's student), that student's own stamp: a start
+    retrained under the same path makes this student stale."""
+    start = rerun.read_stamp(Path(cfg.student.name)) if cfg.student.name and Path(cfg.student.name).is_dir() else None
+    extra = [start["stamp"]] if start and start.get("stamp") else []
+    return config_hash(cfg, rerun.fingerprint(data.input_shards(cfg.inp)), *extra, exclude=UNSTAMPED)
 
 
 def build_trainer(cfg: TrainConfig, student_path: str) -> Setup:
