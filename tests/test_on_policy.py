@@ -79,6 +79,8 @@ def test_on_policy_settings_are_checked():
         OnPolicyOptions(lmbda=1.5)
     with pytest.raises(ConfigError, match="teacher_backend"):
         OnPolicyOptions(teacher_backend="tgi")
+    with pytest.raises(ConfigError, match="teacher_backend_options.*base_url"):
+        OnPolicyOptions(teacher_backend="openai", teacher_backend_options={"base_url": "http://x"})
     with pytest.raises(ConfigError, match="temperature must be 1"):
         TrainConfig(objective="on_policy", loss=LossConfig(temperature=2.0))
 

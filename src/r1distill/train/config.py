@@ -169,6 +169,12 @@ class OnPolicyOptions:
         if self.teacher_backend not in ("hf", "vllm", "openai"):
             raise ConfigError(f"train.on_policy.teacher_backend must be hf, vllm or openai, "
                               f"got {self.teacher_backend!r}")
+        from r1distill.backends import check_options
+
+        try:  # its options checked now, before any model loads
+            check_options(self.teacher_backend, self.teacher_backend_options)
+        except ConfigError as e:
+            raise ConfigError(f"train.on_policy.teacher_backend_options: {e}") from None
 
 
 @dataclass
