@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from r1distill import layout, rerun
-from r1distill.backends import BACKENDS, SamplingConfig, close, derive_seed, get_backend
+from r1distill.backends import BACKENDS, SamplingConfig, close, derive_seed, fits_context, get_backend
 from r1distill.config import (
     LAYOUT,
     NEW_FIELD,
@@ -441,17 +441,15 @@ def _read_meta(path: Path) -> dict:
 
 def _fit_context(cfg: EvalConfig, backend, problems: list[dict], prompt: PromptConfig
                  ) -> tuple[list[dict], list[str]]:
-    """(the problems whose prompt leaves room for max_new_tokens in the model's context, the ids of the others).
-    A prompt past the context would not fail alone: a 200 KB problem asked for 26.6 GB and took its batch down."""
+    """(the problems whose prompt leaves room for max_new_tokens in the model's context, the ids of the others)."""
     ctx = getattr(backend, "context_length", None)
     if ctx is None or not hasattr(backend, "prompt_lengths"):  # test doubles without a context
         return problems, []
     if cfg.max_new_tokens >= ctx:
         raise UserError(f"eval.max_new_tokens={cfg.max_new_tokens} leaves no room for a prompt in the context of "
                         f"{backend.model_name} ({ctx} tokens): set eval.max_new_tokens below it (e.g. {ctx // 2})")
-    lengths = backend.prompt_lengths([prompt.messages(p["problem"]) for p in problems],
-                                     cfg.think_prefix)
-    fits = [n + cfg.max_new_tokens <= ctx for n in lengths]
+    fits = fits_context(backend, [prompt.messages(p["problem"]) for p in problems], cfg.max_new_tokens,
+                        cfg.think_prefix)
     too_long = [p["id"] for p, ok in zip(problems, fits) if not ok]
     if too_long:
         console.print(f"[yellow]warning[/]: eval: {len(too_long)} problems skipped: prompt + max_new_tokens "

@@ -56,6 +56,7 @@ from r1distill.backends import (
     check_options,
     close,
     derive_seed,
+    fits_context,
     get_backend,
 )
 from r1distill.config import LAYOUT, ConfigError, UserError, dict_hash, parse_worker, resolved_yaml, to_dict
@@ -370,8 +371,7 @@ def _run(cfg: GenerateConfig, problems) -> Location:
             kind = backend.logprobs_kind if cfg.topk_logprobs else "none"
             _check_kind(cfg, kind, kinds_on_disk)
             # Prompts that leave no room for max_new_tokens in the context are skipped and counted, not errors.
-            lengths = backend.prompt_lengths([cfg.prompt.messages(p["problem"]) for _, p in todo])
-            fits = [n + cfg.max_new_tokens <= backend.context_length for n in lengths]
+            fits = fits_context(backend, [cfg.prompt.messages(p["problem"]) for _, p in todo], cfg.max_new_tokens)
             unfit = {pid for (pid, _), ok in zip(todo, fits) if not ok}
             skipped["prompt_too_long"] = fits.count(False)
             too_long = [p["id"] for (_, p), ok in zip(todo, fits) if not ok]

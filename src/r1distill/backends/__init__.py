@@ -77,6 +77,14 @@ def deliver(on_result: OnResult | None, results: list[list[Completion]], first: 
                 on_result(p, s, c)
 
 
+def fits_context(backend, prompts: list[list[dict]], max_new_tokens: int, think_prefix: bool = False) -> list[bool]:
+    """Whether each chat prompt, rendered as `backend` renders it, leaves room for `max_new_tokens` in its context:
+    generate and eval skip (and name) the others, since a prompt past the context does not fail alone (a 200 KB
+    problem asked for 26.6 GB and took its batch down)."""
+    lengths = backend.prompt_lengths(prompts, think_prefix)
+    return [n + max_new_tokens <= backend.context_length for n in lengths]
+
+
 def derive_seed(*parts: object) -> int:
     """A 63-bit seed from any values (a base seed, a benchmark, a problem id, a sample index): distinct inputs give
     independent streams, the same inputs the same one, on every machine and Python (sha256, not hash())."""
