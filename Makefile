@@ -44,7 +44,7 @@ quickstart: $(STAMP)
 
 test: $(STAMP) $(LLAMA_STAMP)
 	$(BIN)/ruff check src tests scripts
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts

@@ -1,5 +1,6 @@
-"""Shared fixtures: the built-in teacher (converted once per cache), the shared benchmark files, and one
-end-to-end run of the tiny recipe per test session (shared by the pipeline and report tests)."""
+"""Shared fixtures, registered here once: the built-in teacher (converted once per cache), the shared benchmark files,
+one end-to-end run of the tiny recipe per test session (shared by the pipeline and report tests), and the 1-layer
+students the training tests train (the teacher's tokenizer, and a BPE one for cross-tokenizer KD)."""
 
 from __future__ import annotations
 
@@ -45,3 +46,32 @@ def tiny_run(tmp_path_factory, teacher_dir) -> Path:
     d = tmp_path_factory.mktemp("run") / "tiny"
     assert main(["run", str(TINY), f"run_dir={d}"]) == 0
     return d
+
+
+@pytest.fixture(scope="session")
+def student_dir(tmp_path_factory, teacher_dir) -> Path:
+    """A 1-layer student (layer 29 of SmolLM2-135M; embeddings, norm and tied head copied), made once."""
+    from r1distill.models import derive_student
+
+    out = tmp_path_factory.getbasetemp() / "student_1layer"
+    if not (out / "model.safetensors").exists():
+        derive_student(str(teacher_dir), out, layers=[29])
+    return out
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer_dir(tmp_path_factory) -> Path:
+    from r1distill.data.toy_tokenizer import train_bpe_tokenizer
+
+    return train_bpe_tokenizer(tmp_path_factory.getbasetemp() / "bpe_tokenizer")
+
+
+@pytest.fixture(scope="session")
+def xtok_student_dir(tmp_path_factory, teacher_dir, bpe_tokenizer_dir) -> Path:
+    """A 1-layer student of the built-in teacher with the BPE tokenizer (embeddings by vocabulary transfer)."""
+    from r1distill.models import derive_student
+
+    out = tmp_path_factory.getbasetemp() / "student_1layer_bpe"
+    if not (out / "model.safetensors").exists():
+        derive_student(str(teacher_dir), out, layers=[29], tokenizer=str(bpe_tokenizer_dir))
+    return out

@@ -16,7 +16,7 @@ from r1distill.cli import main
 from r1distill.config import UserError
 from r1distill.data.traces import read_table, rows_to_table, write_table_atomic
 from r1distill.train import run
-from train_fixtures import student_dir, trace_rows, train_config, write_traces  # noqa: F401
+from train_fixtures import trace_rows, train_config, write_traces
 
 
 def _flip_page_bytes(path: Path, column: str) -> None:
@@ -76,7 +76,7 @@ def _eval_student(run_dir: Path, capsys) -> str:
     return err
 
 
-def test_eval_of_a_student_killed_while_saving_names_what_is_missing(tmp_path, student_dir, capsys):  # noqa: F811
+def test_eval_of_a_student_killed_while_saving_names_what_is_missing(tmp_path, student_dir, capsys):
     """config.json written, model.safetensors cut short, the tokenizer not yet written (save_student's order)."""
     student = tmp_path / "a" / "student"
     student.mkdir(parents=True)
@@ -93,7 +93,7 @@ def test_eval_of_a_student_killed_while_saving_names_what_is_missing(tmp_path, s
     assert f"Model dir {student} is incomplete" in err and "model.safetensors is missing" in err
 
 
-def test_a_damaged_curated_shard_leaves_the_finished_student_in_place(tmp_path, student_dir):  # noqa: F811
+def test_a_damaged_curated_shard_leaves_the_finished_student_in_place(tmp_path, student_dir):
     traces = write_traces(tmp_path / "curated", trace_rows(4))
     out = run(train_config(tmp_path, student_dir, traces))
     stamp = (out / "r1distill_stamp.json").read_text()

@@ -21,6 +21,8 @@ from r1distill.config import ConfigError, from_dict
 from r1distill.data.problems import SourceConfig, load_problems
 from r1distill.data.traces import read_table, shard_paths
 
+pytestmark = pytest.mark.slow  # generate processes killed and resumed
+
 NUM_PROBLEMS, NUM_SAMPLES = 10, 2
 
 

@@ -20,7 +20,7 @@ from r1distill.train import LossConfig, OnPolicyOptions, TrainConfig
 from r1distill.train.losses import IGNORE, chunked_distill_loss, distill_loss
 from r1distill.train.on_policy import sampled_batch, window_stats
 from r1distill.train.run import build_trainer, prepare_student
-from train_fixtures import student_dir, trace_rows, train_config, write_traces  # noqa: F401
+from train_fixtures import trace_rows, train_config, write_traces
 
 TEACHER_PROMPT = [{"role": "system", "content": "Add the numbers. Write 'The answer is N.'"},
                   {"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "The answer is 4."}]
@@ -107,7 +107,7 @@ def _one_batch(trainer, step: int = 0, micro: int = 0):
     return trainer.on_policy_batch(trainer.model, inputs, step, micro)
 
 
-def test_the_teacher_scores_after_its_own_prompt(tmp_path, student_dir, teacher_dir):  # noqa: F811
+def test_the_teacher_scores_after_its_own_prompt(tmp_path, student_dir, teacher_dir):
     """The weights are log p_teacher − log p_student of each sampled token, the teacher's computed by a plain
     forward pass over *its* prompt (examples included) + the sample, the student's over its own prompt + the sample;
     the logged kd (and the loss's value) is their mean over the sampled tokens."""
@@ -148,7 +148,7 @@ def test_the_teacher_scores_after_its_own_prompt(tmp_path, student_dir, teacher_
 
 
 @pytest.mark.parametrize("form", ["token", "distribution"])
-def test_teacher_equal_to_student_gives_zero_loss_and_zero_gradient(tmp_path, student_dir, form):  # noqa: F811
+def test_teacher_equal_to_student_gives_zero_loss_and_zero_gradient(tmp_path, student_dir, form):
     cfg = _config(tmp_path, student_dir, student_dir, _traces(tmp_path, teacher_prompt=False), loss=form,
                   teacher_topk=8)
     trainer = build_trainer(cfg, prepare_student(cfg)).trainer
@@ -164,7 +164,7 @@ def test_teacher_equal_to_student_gives_zero_loss_and_zero_gradient(tmp_path, st
         assert batch["token_weights"].abs().max() < 1e-4
 
 
-def test_rollouts_are_seeded_by_step_and_row(tmp_path, student_dir, teacher_dir):  # noqa: F811
+def test_rollouts_are_seeded_by_step_and_row(tmp_path, student_dir, teacher_dir):
     cfg = _config(tmp_path, student_dir, teacher_dir, _traces(tmp_path, teacher_prompt=False))
     trainer = build_trainer(cfg, prepare_student(cfg)).trainer
     ids = lambda step, rows: [o.token_ids for o in trainer.rollout(trainer.model, rows, step, 0)[1]]  # noqa: E731
@@ -190,7 +190,8 @@ def _steps(out) -> list[dict]:
     return [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines() if '"summary"' not in x]
 
 
-def test_sigkill_then_resume_repeats_the_uninterrupted_steps(tmp_path, student_dir, teacher_dir):  # noqa: F811
+@pytest.mark.slow  # a training process killed and resumed
+def test_sigkill_then_resume_repeats_the_uninterrupted_steps(tmp_path, student_dir, teacher_dir):
     """The resumed run logs the uninterrupted run's steps 3 and 4: the same on/off choices (drawn from seed and
     step) and the same rollouts (seeded by step and row), hence the same losses."""
     import signal

@@ -24,7 +24,7 @@ from r1distill.data.problems import SourceConfig, load_problems
 from r1distill.data.traces import read_table, rows_to_table, write_table_atomic
 from r1distill.evaluate import EvalConfig
 from r1distill.verify import extract_answer
-from train_fixtures import student_dir, trace_rows, train_config, write_traces  # noqa: F401
+from train_fixtures import trace_rows, train_config, write_traces
 
 MODEL = "smollm2-135m-instruct"
 REPO = Path(__file__).resolve().parents[1]
@@ -358,7 +358,7 @@ def test_13_a_stage_that_sets_results_aside_names_what_changed(tmp_path, capsys)
     assert len(list(tmp_path.glob("curated.old-*"))) == 2
 
 
-def test_8_train_reruns_keep_or_move_aside_the_student(tmp_path, student_dir, capsys):  # noqa: F811
+def test_8_train_reruns_keep_or_move_aside_the_student(tmp_path, student_dir, capsys):
     curated = write_traces(tmp_path / "curated", trace_rows(4))
     cfg = train_config(tmp_path, student_dir, curated, objective="sft")
     out = train_stage.run(cfg)

@@ -9,6 +9,8 @@ import pytest
 
 from r1distill.cli import main
 
+pytestmark = pytest.mark.slow  # r1distill run of the tiny recipe end to end
+
 TINY = Path(__file__).with_name("tiny.yaml")
 
 

@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from r1distill.train import LOG_KEYS, build_trainer, run
-from train_fixtures import student_dir, trace_rows, train_config, write_traces  # noqa: F401
+from train_fixtures import trace_rows, train_config, write_traces
 
 
 def _log(out) -> list[dict]:
     return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
 
 
-def test_chunked_head_trains_like_full_logits_and_logs(tmp_path, student_dir):  # noqa: F811
+def test_chunked_head_trains_like_full_logits_and_logs(tmp_path, student_dir):
     traces = write_traces(tmp_path / "traces", trace_rows(6))
     kw = {"divergence": "jsd", "beta": 0.3, "topk_mode": "tail", "temperature": 2.0, "alpha": 0.25}
     chunked = run(train_config(tmp_path / "chunked", student_dir, traces, chunk_size=7, report_to=["tensorboard"],
@@ -55,7 +55,7 @@ def _first_step(cfg, student) -> dict:
     return trainer.state.log_history[0]
 
 
-def test_grad_accum_equals_one_big_batch(tmp_path, student_dir):  # noqa: F811
+def test_grad_accum_equals_one_big_batch(tmp_path, student_dir):
     # Completions of 3, 20, 7 and 15 tokens: micro-batches hold unequal token counts, so averaging each
     # micro-batch's own mean would weigh tokens differently from one batch of 4.
     traces = write_traces(tmp_path / "traces", trace_rows(4, lengths=[3, 20, 7, 15]))
@@ -72,7 +72,7 @@ def test_grad_accum_equals_one_big_batch(tmp_path, student_dir):  # noqa: F811
 
 
 @pytest.mark.parametrize("objective", ["kd", "sft"])
-def test_chunked_forward_gradients_match_full_logits(tmp_path, student_dir, objective):  # noqa: F811
+def test_chunked_forward_gradients_match_full_logits(tmp_path, student_dir, objective):
     traces = write_traces(tmp_path / "traces", trace_rows(4, lengths=[3, 20, 7, 15]))
     cfg = train_config(tmp_path / "t", student_dir, traces, batch_size=4, chunk_size=5, objective=objective,
                        divergence="reverse_kl")
@@ -93,7 +93,7 @@ def test_chunked_forward_gradients_match_full_logits(tmp_path, student_dir, obje
         torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_several_curated_shards_train_as_one_dataset(tmp_path, student_dir):  # noqa: F811
+def test_several_curated_shards_train_as_one_dataset(tmp_path, student_dir):
     from r1distill.data.traces import CURATED_SCHEMA, rows_to_table, write_table_atomic
 
     rows = trace_rows(7, seed=3)
@@ -111,7 +111,7 @@ def test_several_curated_shards_train_as_one_dataset(tmp_path, student_dir):  # 
     assert json.loads((out / "summary.json").read_text())["steps"] == 2  # 7 rows at batch 4
 
 
-def test_an_unknown_output_transform_fails_on_the_first_batch(tmp_path, student_dir):  # noqa: F811
+def test_an_unknown_output_transform_fails_on_the_first_batch(tmp_path, student_dir):
     from r1distill.config import ConfigError
     from r1distill.train.head import check_head
 
@@ -128,7 +128,7 @@ def test_an_unknown_output_transform_fails_on_the_first_batch(tmp_path, student_
     assert torch.isfinite(trainer.compute_loss(model, batch))  # without the transform the check passes: it trains
 
 
-def test_the_first_batch_check_allows_bf16_autocast(tmp_path, student_dir):  # noqa: F811
+def test_the_first_batch_check_allows_bf16_autocast(tmp_path, student_dir):
     """With bf16, Accelerate runs the model's forward under autocast from inside the forward it wraps, so the check
     (outside it) cannot see autocast on; the chunked head tells it. Measured on an AMX Xeon: the two heads' bf16
     logits differed by 0.004 of their scale, above the fp32 limit (1e-3), and training stopped on the first batch."""

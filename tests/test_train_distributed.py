@@ -14,6 +14,8 @@ import pytest
 
 from r1distill.cli import main
 
+pytestmark = pytest.mark.slow  # 2-process accelerate launches
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = Path(__file__).with_name("tiny.yaml")
 CONFIGS = REPO / "recipes" / "accelerate"

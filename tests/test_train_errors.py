@@ -10,10 +10,10 @@ from r1distill.config import UserError
 from r1distill.data.traces import CURATED_SCHEMA, rows_to_table, write_table_atomic
 from r1distill.models import StudentConfig
 from r1distill.train import run
-from train_fixtures import student_dir, trace_rows, train_config, write_traces  # noqa: F401
+from train_fixtures import trace_rows, train_config, write_traces
 
 
-def test_kd_without_topk_columns(tmp_path, student_dir, capsys):  # noqa: F811
+def test_kd_without_topk_columns(tmp_path, student_dir, capsys):
     traces = write_traces(tmp_path / "null_topk", trace_rows(3, topk=False))
     with pytest.raises(UserError, match=r"null_topk: topk_ids is empty in all 3 rows.*generate.topk_logprobs > 0"):
         run(train_config(tmp_path, student_dir, traces))
@@ -31,7 +31,7 @@ def test_kd_without_topk_columns(tmp_path, student_dir, capsys):  # noqa: F811
     assert "topk_ids is empty" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-def test_topk_length_differs_from_completion(tmp_path, student_dir):  # noqa: F811
+def test_topk_length_differs_from_completion(tmp_path, student_dir):
     rows = trace_rows(5, lengths=[12] * 5)
     write_traces(tmp_path / "a", rows[:2])
     bad = rows[2:]
@@ -55,7 +55,7 @@ def test_topk_length_differs_from_completion(tmp_path, student_dir):  # noqa: F8
         run(train_config(tmp_path, student_dir, tmp_path / "c"))
 
 
-def test_empty_dataset(tmp_path, student_dir):  # noqa: F811
+def test_empty_dataset(tmp_path, student_dir):
     write_table_atomic(pa.Table.from_pylist([], schema=CURATED_SCHEMA), tmp_path / "empty" / "data-00000.parquet")
     with pytest.raises(UserError, match=r"empty: 0 rows to train on \(curation kept none"):
         run(train_config(tmp_path, student_dir, tmp_path / "empty", objective="sft"))
@@ -73,7 +73,7 @@ def test_empty_dataset(tmp_path, student_dir):  # noqa: F811
     assert not (tmp_path / "d" / "student_init").exists()
 
 
-def test_topk_logprobs_that_carry_nothing(tmp_path, student_dir, capsys):  # noqa: F811
+def test_topk_logprobs_that_carry_nothing(tmp_path, student_dir, capsys):
     import json
     import math
 

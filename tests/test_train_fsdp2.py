@@ -16,6 +16,8 @@ import torch
 
 from train_fixtures import trace_rows, write_traces
 
+pytestmark = pytest.mark.slow  # 2-process FSDP2 launches
+
 WORKER = Path(__file__).with_name("fsdp2_worker.py")
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 

@@ -10,10 +10,10 @@ from safetensors.torch import load_file
 
 from r1distill.config import ConfigError
 from r1distill.train import LORA_TARGETS, LoraOptions, run
-from train_fixtures import student_dir, trace_rows, train_config, write_traces  # noqa: F401
+from train_fixtures import trace_rows, train_config, write_traces
 
 
-def test_lora_adapter_and_merged_model_agree(tmp_path, student_dir):  # noqa: F811
+def test_lora_adapter_and_merged_model_agree(tmp_path, student_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -45,7 +45,7 @@ def test_lora_adapter_and_merged_model_agree(tmp_path, student_dir):  # noqa: F8
                                load_file(student_dir / "model.safetensors")["model.embed_tokens.weight"])
 
 
-def test_lora_unknown_target_module(tmp_path, student_dir):  # noqa: F811
+def test_lora_unknown_target_module(tmp_path, student_dir):
     traces = write_traces(tmp_path / "traces", trace_rows(2))
     with pytest.raises(ConfigError, match="train.lora.target_modules"):
         run(train_config(tmp_path, student_dir, traces, lora=LoraOptions(enabled=True, target_modules=["qkv"])))

@@ -10,11 +10,11 @@ import pytest
 from r1distill.config import UserError
 from r1distill.models import load_tokenizer
 from r1distill.train import build_trainer, run
-from train_fixtures import student_dir, trace_rows, train_config, write_traces  # noqa: F401
+from train_fixtures import trace_rows, train_config, write_traces
 
 
 @pytest.fixture(scope="module")
-def resized_dir(tmp_path_factory, student_dir):  # noqa: F811
+def resized_dir(tmp_path_factory, student_dir):
     """The 1-layer student with 64 padded embedding rows (49,216 vs its tokenizer's 49,152), like families
     whose checkpoints pad the vocabulary to a multiple (e.g. 151,936 vs 152,064)."""
     from transformers import AutoModelForCausalLM
@@ -34,7 +34,7 @@ def _steps(cfg, student, n: int = 1) -> list[dict]:
     return [h for h in trainer.state.log_history if "loss" in h]
 
 
-def test_padded_vocabulary_is_aligned_to_the_tokenizer(tmp_path, student_dir, resized_dir):  # noqa: F811
+def test_padded_vocabulary_is_aligned_to_the_tokenizer(tmp_path, student_dir, resized_dir):
     traces = write_traces(tmp_path / "traces", trace_rows(4))
     ref = _steps(train_config(tmp_path / "a", student_dir, traces, batch_size=4), student_dir)[0]
     # The padded rows are dropped from the softmax: the same loss and gradient as the unpadded student, chunked
@@ -50,7 +50,7 @@ def test_padded_vocabulary_is_aligned_to_the_tokenizer(tmp_path, student_dir, re
     assert online["kd"] == pytest.approx(0.0, abs=1e-6) and online["ce"] == pytest.approx(ref["ce"], rel=1e-5)
 
 
-def test_cross_tokenizer_kd_is_refused(tmp_path, student_dir):  # noqa: F811
+def test_cross_tokenizer_kd_is_refused(tmp_path, student_dir):
     tok = load_tokenizer(str(student_dir))
     tok.add_tokens(["<extra_token>"])
     tok.save_pretrained(tmp_path / "other_tok")
@@ -62,7 +62,7 @@ def test_cross_tokenizer_kd_is_refused(tmp_path, student_dir):  # noqa: F811
 
 
 @pytest.mark.parametrize("chunk_size", [1024, 0])
-def test_online_kd_with_the_student_as_teacher_starts_at_zero(tmp_path, student_dir, chunk_size):  # noqa: F811
+def test_online_kd_with_the_student_as_teacher_starts_at_zero(tmp_path, student_dir, chunk_size):
     traces = write_traces(tmp_path / "traces", trace_rows(4))
     out = run(train_config(tmp_path, student_dir, traces, objective="kd_online", teacher=str(student_dir),
                            divergence="reverse_kl", chunk_size=chunk_size, teacher_device="cpu"))
@@ -73,7 +73,7 @@ def test_online_kd_with_the_student_as_teacher_starts_at_zero(tmp_path, student_
     assert log[1]["kd"] > 1e-4
 
 
-def test_online_kd_from_the_built_in_teacher(tmp_path, student_dir, teacher_dir):  # noqa: F811
+def test_online_kd_from_the_built_in_teacher(tmp_path, student_dir, teacher_dir):
     traces = write_traces(tmp_path / "traces", trace_rows(4))
     cfg = train_config(tmp_path, student_dir, traces, objective="kd_online", teacher=str(teacher_dir), chunk_size=16,
                        divergence="jsd", alpha=0.0)

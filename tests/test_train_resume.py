@@ -15,7 +15,9 @@ from safetensors.torch import load_file
 
 from r1distill.cli import main
 from r1distill.train import latest_checkpoint
-from train_fixtures import student_dir, trace_rows, write_traces  # noqa: F401
+from train_fixtures import trace_rows, write_traces
+
+pytestmark = pytest.mark.slow  # a training process killed and resumed
 
 
 def _overrides(run_dir, student, traces) -> list[str]:
@@ -29,7 +31,7 @@ def _log(out) -> list[dict]:
     return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
 
 
-def test_sigkill_then_resume_matches_uninterrupted(tmp_path, student_dir):  # noqa: F811
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path, student_dir):
     traces = write_traces(tmp_path / "traces", trace_rows(8, seed=3))
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "killed"
     assert main(["train", *_overrides(ref_dir, student_dir, traces)]) == 0

@@ -11,10 +11,10 @@ from transformers import AutoModelForCausalLM
 
 from r1distill.models import load_tokenizer
 from r1distill.train import build_trainer
-from train_fixtures import student_dir, trace_rows, train_config, write_traces  # noqa: F401
+from train_fixtures import trace_rows, train_config, write_traces
 
 
-def test_sft_retokenizes_for_another_tokenizer(tmp_path, student_dir):  # noqa: F811
+def test_sft_retokenizes_for_another_tokenizer(tmp_path, student_dir):
     other = tmp_path / "other_student"
     shutil.copytree(student_dir, other)
     tok = load_tokenizer(str(other))
@@ -44,7 +44,7 @@ def test_sft_retokenizes_for_another_tokenizer(tmp_path, student_dir):  # noqa: 
     assert np.array_equal(r0["input_ids"][r0["prompt_len"]:], np.array(rows[0]["completion_ids"]))
 
 
-def test_only_a_missing_teacher_tokenizer_means_another_tokenizer(monkeypatch, student_dir):  # noqa: F811
+def test_only_a_missing_teacher_tokenizer_means_another_tokenizer(monkeypatch, student_dir):
     from huggingface_hub.errors import RepositoryNotFoundError
 
     import r1distill.train.data as train
@@ -73,7 +73,7 @@ def test_only_a_missing_teacher_tokenizer_means_another_tokenizer(monkeypatch, s
         train.same_tokenizer(tok, "Qwen/Qwen2.5-7B")
 
 
-def test_kd_on_processed_logprobs_warns_unless_meant(tmp_path, student_dir, capsys):  # noqa: F811
+def test_kd_on_processed_logprobs_warns_unless_meant(tmp_path, student_dir, capsys):
     from r1distill.data.traces import CURATED_SCHEMA, KIND_KEY, rows_to_table, write_table_atomic
 
     d = tmp_path / "curated"

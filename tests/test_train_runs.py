@@ -10,7 +10,7 @@ import pytest
 
 from r1distill.models import StudentConfig
 from r1distill.train import run
-from train_fixtures import student_dir, trace_rows, train_config, write_traces  # noqa: F401
+from train_fixtures import trace_rows, train_config, write_traces
 
 
 def _digest(d) -> str:
@@ -53,7 +53,7 @@ class _Killed(Exception):
     pass
 
 
-def test_a_resumed_run_reports_the_mean_loss_of_every_step(tmp_path, student_dir, monkeypatch):  # noqa: F811
+def test_a_resumed_run_reports_the_mean_loss_of_every_step(tmp_path, student_dir, monkeypatch):
     import sys
 
     from transformers import TrainerCallback
@@ -93,7 +93,7 @@ def test_a_resumed_run_reports_the_mean_loss_of_every_step(tmp_path, student_dir
     assert log[-1]["summary"] and log[-1]["train_loss"] == summary["train_loss"]
 
 
-def test_the_first_step_of_a_warmup_trains(tmp_path, student_dir):  # noqa: F811
+def test_the_first_step_of_a_warmup_trains(tmp_path, student_dir):
     # 2 steps at warmup_ratio 0.05: one warmup step, which transformers runs at lr 0. Both batches hold the same
     # rows, so the second step's loss differs from the first only if the first step changed the student.
     rows = trace_rows(4)
@@ -112,14 +112,14 @@ def test_the_first_step_of_a_warmup_trains(tmp_path, student_dir):  # noqa: F811
     assert issubclass(gkd._trainer_class(), WarmupFromFirstStep)  # the on-policy trainer warms up the same way
 
 
-def test_the_console_gets_no_raw_log_dicts(tmp_path, student_dir, capsys):  # noqa: F811
+def test_the_console_gets_no_raw_log_dicts(tmp_path, student_dir, capsys):
     run(train_config(tmp_path, student_dir, write_traces(tmp_path / "traces", trace_rows(4))))
     out, err = capsys.readouterr()
     assert "{'loss'" not in out + err and "'train_runtime'" not in out + err
     assert "train: 2 steps, mean loss" in " ".join(err.split())  # our own summary line stays
 
 
-def test_a_small_training_set_is_said(tmp_path, student_dir, capsys):  # noqa: F811
+def test_a_small_training_set_is_said(tmp_path, student_dir, capsys):
     from r1distill.train import build_trainer
 
     build_trainer(
@@ -132,7 +132,7 @@ def test_a_small_training_set_is_said(tmp_path, student_dir, capsys):  # noqa: F
     assert "training rows" not in capsys.readouterr().err
 
 
-def test_a_changed_train_config_names_the_keys_that_changed(tmp_path, student_dir, capsys):  # noqa: F811
+def test_a_changed_train_config_names_the_keys_that_changed(tmp_path, student_dir, capsys):
     # The rerun rule of every stage (rerun.py): the finished student of another config is moved aside, and the line
     # that says so names the settings that differ (not those outside the stamp, such as logging_steps).
     traces = write_traces(tmp_path / "traces", trace_rows(4))

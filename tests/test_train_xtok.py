@@ -18,7 +18,7 @@ from r1distill.config import ConfigError, UserError
 from r1distill.data.problems import SourceConfig
 from r1distill.data.traces import SPAN_FIELDS, read_table, shard_paths
 from r1distill.train import XtokOptions, build_trainer
-from train_fixtures import bpe_tokenizer_dir, train_config, xtok_student_dir  # noqa: F401
+from train_fixtures import train_config
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_the_span_columns_survive_curation(curated):
     assert [len(x) for x in t["token_nbytes"].to_pylist()] == t["num_tokens"].to_pylist()
 
 
-def test_offline_cross_tokenizer_kd_falls(tmp_path, curated, xtok_student_dir, teacher_dir):  # noqa: F811
+def test_offline_cross_tokenizer_kd_falls(tmp_path, curated, xtok_student_dir, teacher_dir):
     """The KD term falls over a few steps on the same batch, the
     gradients stay finite, and the chunked head gives the full-logit path's losses."""
     log = _steps(_cfg(tmp_path / "a", xtok_student_dir, curated, teacher_dir), xtok_student_dir, 6)
@@ -95,7 +95,7 @@ def test_offline_cross_tokenizer_kd_on_a_sentencepiece_student(kind, tmp_path, c
     assert log[-1]["kd"] < 0.8 * log[0]["kd"] and log[0]["kd"] > 0
 
 
-def test_online_cross_tokenizer_kd_from_old_traces(tmp_path, curated, xtok_student_dir, teacher_dir):  # noqa: F811
+def test_online_cross_tokenizer_kd_from_old_traces(tmp_path, curated, xtok_student_dir, teacher_dir):
     """Traces without the span columns: offline cross-tokenizer KD refuses them in one line naming the shard and
     the column; kd_online works (its teacher tokenizes the text itself). On rows where the teacher's own tokens
     of the text are the ones it sampled, its top-k is the stored one, so the first step's KD is offline's
@@ -126,7 +126,7 @@ def test_online_cross_tokenizer_kd_from_old_traces(tmp_path, curated, xtok_stude
     # sft and the same-tokenizer objectives read old traces as before (the other train tests' traces have no spans)
 
 
-def test_a_row_whose_bytes_do_not_round_trip_gets_no_kd(tmp_path, curated, xtok_student_dir, teacher_dir,  # noqa: F811
+def test_a_row_whose_bytes_do_not_round_trip_gets_no_kd(tmp_path, curated, xtok_student_dir, teacher_dir,
                                                         capsys):
     flagged = tmp_path / "flagged"
     shutil.copytree(curated, flagged)
@@ -169,7 +169,7 @@ def test_the_real_pair_recipe_asks_for_cross_tokenizer_kd():
     assert configs["eval"].models[-2:] == ["student:xtok_kd", "student:xtok_sft"]
 
 
-def test_cross_tokenizer_kd_on_top_k_that_carries_nothing(tmp_path, curated, xtok_student_dir, teacher_dir,  # noqa: F811
+def test_cross_tokenizer_kd_on_top_k_that_carries_nothing(tmp_path, curated, xtok_student_dir, teacher_dir,
                                                           capsys):
     """Issue 25 item 5 on the cross-tokenizer path: top-k log-probs that are all NaN are an error naming the shard
     (not α·CE under the name kd); a few NaN are counted in one line and read as missing entries."""

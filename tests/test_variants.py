@@ -89,6 +89,7 @@ def test_variant_mistakes_are_errors_before_anything_runs(tmp_path, variants, mo
         build_configs(recipe)
 
 
+@pytest.mark.slow  # r1distill run with two variants
 def test_two_variants_through_run(tmp_path, capsys):
     """`r1distill run` with two variants (one of another depth): two students, their inits, one eval of both,
     one report; a rerun skips every stage."""

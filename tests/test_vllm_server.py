@@ -21,7 +21,8 @@ from r1distill.data.problems import SourceConfig, load_problems
 from r1distill.models import load_tokenizer
 from r1distill.prompts import PromptConfig, render_prompt
 from teacher_forward import completion_logprobs
-from train_fixtures import student_dir  # noqa: F401
+
+pytestmark = pytest.mark.slow  # a real vLLM server
 
 vllm_backend = pytest.importorskip("r1distill.backends.vllm")
 try:
@@ -145,7 +146,7 @@ def test_score_stage_through_the_server_equals_a_forward_pass(server, teacher_fp
         torch.testing.assert_close(torch.tensor(r["token_logprobs"], dtype=torch.float32), own, atol=1e-3, rtol=1e-3)
 
 
-def test_on_policy_teacher_behind_the_server(server, teacher_fp32, teacher_dir, student_dir, tmp_path):  # noqa: F811
+def test_on_policy_teacher_behind_the_server(server, teacher_fp32, teacher_dir, student_dir, tmp_path):
     """objective on_policy with `teacher_backend: openai` pointed at the server: the teacher stays out of the training
     process and scores the student's rollouts after its own prompt through prompt log-probs; the per-token weights
     log p_teacher − log p_student equal those of a forward pass of the teacher over the same tokens."""

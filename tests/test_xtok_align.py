@@ -12,7 +12,6 @@ import xtok_oracle as oracle
 from r1distill.models import load_tokenizer
 from r1distill.tokenbytes import check_parts, fingerprint, spans, token_bytes
 from r1distill.train.xtok import align, shared_tokens
-from train_fixtures import bpe_tokenizer_dir  # noqa: F401
 
 TEXTS = ["Tom has 12345 apples; 3 rows of 7.5%, so 1,024 - 999 = 25.\n",
          "tabs\tand   runs    of spaces\n\n\n  indented\r\n",
@@ -43,7 +42,7 @@ def _check_cover(a, tw, sw, text):
 
 
 @pytest.mark.parametrize("text", TEXTS)
-def test_groups_cover_every_token_of_both_sides(text, bpe_tokenizer_dir):  # noqa: F811
+def test_groups_cover_every_token_of_both_sides(text, bpe_tokenizer_dir):
     teacher, student = load_tokenizer("smollm2-135m-instruct"), load_tokenizer(str(bpe_tokenizer_dir))
     t_ids, tw = _side(teacher, text)
     s_ids, sw = _side(student, text)
@@ -108,7 +107,7 @@ def test_token_bytes_flags_a_completion_that_does_not_round_trip():
     assert ok and widths.tolist() == [3, 4]
 
 
-def test_shared_tokens_and_fingerprints(bpe_tokenizer_dir):  # noqa: F811
+def test_shared_tokens_and_fingerprints(bpe_tokenizer_dir):
     teacher, student = load_tokenizer("smollm2-135m-instruct"), load_tokenizer(str(bpe_tokenizer_dir))
     assert fingerprint(teacher) != fingerprint(student) and fingerprint(teacher) == fingerprint(
         load_tokenizer("smollm2-135m-instruct"))

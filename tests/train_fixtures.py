@@ -1,26 +1,15 @@
-"""Helpers for the training tests: a 1-layer student derived from the built-in teacher, and small
-trace datasets written as curated shards (random completion tokens with a teacher top-k around them)."""
+"""Helpers for the training tests: small trace datasets written as curated shards (random completion tokens with a
+teacher top-k around them) and a small, fast train config. The students they train are conftest's fixtures."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from r1distill.data.toy_tokenizer import train_bpe_tokenizer
 from r1distill.data.traces import CURATED_SCHEMA, rows_to_table, write_table_atomic
-from r1distill.models import StudentConfig, derive_student
+from r1distill.models import StudentConfig
 from r1distill.train import LossConfig, TrainConfig
-
-
-@pytest.fixture(scope="session")
-def student_dir(tmp_path_factory, teacher_dir) -> Path:
-    """A 1-layer student (layer 29 of SmolLM2-135M; embeddings, norm and tied head copied), made once."""
-    out = tmp_path_factory.getbasetemp() / "student_1layer"
-    if not (out / "model.safetensors").exists():
-        derive_student(str(teacher_dir), out, layers=[29])
-    return out
 
 
 def trace_rows(n: int, lengths: list[int] | None = None, k: int = 4, seed: int = 0, topk: bool = True) -> list[dict]:
@@ -59,17 +48,3 @@ def train_config(tmp: Path, student: Path, traces: Path, **kw) -> TrainConfig:
             "lr_scheduler": "constant", "report_to": [], "max_length": 64, "cache_dir": str(tmp / "token_cache")}
     base.update(kw)
     return TrainConfig(**base)
-
-
-@pytest.fixture(scope="session")
-def bpe_tokenizer_dir(tmp_path_factory) -> Path:
-    return train_bpe_tokenizer(tmp_path_factory.getbasetemp() / "bpe_tokenizer")
-
-
-@pytest.fixture(scope="session")
-def xtok_student_dir(tmp_path_factory, teacher_dir, bpe_tokenizer_dir) -> Path:
-    """A 1-layer student of the built-in teacher with the BPE tokenizer (embeddings by vocabulary transfer)."""
-    out = tmp_path_factory.getbasetemp() / "student_1layer_bpe"
-    if not (out / "model.safetensors").exists():
-        derive_student(str(teacher_dir), out, layers=[29], tokenizer=str(bpe_tokenizer_dir))
-    return out
