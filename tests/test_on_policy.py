@@ -20,7 +20,7 @@ from r1distill.train import LossConfig, OnPolicyOptions, TrainConfig
 from r1distill.train.losses import IGNORE, chunked_distill_loss, distill_loss
 from r1distill.train.on_policy import sampled_batch, window_stats
 from r1distill.train.run import build_trainer, prepare_student
-from train_fixtures import trace_rows, train_config, write_traces
+from train_fixtures import trace_rows, train_config, train_killed_at_first_checkpoint, write_traces
 
 TEACHER_PROMPT = [{"role": "system", "content": "Add the numbers. Write 'The answer is N.'"},
                   {"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "The answer is 4."}]
@@ -194,13 +194,6 @@ def _steps(out) -> list[dict]:
 def test_sigkill_then_resume_repeats_the_uninterrupted_steps(tmp_path, student_dir, teacher_dir):
     """The resumed run logs the uninterrupted run's steps 3 and 4: the same on/off choices (drawn from seed and
     step) and the same rollouts (seeded by step and row), hence the same losses."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from r1distill.train import latest_checkpoint
-
     _traces(tmp_path, teacher_prompt=True)
     args = _recipe(tmp_path, student_dir, teacher_dir)
     assert main([*args, f"run_dir={tmp_path / 'ref'}"]) == 0
@@ -211,20 +204,8 @@ def test_sigkill_then_resume_repeats_the_uninterrupted_steps(tmp_path, student_d
     assert all(r[k] >= 0 for r in ref for k in ("rollout_s", "score_s", "answer_rate", "accuracy"))
 
     run = tmp_path / "killed"
-    work = run / "student.work"
-    cmd = [sys.executable, "-m", "r1distill.cli", *args, f"run_dir={run}"]
-    with open(tmp_path / "killed.log", "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.time() + 600
-            while latest_checkpoint(work) is None and proc.poll() is None and time.time() < deadline:
-                time.sleep(0.05)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-        finally:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-2000:]
-    assert latest_checkpoint(work).name == "checkpoint-2"
+    ckpt = train_killed_at_first_checkpoint([*args, f"run_dir={run}"], run / "student.work", tmp_path / "killed.log")
+    assert ckpt.name == "checkpoint-2"
     assert main([*args, f"run_dir={run}", "--resume"]) == 0
     resumed = _steps(run / "student")
     assert [r["step"] for r in resumed] == [1, 2, 3, 4]

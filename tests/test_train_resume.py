@@ -4,18 +4,13 @@ that was never interrupted (CPU training is deterministic)."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from r1distill.cli import main
-from r1distill.train import latest_checkpoint
-from train_fixtures import trace_rows, write_traces
+from train_fixtures import trace_rows, train_killed_at_first_checkpoint, write_traces
 
 pytestmark = pytest.mark.slow  # a training process killed and resumed
 
@@ -38,19 +33,8 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, student_dir):
     ref = _log(ref_dir / "student")
 
     work = run_dir / "student.work"
-    cmd = [sys.executable, "-m", "r1distill.cli", "train", *_overrides(run_dir, student_dir, traces)]
-    with open(tmp_path / "killed.log", "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.time() + 600
-            while latest_checkpoint(work) is None and proc.poll() is None and time.time() < deadline:
-                time.sleep(0.05)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-        finally:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-2000:]
-    ckpt = latest_checkpoint(work)
+    ckpt = train_killed_at_first_checkpoint(["train", *_overrides(run_dir, student_dir, traces)], work,
+                                            tmp_path / "killed.log")
     assert ckpt is not None and not (run_dir / "student" / "model.safetensors").exists()
     assert ckpt.name == "checkpoint-2"  # killed as soon as the first checkpoint was complete
 

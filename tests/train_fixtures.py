@@ -3,6 +3,10 @@ teacher top-k around them) and a small, fast train config. The students they tra
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -48,3 +52,23 @@ def train_config(tmp: Path, student: Path, traces: Path, **kw) -> TrainConfig:
             "lr_scheduler": "constant", "report_to": [], "max_length": 64, "cache_dir": str(tmp / "token_cache")}
     base.update(kw)
     return TrainConfig(**base)
+
+
+def train_killed_at_first_checkpoint(args: list[str], work: Path, log: Path) -> Path:
+    """`python -m r1distill.cli *args` SIGKILLed as soon as its first complete checkpoint is in `work`; returns it."""
+    from r1distill.train import latest_checkpoint
+
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "r1distill.cli", *args], stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 600
+            while latest_checkpoint(work) is None and proc.poll() is None and time.time() < deadline:
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        finally:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, log.read_text()[-2000:]
+    ckpt = latest_checkpoint(work)
+    assert ckpt is not None
+    return ckpt

@@ -41,20 +41,10 @@ from r1distill.config import UserError
 from r1distill.console import console
 from r1distill.models import load_tokenizer
 from r1distill.prompts import render_prompt
-from r1distill.train import data
+from r1distill.train import data, skeleton
 from r1distill.train.collate import DistillCollator
 from r1distill.train.config import TrainConfig
 from r1distill.train.losses import IGNORE
-from r1distill.train.skeleton import (
-    LOG_KEYS,
-    Setup,
-    freeze_lower,
-    lora_config,
-    prepare_work,
-    training_args,
-    use_bf16,
-    warn_small,
-)
 from r1distill.train.trainer import DistillTrainer
 
 # train_log.jsonl's extra keys: see the module docstring
@@ -263,7 +253,7 @@ def teacher_side(cfg: TrainConfig, rows) -> tuple[list[list[int]], list[str]]:
     return rendered, [a or "" for a in answers]
 
 
-def build(cfg: TrainConfig, student_path: str) -> Setup:
+def build(cfg: TrainConfig, student_path: str) -> skeleton.Setup:
     """The on-policy trainer: the curated rows' prompts, the student, and the teacher backend that scores."""
     from accelerate import PartialState
     from datasets import Dataset
@@ -289,13 +279,14 @@ def build(cfg: TrainConfig, student_path: str) -> Setup:
     console.print(f"[bold]train[/] on_policy ({op.loss} loss, lmbda={op.lmbda}, {op.max_new_tokens} new tokens at "
                   f"temperature {op.temperature}) on the prompts of {len(rows)} traces from {student_path}, teacher "
                   f"{cfg.teacher} ({op.teacher_backend}) with its own prompt -> {cfg.out}")
-    warn_small(len(rows))
-    args = training_args(cfg, SFTConfig, remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True})
-    ckpt = prepare_work(cfg, args.process_index == 0)
+    skeleton.warn_small(len(rows))
+    args = skeleton.training_args(cfg, SFTConfig, remove_unused_columns=False,
+                                  dataset_kwargs={"skip_prepare_dataset": True})
+    ckpt = skeleton.prepare_work(cfg, args.process_index == 0)
     PartialState().wait_for_everyone()
     model = AutoModelForCausalLM.from_pretrained(student_path, dtype=torch.float32, use_safetensors=True)
-    freeze_lower(model, cfg.freeze_layers)
-    bf16 = use_bf16(cfg)
+    skeleton.freeze_lower(model, cfg.freeze_layers)
+    bf16 = skeleton.use_bf16(cfg)
     device = str(args.device) if cfg.teacher_device == "auto" else cfg.teacher_device
     common = {"dtype": "bfloat16" if bf16 else "float32", "batch_size": cfg.batch_size}
     if op.teacher_backend == "hf":
@@ -303,9 +294,9 @@ def build(cfg: TrainConfig, student_path: str) -> Setup:
     scorer = get_backend(op.teacher_backend, cfg.teacher, op.teacher_backend_options, **common)
     trainer = OnPolicyTrainer(
         model=model, args=args, train_dataset=Dataset.from_dict({"idx": list(range(len(rows)))}),
-        processing_class=tokenizer, peft_config=lora_config(cfg), loss=cfg.loss, vocab_size=len(tokenizer),
+        processing_class=tokenizer, peft_config=skeleton.lora_config(cfg), loss=cfg.loss, vocab_size=len(tokenizer),
         data_collator=IndexedCollator(tokenizer.pad_token_id, rows, topk=cfg.loss.topk if need_topk else None),
         on_policy=op, rows=rows, teacher_prompts=teacher_prompts, golds=golds, scorer=scorer, seed=cfg.seed,
     )
-    return Setup(trainer, tokenizer, len(rows), rows.truncated, rows.completion_tokens, ckpt, data=rows,
-                 log_keys=LOG_KEYS + ON_POLICY_KEYS, extra={"teacher": cfg.teacher})
+    return skeleton.Setup(trainer, tokenizer, len(rows), rows.truncated, rows.completion_tokens, ckpt, data=rows,
+                          log_keys=skeleton.LOG_KEYS + ON_POLICY_KEYS, extra={"teacher": cfg.teacher})
