@@ -337,9 +337,32 @@ def _seeds(cfg: GenerateConfig, pids: list[str], per_shard: int) -> dict[str, in
     return {pid: derive_seed(_chunk_seed(cfg, i // per_shard), i % per_shard) for i, pid in enumerate(pids)}
 
 
+@dataclass
+class _Scan:
+    """What the output dir already holds and what is left to do (`_scan`); `_generate` adds to it as it writes."""
+
+    by_id: dict[str, dict]  # this run's (this worker's) problems by prompt_id
+    own: list  # this run's shard files (a worker's own), appended to as shards are written
+    manifest: list[dict]  # the manifest's entries: finished shards, their rows and (prompt_id, sample) pairs
+    done: set  # (prompt_id, sample_idx) pairs some finished shard holds
+    kinds_on_disk: set[str]  # the log-probs kinds of the finished shards
+    todo: list[tuple[str, dict]]  # problems missing at least one sample
+    stats: Counter = field(default_factory=Counter)  # rows, tokens, finish reasons, ... of this session
+    skipped: Counter = field(default_factory=Counter)  # problems left out, by reason
+    too_long: list[str] = field(default_factory=list)  # ids of the problems whose prompt does not fit the context
+
+
 def _run(cfg: GenerateConfig, problems) -> Location:
     _prepare_dir(cfg)
-    out = cfg.out
+    scan = _scan(cfg, problems)
+    t0 = time.time()
+    gen_seconds = _generate(cfg, scan) if scan.todo else 0.0
+    _summarise(cfg, scan, time.time() - t0, gen_seconds)
+    return cfg.out
+
+
+def _scan(cfg: GenerateConfig, problems) -> _Scan:
+    """The problems (this worker's), the finished shards' (prompt_id, sample) pairs, and what is left to do."""
     by_id: dict[str, dict] = {}
     for p in problems:  # duplicate problem texts share an id and are generated once
         pid = prompt_id(cfg.source.name, p["problem"])
@@ -356,109 +379,116 @@ def _run(cfg: GenerateConfig, problems) -> Location:
             if any((pid, s) not in done for s in range(cfg.num_samples))]
     worker = f" (worker {cfg.shard})" if cfg.worker else ""
     console.print(f"[bold]generate[/]{worker} {len(by_id)} problems x {cfg.num_samples} samples with {cfg.teacher} "
-                  f"({len(by_id) - len(todo)} already done) -> {out}")
-    stats: Counter = Counter()
-    skipped: Counter = Counter(problems.skipped)
-    too_long: list[str] = []
-    t0 = time.time()
-    gen_start = 0.0  # set once the model is loaded: tok/s leaves out the load
-    if todo:
-        if expected := _expected_kind(cfg):  # refuse before loading a model, where the options tell
-            _check_kind(cfg, expected, kinds_on_disk)
-        backend = get_backend(cfg.backend, cfg.teacher, cfg.backend_options, dtype=cfg.dtype, device=cfg.device,
-                              batch_size=cfg.batch_size, trust_remote_code=cfg.trust_remote_code)
-        try:
-            kind = backend.logprobs_kind if cfg.topk_logprobs else "none"
-            _check_kind(cfg, kind, kinds_on_disk)
-            # Prompts that leave no room for max_new_tokens in the context are skipped and counted, not errors.
-            fits = fits_context(backend, [cfg.prompt.messages(p["problem"]) for _, p in todo], cfg.max_new_tokens)
-            unfit = {pid for (pid, _), ok in zip(todo, fits) if not ok}
-            skipped["prompt_too_long"] = fits.count(False)
-            too_long = [p["id"] for (_, p), ok in zip(todo, fits) if not ok]
-            if too_long:
-                console.print(f"[yellow]warning[/]: {len(too_long)} problems skipped: prompt + max_new_tokens "
-                              f"({cfg.max_new_tokens}) exceed the teacher's context of {backend.context_length} "
-                              f"tokens: {', '.join(too_long[:10])}{' ...' if len(too_long) > 10 else ''}")
-            todo = [t for t, ok in zip(todo, fits) if ok]
-            sampling = SamplingConfig(n=cfg.num_samples, max_new_tokens=cfg.max_new_tokens,
-                                      temperature=cfg.temperature, top_p=cfg.top_p, logprobs=cfg.topk_logprobs)
-            per_shard = max(1, cfg.shard_size // cfg.num_samples)
-            seeds = _seeds(cfg, [pid for pid in by_id if pid not in unfit], per_shard)
-            # Never reuse a shard number: a gap left by a lost shard must not lead to overwriting a later one.
-            next_index = 1 + max((int(SHARD_NAME.fullmatch(store.name_of(p))[3]) for p in own), default=-1)
+                  f"({len(by_id) - len(todo)} already done) -> {cfg.out}")
+    return _Scan(by_id, own, manifest, done, kinds_on_disk, todo, skipped=Counter(problems.skipped))
 
-            def write(chunk: list[tuple[str, dict]], outs: list[list[Completion]]) -> str:
-                nonlocal next_index
-                name = f"shard{cfg.tag}-{next_index:05d}.parquet"
-                # Never a row twice, even of a problem some of whose samples a shard from elsewhere holds.
-                rows = [r for r in _rows(cfg, chunk, outs, stats) if (r["prompt_id"], r["sample_idx"]) not in done]
-                unmapped = sum(c.unmapped_tokens for cs in outs for c in cs)
-                stats["unmapped_tokens"] += unmapped
-                meta = {KIND_KEY: kind, UNMAPPED_KEY: unmapped,
-                        **({TOKENIZER_KEY: fp} if (fp := backend.tokenizer_fingerprint) else {})}
-                shard = write_table_atomic(rows_to_table(rows, SPAN_SCHEMA, topk_format=cfg.topk_format),
-                                           store.join(out, name), metadata=meta)
-                own.append(shard)
-                manifest.append({"file": name, "rows": len(rows),
-                                 "pairs": [[r["prompt_id"], r["sample_idx"]] for r in rows]})
-                _write_manifest(cfg, manifest)
-                next_index += 1
-                return name
 
-            gen_start = time.time()
-            with progress() as bar:
-                note = f", {skipped['prompt_too_long']} skipped (too long)" if skipped["prompt_too_long"] else ""
-                task = bar.add_task("problems", total=len(todo), info=note)
-                tokens = 0
+def _generate(cfg: GenerateConfig, scan: _Scan) -> float:
+    """Load the teacher, skip the prompts that do not fit its context, and generate the rest a shard at a time,
+    each written whole as it finishes (Ctrl-C keeps the finished problems of the shard in flight). Returns the
+    seconds spent generating (the model load left out)."""
+    if expected := _expected_kind(cfg):  # refuse before loading a model, where the options tell
+        _check_kind(cfg, expected, scan.kinds_on_disk)
+    backend = get_backend(cfg.backend, cfg.teacher, cfg.backend_options, dtype=cfg.dtype, device=cfg.device,
+                          batch_size=cfg.batch_size, trust_remote_code=cfg.trust_remote_code)
+    try:
+        kind = backend.logprobs_kind if cfg.topk_logprobs else "none"
+        _check_kind(cfg, kind, scan.kinds_on_disk)
+        # Prompts that leave no room for max_new_tokens in the context are skipped and counted, not errors.
+        fits = fits_context(backend, [cfg.prompt.messages(p["problem"]) for _, p in scan.todo], cfg.max_new_tokens)
+        unfit = {pid for (pid, _), ok in zip(scan.todo, fits) if not ok}
+        scan.skipped["prompt_too_long"] = fits.count(False)
+        scan.too_long = [p["id"] for (_, p), ok in zip(scan.todo, fits) if not ok]
+        if scan.too_long:
+            console.print(f"[yellow]warning[/]: {len(scan.too_long)} problems skipped: prompt + max_new_tokens "
+                          f"({cfg.max_new_tokens}) exceed the teacher's context of {backend.context_length} "
+                          f"tokens: {', '.join(scan.too_long[:10])}{' ...' if len(scan.too_long) > 10 else ''}")
+        todo = scan.todo = [t for t, ok in zip(scan.todo, fits) if ok]
+        sampling = SamplingConfig(n=cfg.num_samples, max_new_tokens=cfg.max_new_tokens,
+                                  temperature=cfg.temperature, top_p=cfg.top_p, logprobs=cfg.topk_logprobs)
+        per_shard = max(1, cfg.shard_size // cfg.num_samples)
+        seeds = _seeds(cfg, [pid for pid in scan.by_id if pid not in unfit], per_shard)
+        # Never reuse a shard number: a gap left by a lost shard must not lead to overwriting a later one.
+        next_index = 1 + max((int(SHARD_NAME.fullmatch(store.name_of(p))[3]) for p in scan.own), default=-1)
 
-                def tick(seqs: int, toks: int) -> None:
-                    nonlocal tokens
-                    tokens += toks
-                    rate = tokens / max(time.time() - gen_start, 1e-9)
-                    bar.update(task, advance=seqs / cfg.num_samples, info=f"{rate:.0f} tok/s{note}")
+        def write(chunk: list[tuple[str, dict]], outs: list[list[Completion]]) -> str:
+            nonlocal next_index
+            name = f"shard{cfg.tag}-{next_index:05d}.parquet"
+            # Never a row twice, even of a problem some of whose samples a shard from elsewhere holds.
+            rows = [r for r in _rows(cfg, chunk, outs, scan.stats)
+                    if (r["prompt_id"], r["sample_idx"]) not in scan.done]
+            unmapped = sum(c.unmapped_tokens for cs in outs for c in cs)
+            scan.stats["unmapped_tokens"] += unmapped
+            meta = {KIND_KEY: kind, UNMAPPED_KEY: unmapped,
+                    **({TOKENIZER_KEY: fp} if (fp := backend.tokenizer_fingerprint) else {})}
+            shard = write_table_atomic(rows_to_table(rows, SPAN_SCHEMA, topk_format=cfg.topk_format),
+                                       store.join(cfg.out, name), metadata=meta)
+            scan.own.append(shard)
+            scan.manifest.append({"file": name, "rows": len(rows),
+                                  "pairs": [[r["prompt_id"], r["sample_idx"]] for r in rows]})
+            _write_manifest(cfg, scan.manifest)
+            next_index += 1
+            return name
 
-                finished: dict[int, list[Completion | None]] = {}  # the shard in flight's, as samples finish
+        gen_start = time.time()
+        with progress() as bar:
+            note = f", {scan.skipped['prompt_too_long']} skipped (too long)" if scan.skipped["prompt_too_long"] else ""
+            task = bar.add_task("problems", total=len(todo), info=note)
+            tokens = 0
 
-                def keep(p: int, s: int, c: Completion) -> None:
-                    finished.setdefault(p, [None] * cfg.num_samples)[s] = c
+            def tick(seqs: int, toks: int) -> None:
+                nonlocal tokens
+                tokens += toks
+                rate = tokens / max(time.time() - gen_start, 1e-9)
+                bar.update(task, advance=seqs / cfg.num_samples, info=f"{rate:.0f} tok/s{note}")
 
-                for start in range(0, len(todo), per_shard):
-                    chunk = todo[start:start + per_shard]
-                    sampling.seeds = [seeds[pid] for pid, _ in chunk]
-                    finished.clear()
-                    try:
-                        outs = backend.generate([cfg.prompt.messages(p["problem"]) for _, p in chunk],
-                                                sampling, progress=tick, on_result=keep)
-                    except KeyboardInterrupt:  # keep the problems of the shard in flight that are finished
-                        whole = [p for p in sorted(finished) if all(c is not None for c in finished[p])]
-                        if whole:
-                            name = write([chunk[p] for p in whole], [finished[p] for p in whole])
-                            console.print(f"generate: interrupted; the {len(whole)} problems finished of the shard "
-                                          f"in flight are kept in {name}")
-                        raise
-                    write(chunk, outs)
-        finally:
-            close(backend)  # the engine's memory is free before the next stage
-    elapsed = time.time() - t0
-    gen_seconds = time.time() - gen_start if gen_start else 0.0
-    summary = _summarize([store.join(out, e["file"]) for e in manifest], stats, skipped, elapsed, gen_seconds)
-    summary["skipped_ids"] = {"prompt_too_long": too_long} if too_long else {}
-    summary["logprobs_kind"] = _stamp_record(out).get("logprobs_kind") or "/".join(sorted(kinds_on_disk)) or None
+            finished: dict[int, list[Completion | None]] = {}  # the shard in flight's, as samples finish
+
+            def keep(p: int, s: int, c: Completion) -> None:
+                finished.setdefault(p, [None] * cfg.num_samples)[s] = c
+
+            for start in range(0, len(todo), per_shard):
+                chunk = todo[start:start + per_shard]
+                sampling.seeds = [seeds[pid] for pid, _ in chunk]
+                finished.clear()
+                try:
+                    outs = backend.generate([cfg.prompt.messages(p["problem"]) for _, p in chunk],
+                                            sampling, progress=tick, on_result=keep)
+                except KeyboardInterrupt:  # keep the problems of the shard in flight that are finished
+                    whole = [p for p in sorted(finished) if all(c is not None for c in finished[p])]
+                    if whole:
+                        name = write([chunk[p] for p in whole], [finished[p] for p in whole])
+                        console.print(f"generate: interrupted; the {len(whole)} problems finished of the shard "
+                                      f"in flight are kept in {name}")
+                    raise
+                write(chunk, outs)
+        return time.time() - gen_start
+    finally:
+        close(backend)  # the engine's memory is free before the next stage
+
+
+def _summarise(cfg: GenerateConfig, scan: _Scan, elapsed: float, gen_seconds: float) -> None:
+    """summary.json (a no-op rerun keeps the figures of the session that generated) and the closing line."""
+    out, stats = cfg.out, scan.stats
+    summary = _summarize([store.join(out, e["file"]) for e in scan.manifest], stats, scan.skipped, elapsed,
+                         gen_seconds)
+    summary["skipped_ids"] = {"prompt_too_long": scan.too_long} if scan.too_long else {}
+    summary["logprobs_kind"] = (_stamp_record(out).get("logprobs_kind") or "/".join(sorted(scan.kinds_on_disk))
+                                or None)
     summary["topk_format"] = cfg.topk_format
     summary_path = store.join(out, layout.summary(cfg.tag))
-    if not todo and store.exists(summary_path):  # a no-op rerun keeps the figures of the session that generated
+    if not scan.todo and store.exists(summary_path):
         earlier = json.loads(store.read_text(summary_path))
         summary.update({k: earlier[k] for k in SESSION_KEYS if k in earlier})
     store.write_text_atomic(summary_path, json.dumps(summary, indent=1))
     too_long = summary["skipped"].get("prompt_too_long", 0)
     unmapped = f"; {summary['unmapped_tokens']} tokens with unmapped top-k" if summary["unmapped_tokens"] else ""
     session = (f"{stats['tokens']} new tokens in {elapsed:.0f}s ({summary['new_tokens_per_s']:.0f} tok/s generating)"
-               if todo else "nothing left to generate")
+               if scan.todo else "nothing left to generate")
     console.print(f"generate: {summary['rows']} rows for {summary['problems']} problems ({too_long} skipped: "
                   f"prompt too long), {session}; finish: {summary['finish_reasons']}; "
                   f"{summary['bytes_per_token']:.0f} B/token on disk ({summary['topk_bytes_per_token']:.0f} top-k, "
                   f"{cfg.topk_format}, {summary['logprobs_kind']} log-probs){unmapped}")
-    return out
 
 
 def _rows(cfg: GenerateConfig, chunk, outs, stats: Counter) -> list[dict]:
