@@ -394,6 +394,15 @@ def prepare_tokens(cfg: TrainConfig, tokenizer, need_topk: bool, retok: bool, co
     return final
 
 
+def require_rows(rows: TokenData, inp: Path, max_length: int) -> None:
+    """Refuse an input with nothing to train on: no curated row at all, or every prompt filling max_length."""
+    if not rows.rows_total:
+        raise UserError(f"{inp}: 0 rows to train on (curation kept none: see {inp / layout.CURATE_STATS_MD})")
+    if not len(rows):
+        raise UserError(f"{inp}: all {rows.rows_total} rows were dropped: their prompts alone fill "
+                        f"train.max_length={max_length}; raise it")
+
+
 class TokenData:
     """Token rows from a cache dir, memory-mapped: row r (of the rows that keep a completion token within
     max_length) as numpy views; nothing is copied until the collator pads a batch."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from r1distill import layout
 from r1distill.config import ConfigError, UserError
 from r1distill.console import console
 from r1distill.models import load_tokenizer, resolve_model
@@ -142,11 +141,7 @@ def build(cfg: TrainConfig, student_path: str) -> Setup:
         if need_topk:
             data.warn_topk(rows.counts, cfg.inp)
         collator = DistillCollator(tokenizer.pad_token_id, rows, topk=cfg.loss.topk if need_topk else None)
-    if not rows.rows_total:
-        raise UserError(f"{cfg.inp}: 0 rows to train on (curation kept none: see {cfg.inp / layout.CURATE_STATS_MD})")
-    if not len(rows):
-        raise UserError(f"{cfg.inp}: all {rows.rows_total} rows were dropped: their prompts alone fill "
-                        f"train.max_length={cfg.max_length}; raise it")
+    data.require_rows(rows, cfg.inp, cfg.max_length)
     if retok:
         console.print(f"[dim]train: the student's tokenizer differs from the teacher's: {rows.rows_total} "
                       "completions re-tokenized from their text[/]")

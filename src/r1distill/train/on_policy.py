@@ -35,13 +35,12 @@ import time
 import numpy as np
 import torch
 
-from r1distill import layout
 from r1distill.backends import SamplingConfig, close, derive_seed, get_backend
 from r1distill.config import UserError
 from r1distill.console import console
 from r1distill.models import load_tokenizer
 from r1distill.prompts import render_prompt
-from r1distill.train import data, skeleton
+from r1distill.train import data, objectives, skeleton
 from r1distill.train.collate import DistillCollator
 from r1distill.train.config import TrainConfig
 from r1distill.train.losses import IGNORE
@@ -220,8 +219,7 @@ class OnPolicyTrainer(DistillTrainer):
                 "rollout_tokens": int(t["rollout_tokens"]), "sampled_tokens_trained": int(t["trained_tokens"]),
                 # every token trained on this session (sampled and, off-policy, curated), all processes
                 "completion_tokens_seen": self._tokens_seen + float(self._sums[2]),
-                **window_stats(self._op_totals,
-                                                                           self.accelerator.num_processes)}
+                **window_stats(self._op_totals, self.accelerator.num_processes)}
 
 
 def window_stats(sums: torch.Tensor, processes: int) -> dict[str, float]:
@@ -270,11 +268,7 @@ def build(cfg: TrainConfig, student_path: str) -> skeleton.Setup:
     with PartialState().local_main_process_first():
         cache = data.prepare_tokens(cfg, tokenizer, need_topk, retok=False)
     rows = data.TokenData(cache, cfg.max_length)
-    if not rows.rows_total:
-        raise UserError(f"{cfg.inp}: 0 rows to train on (curation kept none: see {cfg.inp / layout.CURATE_STATS_MD})")
-    if not len(rows):
-        raise UserError(f"{cfg.inp}: all {rows.rows_total} rows were dropped: their prompts alone fill "
-                        f"train.max_length={cfg.max_length}; raise it")
+    data.require_rows(rows, cfg.inp, cfg.max_length)
     teacher_prompts, golds = teacher_side(cfg, rows)
     console.print(f"[bold]train[/] on_policy ({op.loss} loss, lmbda={op.lmbda}, {op.max_new_tokens} new tokens at "
                   f"temperature {op.temperature}) on the prompts of {len(rows)} traces from {student_path}, teacher "
@@ -294,7 +288,8 @@ def build(cfg: TrainConfig, student_path: str) -> skeleton.Setup:
     scorer = get_backend(op.teacher_backend, cfg.teacher, op.teacher_backend_options, **common)
     trainer = OnPolicyTrainer(
         model=model, args=args, train_dataset=Dataset.from_dict({"idx": list(range(len(rows)))}),
-        processing_class=tokenizer, peft_config=skeleton.lora_config(cfg), loss=cfg.loss, vocab_size=len(tokenizer),
+        processing_class=tokenizer, peft_config=skeleton.lora_config(cfg), loss=cfg.loss,
+        vocab_size=objectives.aligned_vocab(tokenizer, model, None, student_path, cfg.teacher),
         data_collator=IndexedCollator(tokenizer.pad_token_id, rows, topk=cfg.loss.topk if need_topk else None),
         on_policy=op, rows=rows, teacher_prompts=teacher_prompts, golds=golds, scorer=scorer, seed=cfg.seed,
     )
