@@ -78,7 +78,7 @@ def test_offline_cross_tokenizer_kd_on_a_sentencepiece_student(kind, tmp_path, c
     from r1distill.data.real_tokenizers import cached
     from r1distill.models import derive_student, load_tokenizer
     from r1distill.tokenbytes import BYTE_FALLBACK, token_bytes, token_kinds
-    from r1distill.train.xtok import shared_tokens
+    from r1distill.train.xtok.vocab import shared_tokens
 
     student = derive_student(str(teacher_dir), tmp_path / "student", layers=[29], tokenizer=str(cached(kind)))
     setup = build_trainer(_cfg(tmp_path / "a", student, curated, teacher_dir), str(student))

@@ -1,4 +1,4 @@
-"""Byte-span groups between two tokenizations (train/xtok.py `align`) and token bytes (r1distill.tokenbytes), on
+"""Byte-span groups between two tokenizations (train/xtok/align.py `align`) and token bytes (r1distill.tokenbytes), on
 real tokenizers: the built-in teacher's and a small BPE trained here that groups digits up to three."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 import xtok_oracle as oracle
 from r1distill.models import load_tokenizer
 from r1distill.tokenbytes import check_parts, fingerprint, spans, token_bytes
-from r1distill.train.xtok import align, shared_tokens
+from r1distill.train.xtok.align import align
+from r1distill.train.xtok.vocab import shared_tokens
 
 TEXTS = ["Tom has 12345 apples; 3 rows of 7.5%, so 1,024 - 999 = 25.\n",
          "tabs\tand   runs    of spaces\n\n\n  indented\r\n",

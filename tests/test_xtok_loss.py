@@ -1,4 +1,4 @@
-"""The cross-tokenizer loss (train/xtok_loss.py) on made-up vocabularies, against the independent reference in
+"""The cross-tokenizer loss (train/xtok/loss.py) on made-up vocabularies, against the independent reference in
 tests/xtok_oracle.py: stored top-k with k = the vocabulary equals the full-distribution (online) loss, chunked
 equals unchunked in values and gradients, the merge arithmetic on a hand-made case, and the numeral risk."""
 
@@ -11,8 +11,9 @@ import torch
 import xtok_oracle as oracle
 from r1distill.train.config import XtokOptions
 from r1distill.train.losses import IGNORE
-from r1distill.train.xtok import XtokCollator, shared_ids, teacher_groups
-from r1distill.train.xtok_loss import chunked_xtok_loss, group_terms, reduce_rows, xtok_loss
+from r1distill.train.xtok.collate import XtokCollator, teacher_groups
+from r1distill.train.xtok.loss import chunked_xtok_loss, group_terms, reduce_rows, xtok_loss
+from r1distill.train.xtok.vocab import shared_ids
 
 # Teacher: digits one by one, "ab" as one token, 中 split into two byte tokens; id 0 is its eos (0 bytes).
 T_BYTES = [b"", b"1", b"2", b"3", b" ", b"a", b"b", b"ab", b"\xe4\xb8", b"\xad", b"+", b"=", b"x"]
@@ -196,7 +197,7 @@ def test_offline_at_k_equal_vocab_equals_the_online_teacher_path():
     vocabulary). The collated teacher tensors and the loss agree (atol 1e-5)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from r1distill.train.xtok import online_teacher
+    from r1distill.train.xtok.collate import online_teacher
 
     torch.manual_seed(0)
     teacher = LlamaForCausalLM(LlamaConfig(vocab_size=VT, hidden_size=16, intermediate_size=32, num_hidden_layers=1,

@@ -1,4 +1,4 @@
-"""The shared-token map of cross-tokenizer KD (train/xtok.py `shared_tokens`) on real tokenizer conventions: the
+"""The shared-token map of cross-tokenizer KD (train/xtok/vocab.py `shared_tokens`) on real tokenizer conventions: the
 built-in teacher (byte-level BPE, "Ġ" spaces, ChatML ends) against SentencePiece students trained here (BPE and
 unigram, byte fallback, "▁" spaces, digits one per token: Llama-2 / Gemma / Mistral) and Qwen's published
 vocabulary (byte-level BPE, ChatML). Where the student has two ids for the same bytes ("5" and its byte-fallback
@@ -17,8 +17,9 @@ from r1distill.data.real_tokenizers import cached
 from r1distill.models import StudentConfig, derive_student, load_tokenizer
 from r1distill.tokenbytes import ADDED, BYTE_FALLBACK, PIECE, spans, token_bytes, token_kinds
 from r1distill.train import TrainConfig, XtokOptions
-from r1distill.train.xtok import align, shared_ids, shared_tokens, stop_ids
-from r1distill.train.xtok_inspect import MapCheck, check_map, features, inspect, iter_rows, student_tokenizer
+from r1distill.train.xtok.align import align
+from r1distill.train.xtok.inspect import MapCheck, check_map, features, inspect, iter_rows, student_tokenizer
+from r1distill.train.xtok.vocab import shared_ids, shared_tokens, stop_ids
 
 STUDENTS = ["spm-bpe", "spm-unigram", "qwen2"]
 TEXT = "8 - 3 = 5\nThe answer is 5.\n\n17 + 14 = 31\n\\boxed{31}"

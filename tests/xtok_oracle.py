@@ -1,4 +1,4 @@
-"""Reference cross-tokenizer KD for the tests, written apart from train/xtok.py and train/xtok_loss.py: groups by
+"""Reference cross-tokenizer KD for the tests, written apart from train/xtok/ (align.py, loss.py): groups by
 TRL GOLD's two pointers over byte end offsets (plus the zero-byte rules of the spec), merged distributions as
 explicit products of full probability vectors, ULD's sorted L1 with zero padding (TRL's `_compute_distillation_loss`
 without top-k), the exact-token divergence over every shared pair, and ALM's Bernoulli KL. One row at a time,

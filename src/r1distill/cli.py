@@ -350,7 +350,7 @@ def _dispatch(ns: argparse.Namespace) -> int:
 def _xtok_inspect(ns: argparse.Namespace, recipe_path: str | None, overrides: list[str]) -> int:
     from r1distill.config import UserError, load_recipe
     from r1distill.pipeline import build_configs
-    from r1distill.train import xtok_inspect
+    from r1distill.train.xtok import inspect as xtok_inspect
 
     configs = build_configs(load_recipe(recipe_path, overrides))
     trains = {k.partition(":")[2] or "train": v for k, v in configs.items() if k.partition(":")[0] == "train"}

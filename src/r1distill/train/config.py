@@ -61,7 +61,7 @@ class LossConfig:
 
 @dataclass
 class XtokOptions:
-    """`train.xtok`: KD between tokenizers (train/xtok.py aligns, train/xtok_loss.py holds the math). The
+    """`train.xtok`: KD between tokenizers (train/xtok/align.py aligns, train/xtok/loss.py holds the math). The
     completion's bytes are cut into groups where both sides' tokens end on the same byte; per group:
       uld   the L1 distance between the sorted teacher and student distributions (ULD's Wasserstein-1), a
             multi-token group's distribution merged from one position's times the probabilities of the tokens

@@ -24,7 +24,7 @@ import torch
 from r1distill.config import ConfigError
 from r1distill.train.config import LossConfig
 from r1distill.train.losses import chunked_distill_loss
-from r1distill.train.xtok_loss import chunked_xtok_loss
+from r1distill.train.xtok.loss import chunked_xtok_loss
 
 
 def head_scale(config) -> float:
@@ -75,7 +75,7 @@ def add_distill_head(model, loss: LossConfig, vocab_size: int | None, xtok=None)
     (B, T−1, H_t, already shifted) with teacher_weight (V, H_t); token_weights (B, T) unshifted (on-policy's
     advantages, alpha 1); `loss`: this batch's overrides of the loss settings (on-policy batches); or, for
     cross-tokenizer KD (`xtok`: the train.xtok options), `xtok`: the batch's group tensors
-    (xtok_loss.chunked_xtok_loss).
+    (xtok.loss.chunked_xtok_loss).
     """
     target = model.get_base_model() if hasattr(model, "get_base_model") else model
     original = target.forward

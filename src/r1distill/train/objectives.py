@@ -5,9 +5,10 @@
 - kd: α·CE + (1−α)·τ²·D against the teacher's stored top-k (its first `loss.topk` entries when set);
 - kd_online: the same against a teacher model loaded beside the student, full vocabulary, computed per batch.
 
-With `train.xtok` set, kd and kd_online distil across tokenizers instead (xtok.py, xtok_loss.py, xtok_data.py):
-the student learns the completion text in its own tokens, and the KD term compares byte-aligned groups of the
-two sides' tokens, from the stored top-k (kd) or from the teacher's forward pass over its own tokens (kd_online).
+With `train.xtok` set, kd and kd_online distil across tokenizers instead (the xtok/ subpackage: xtok/align.py,
+xtok/vocab.py, xtok/collate.py, xtok/loss.py, xtok/data.py): the student learns the completion text in its own
+tokens, and the KD term compares byte-aligned groups of the two sides' tokens, from the stored top-k (kd) or from
+the teacher's forward pass over its own tokens (kd_online).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from r1distill.config import ConfigError, UserError
 from r1distill.console import console
 from r1distill.models import load_tokenizer, resolve_model
-from r1distill.train import data
+from r1distill.train import data, topk
 from r1distill.train.config import TrainConfig
 from r1distill.train.skeleton import (
     Setup,
@@ -57,7 +58,7 @@ class XtokSetup:
     """What the trainer needs for cross-tokenizer KD."""
 
     options: object  # train.xtok
-    shared: object  # (V_teacher,) torch tensor of xtok.shared_tokens, or None (uld/alm need none)
+    shared: object  # (V_teacher,) torch tensor of xtok.vocab.shared_tokens, or None (uld/alm need none)
     teacher_vocab: int | None  # len(teacher tokenizer): the teacher's logits beyond it are dropped (online)
 
 
@@ -85,7 +86,9 @@ def _build_xtok(cfg: TrainConfig, tokenizer, online: bool):
     import torch
     from accelerate import PartialState
 
-    from r1distill.train import xtok, xtok_data
+    from r1distill.train.xtok import data as xtok_data
+    from r1distill.train.xtok.collate import XtokCollator
+    from r1distill.train.xtok.vocab import shared_tokens
 
     x = cfg.xtok
     teacher_tok = _xtok_teacher_tokenizer(cfg, online)
@@ -98,12 +101,12 @@ def _build_xtok(cfg: TrainConfig, tokenizer, online: bool):
             console.print(f"[yellow]warning[/]: train: {counts[f'{side}_bytes_mismatch']} of {counts['rows']} rows: "
                           f"the {side}'s tokens do not make the completion's bytes; they train on CE only")
     if not online:
-        data.warn_topk(counts, cfg.inp)
-    shared = (torch.as_tensor(xtok.shared_tokens(teacher_tok, tokenizer, x.exact_tokens))
+        topk.warn_topk(counts, cfg.inp)
+    shared = (torch.as_tensor(shared_tokens(teacher_tok, tokenizer, x.exact_tokens))
               if x.method == "gold" else None)
-    collator = xtok.XtokCollator(tokenizer.pad_token_id, rows, merge=x.merge, shared=shared,
-                                 topk=cfg.loss.topk if not online else None,
-                                 teacher_pad=teacher_tok.pad_token_id if online else None)
+    collator = XtokCollator(tokenizer.pad_token_id, rows, merge=x.merge, shared=shared,
+                            topk=cfg.loss.topk if not online else None,
+                            teacher_pad=teacher_tok.pad_token_id if online else None)
     setup = XtokSetup(x, shared, len(teacher_tok) if teacher_tok is not None else None)
     return rows, collator, setup
 
@@ -139,7 +142,7 @@ def build(cfg: TrainConfig, student_path: str) -> Setup:
             cache = data.prepare_tokens(cfg, tokenizer, need_topk, retok)
         rows = data.TokenData(cache, cfg.max_length)
         if need_topk:
-            data.warn_topk(rows.counts, cfg.inp)
+            topk.warn_topk(rows.counts, cfg.inp)
         collator = DistillCollator(tokenizer.pad_token_id, rows, topk=cfg.loss.topk if need_topk else None)
     data.require_rows(rows, cfg.inp, cfg.max_length)
     if retok:

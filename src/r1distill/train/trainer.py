@@ -18,8 +18,8 @@ from r1distill.train.config import LossConfig
 from r1distill.train.head import add_distill_head, check_head, gathered_head, head_scale, last_hidden
 from r1distill.train.losses import IGNORE, distill_loss
 from r1distill.train.skeleton import WarmupFromFirstStep
-from r1distill.train.xtok import online_teacher
-from r1distill.train.xtok_loss import xtok_loss
+from r1distill.train.xtok.collate import online_teacher
+from r1distill.train.xtok.loss import xtok_loss
 
 
 class DistillTrainer(WarmupFromFirstStep, SFTTrainer):

@@ -1,12 +1,12 @@
-"""Cross-tokenizer KD, the math: pure functions on the groups of xtok.py (see there for what a group is).
+"""Cross-tokenizer KD, the math: pure functions on the groups of align.py (see there for what a group is).
 
 Shapes: N valid student label positions (row-major, as `(labels != -100).nonzero()` orders them), V the student's
 vocabulary, H its hidden size, G groups, k the teacher's entries per token, K = min(k, V). Per group g, from the
 student: its base position's log-probs log q(·) and the log-probs of the tokens it emitted at the group's other
-positions, whose sum is log C_s; from the teacher (`xtok.teacher_groups`): its base position's top-k log-probs,
+positions, whose sum is log C_s; from the teacher (`collate.teacher_groups`): its base position's top-k log-probs,
 log C_t (the same sum over its other tokens), and the group's whole log-likelihood. The merged distribution of a
 group is the base distribution times C (GOLD's merge: exact for the emitted continuation, the others' continuations
-taken as the emitted one's). Terms per group (xtok.XtokOptions picks and weighs them):
+taken as the emitted one's). Terms per group (config.XtokOptions picks and weighs them):
 
   sorted  Σ_r |S_r − T_r| + |S_tail − T_tail|: S the student's K most likely merged probabilities in order, T the
           teacher's k stored ones (zero-padded to one width), each tail the merged mass outside them
@@ -117,7 +117,7 @@ def xtok_loss(student_logits: torch.Tensor, labels: torch.Tensor, xt: dict, opts
               divergence: str = "forward_kl", beta: float = 0.5,
               num_items: torch.Tensor | int | None = None) -> dict[str, torch.Tensor]:
     """α·CE + (1 − α)·kd from full student logits (B, T, V) and shifted labels (B, T); xt: the batch's xtok
-    tensors (xtok.XtokCollator, teacher side filled in). Returns {"loss", "ce", "kd"} (ce/kd without gradient)."""
+    tensors (collate.XtokCollator, teacher side filled in). Returns {"loss", "ce", "kd"} (ce/kd without gradient)."""
     rows = (labels != IGNORE).nonzero(as_tuple=True)
     n = torch.as_tensor(rows[0].numel() if num_items is None else num_items, device=labels.device).clamp(min=1)
     log_q = torch.log_softmax(upcast(student_logits[rows]), -1)  # (N, V)

@@ -1,4 +1,4 @@
-"""Cross-tokenizer KD, the data: curated shards -> token rows of the cache in data.py (one converter more).
+"""Cross-tokenizer KD, the data: curated shards -> token rows of the cache in train/data.py (one converter more).
 
 Per row: the student's `input_ids` (its chat template, then the completion text in its tokens, + its eos on a
 stop), `prompt_len`, `s_nbytes` (its completion tokens' bytes, eos 0) and `s_ok` (they make the completion's
@@ -26,16 +26,8 @@ from r1distill.data.traces import SPAN_FIELDS, list_offsets, parquet_file
 from r1distill.prompts import render_prompt
 from r1distill.tokenbytes import fingerprint, spans, token_bytes
 from r1distill.train import data
-from r1distill.train.data import (
-    check_topk_usable,
-    completion_ids_of,
-    interleave,
-    read_topk,
-    token_lists,
-    topk_counts,
-    topk_lists,
-    write_ipc,
-)
+from r1distill.train.data import completion_ids_of, interleave, token_lists, write_ipc
+from r1distill.train.topk import check_topk_usable, read_topk, topk_counts, topk_lists
 
 SPAN_COLUMNS = [n for n, _ in SPAN_FIELDS]
 OLD_TRACES = ("cross-tokenizer KD (train.xtok) reads the byte spans and sampled-token log-probs that `r1distill "

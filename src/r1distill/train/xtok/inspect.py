@@ -1,13 +1,13 @@
 """`r1distill xtok-inspect`: look at a teacher/student tokenizer pair the way cross-tokenizer KD sees it, before
 spending a run on it.
 
-For one training row it shows both tokenizations of the completion, the byte-span groups (xtok.align), for each
-group the teacher's most likely tokens at its base position and the student id each maps to (xtok.shared_tokens:
-"—" when the vocabularies do not share it), and, with the student model, each group's KD terms (xtok_loss:
+For one training row it shows both tokenizations of the completion, the byte-span groups (align.py), for each
+group the teacher's most likely tokens at its base position and the student id each maps to (vocab.shared_tokens:
+"—" when the vocabularies do not share it), and, with the student model, each group's KD terms (loss.py:
 sorted, exact, alm) beside the student's CE there. Over many rows it counts the one-to-one groups (one token on
 each side, the same bytes): there the teacher's emitted token must map to the token the student emitted, and a
 group where it maps elsewhere is a broken map (a byte-fallback "<0x35>" taken for the student's "5" looked
-exactly like this). The same code as training builds the batch (xtok_data's student tokens, XtokCollator), so
+exactly like this). The same code as training builds the batch (data.py's student tokens, collate.XtokCollator), so
 what it shows is what the loss gets.
 """
 
@@ -25,9 +25,11 @@ from r1distill.data.traces import decode_topk, parquet_file
 from r1distill.models import load_tokenizer
 from r1distill.prompts import render_prompt
 from r1distill.tokenbytes import ADDED, BYTE_FALLBACK, PIECE, token_bytes, token_kinds
-from r1distill.train import data, xtok
+from r1distill.train import data
 from r1distill.train.config import TrainConfig, XtokOptions
-from r1distill.train.xtok_data import own_tokens
+from r1distill.train.xtok.align import align
+from r1distill.train.xtok.data import own_tokens
+from r1distill.train.xtok.vocab import shared_tokens, stop_ids
 
 COLUMNS = ["prompt", "completion", "finish_reason", "completion_ids", "token_nbytes", "token_logprobs",
            "token_bytes_ok", "topk_ids", "topk_logprobs", "topk_lp_top1", "topk_lp_q8"]
@@ -100,7 +102,7 @@ def iter_rows(cfg: TrainConfig, limit: int):
 
 
 def features(row: dict, student_tok, max_length: int) -> dict:
-    """The row as XtokCollator's features (what xtok_data writes for training), from its stored columns."""
+    """The row as XtokCollator's features (what data.py writes for training), from its stored columns."""
     stop = row["finish_reason"] == "stop"
     (s_ids,), (s_w,), (s_ok,) = own_tokens(student_tok, [row["completion"]], [stop])
     prompt = render_prompt(student_tok, row["prompt"])
@@ -120,7 +122,7 @@ def check_map(f: dict, shared: np.ndarray, check: MapCheck, t_table: list[bytes]
     check.rows += 1
     if not (f["s_ok"] and f["t_ok"]):
         return []
-    a = xtok.align(f["t_nbytes"], f["s_nbytes"])
+    a = align(f["t_nbytes"], f["s_nbytes"])
     verdicts = []
     for g in range(a.num_groups):
         t_idx, s_idx = np.flatnonzero(a.t_group == g), np.flatnonzero(a.s_group == g)
@@ -168,7 +170,7 @@ def vocab_summary(teacher_tok, student_tok, shared: np.ndarray) -> list[str]:
         if b:
             dup[b] = dup.get(b, 0) + 1
     n_dup = sum(1 for v in dup.values() if v > 1)
-    stops = ", ".join(f"{_tok(teacher_tok, t)} -> {_tok(student_tok, shared[t])}" for t in xtok.stop_ids(teacher_tok))
+    stops = ", ".join(f"{_tok(teacher_tok, t)} -> {_tok(student_tok, shared[t])}" for t in stop_ids(teacher_tok))
     t_with_bytes = sum(1 for b in token_bytes(teacher_tok, "empty") if b)
     return [f"teacher vocabulary {len(teacher_tok)} ids ({t_with_bytes} with bytes), student {len(student_tok)}",
             f"shared (exact term): {len(hit)} teacher ids -> student "
@@ -182,7 +184,7 @@ def model_terms(model, batch: dict, opts: XtokOptions, alpha: float, divergence:
     import torch
 
     from r1distill.train.losses import IGNORE
-    from r1distill.train.xtok_loss import group_terms, reduce_rows
+    from r1distill.train.xtok.loss import group_terms, reduce_rows
 
     xt = batch["xtok"]
     with torch.no_grad():
@@ -211,11 +213,11 @@ def _bytes(b: bytes) -> str:
 
 def inspect(cfg: TrainConfig, row: int = 0, rows: int = 200, model=None, top: int = 3) -> str:
     """The report (module doc) for the train config `cfg`: row `row` in full, the map check over `rows` rows."""
-    from r1distill.train.xtok import XtokCollator
+    from r1distill.train.xtok.collate import XtokCollator
 
     opts = cfg.xtok or XtokOptions()
     teacher_tok, student_tok = load_tokenizer(cfg.teacher), student_tokenizer(cfg)
-    shared = xtok.shared_tokens(teacher_tok, student_tok, opts.exact_tokens)
+    shared = shared_tokens(teacher_tok, student_tok, opts.exact_tokens)
     t_table, s_table = token_bytes(teacher_tok, "empty"), token_bytes(student_tok, "text")
     out = [f"# xtok-inspect: teacher {cfg.teacher}, student tokenizer "
            f"{cfg.student.name or cfg.student.tokenizer or 'the teacher’s'} (method {opts.method}, exact_tokens "
@@ -246,7 +248,7 @@ def inspect(cfg: TrainConfig, row: int = 0, rows: int = 200, model=None, top: in
     if not (f["s_ok"] and f["t_ok"]):
         out.append("this row's tokens do not make its bytes on one side: it trains on CE only")
         return "\n".join(out)
-    a = xtok.align(f["t_nbytes"], f["s_nbytes"], opts.merge)
+    a = align(f["t_nbytes"], f["s_nbytes"], opts.merge)
     batch = XtokCollator(student_tok.pad_token_id or 0, _OneRow(f), opts.merge, shared, cfg.loss.topk)([{"idx": 0}])
     terms = model_terms(model, batch, opts, cfg.loss.alpha, cfg.loss.divergence, cfg.loss.beta) if model else None
     kept = batch["xtok"]["s_base"].shape[0]
