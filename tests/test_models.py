@@ -7,16 +7,8 @@ import json
 import pytest
 import torch
 
-from r1distill.models import (
-    CONVERSION,
-    _converted,
-    builtin_gguf_path,
-    derive_student,
-    gguf_special_tokens,
-    load_model,
-    load_tokenizer,
-    pick_layers,
-)
+from r1distill.builtin_models import CONVERSION, _converted, builtin_gguf_path, gguf_special_tokens
+from r1distill.models import derive_student, load_model, load_tokenizer, pick_layers
 
 
 def test_pick_layers_evenly_spaced():

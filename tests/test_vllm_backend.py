@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from r1distill.backends import check_options
-from r1distill.backends.vllm import Options, cpu_environment, engine_kwargs, split_evenly, to_completion
+from r1distill.backends.vllm import Options, split_evenly, to_completion
+from r1distill.backends.vllm_engine import cpu_environment, engine_kwargs
 from r1distill.config import ConfigError
 
 K, V = 5, 40

