@@ -122,7 +122,10 @@ def test_top_level_and_run_help(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     out = capsys.readouterr().out
-    assert "student.num_layers" in out and "example:\n  r1distill run recipes/quickstart.yaml" in out
+    assert "The student is train.student" in out and "example:\n  r1distill run recipes/quickstart.yaml" in out
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "student.num_layers" in capsys.readouterr().out  # the student's keys, in their one place
 
 
 def test_models_lists_built_in_and_hub_cache(teacher_dir, tmp_path, monkeypatch, capsys):

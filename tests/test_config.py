@@ -8,11 +8,10 @@ from r1distill.pipeline import build_configs
 RECIPE = """
 run_dir: runs/x
 teacher: smollm2-135m-instruct
-student: {derive_from: teacher, num_layers: 4}
 generate:
   source: {name: synthetic, num_problems: 3}
   num_samples: 2
-train: {objective: sft}
+train: {objective: sft, student: {derive_from: teacher, num_layers: 4}}
 """
 
 
@@ -56,11 +55,18 @@ def test_wrong_type_and_range_errors(recipe_file):
         load_recipe(recipe_file, ["train.loss.alpha"])
 
 
-def test_student_shorthand_and_missing_recipe(tmp_path):
+def test_student_shorthand_its_one_place_and_missing_recipe(tmp_path, recipe_file):
     from r1distill.train import TrainConfig
 
-    cfg = stage_config(load_recipe(None, ["student=my/model"]), "train", TrainConfig)
+    cfg = stage_config(load_recipe(None, ["train.student=my/model"]), "train", TrainConfig)
     assert cfg.student.name == "my/model" and cfg.student.derive_from is None
+    # the student's settings have one place, train.student: a top-level `student` is refused, saying where it goes
+    for args in ((None, ["student=my/model"]), (None, ["student.num_layers=2"])):
+        with pytest.raises(ConfigError, match=r"`student` is a train setting: move it under `train:`"):
+            load_recipe(*args)
+    recipe_file.write_text(recipe_file.read_text() + "student: {derive_from: teacher, num_layers: 2}\n")
+    with pytest.raises(ConfigError, match=rf"{recipe_file}: `student` is a train setting"):
+        load_recipe(recipe_file)
     with pytest.raises(ConfigError, match="Recipe file not found"):
         load_recipe(tmp_path / "nope.yaml")
 

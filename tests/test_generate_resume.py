@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
-from r1distill import generate
+from r1distill import generate, rerun
 from r1distill.cli import main
-from r1distill.config import ConfigError, from_dict
+from r1distill.config import ConfigError
 from r1distill.data.problems import SourceConfig, load_problems
 from r1distill.data.traces import read_table, shard_paths
 
@@ -251,22 +250,20 @@ def test_a_rerun_with_nothing_to_do_keeps_the_summary(tmp_path, finished):
     assert json.loads((out / "summary.json").read_text()) == before
 
 
-def test_shard_size_is_in_the_hash_and_a_dir_from_before_resumes(tmp_path, finished):
+def test_shard_size_is_in_the_hash_and_an_earlier_versions_dir_is_refused_in_one_line(tmp_path, finished, capsys):
     assert generate.GenerateConfig(shard_size=2).hash() != generate.GenerateConfig(shard_size=4).hash()
-    default = generate.GenerateConfig()
-    assert default.hash() == default.hash(with_shard_size=False)  # dirs of the default size keep their stamp
-    # A dir written before shard_size was hashed (shard_size 4: its stamp is the hash without it) resumes with the
-    # same shard_size, as it did before; with another one it is refused, naming it.
+    # A dir of an earlier stamp format (format 1 wrote no `format`): refused, saying so, and left as it was.
     out = tmp_path / "traces"
     shutil.copytree(finished, out)
-    cfg = from_dict(generate.GenerateConfig, yaml.safe_load((out / "config.yaml").read_text())["generate"])
-    assert cfg.shard_size == 4 and cfg.hash() != cfg.hash(with_shard_size=False)
     stamp = json.loads((out / "r1distill_stamp.json").read_text())
-    (out / "r1distill_stamp.json").write_text(json.dumps({**stamp, "stamp": cfg.hash(with_shard_size=False)}))
-    before = {p.name: p.stat().st_mtime_ns for p in shard_paths(out)}
-    assert main(["generate", *_overrides(out, max_new_tokens=4, shard_size=4)]) == 0
-    assert {p.name: p.stat().st_mtime_ns for p in shard_paths(out)} == before
-    assert main(["generate", *_overrides(out, max_new_tokens=4, shard_size=2)]) == 2
+    assert stamp["format"] == rerun.FORMAT == 2
+    (out / "r1distill_stamp.json").write_text(json.dumps({k: v for k, v in stamp.items() if k != "format"}))
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(["generate", *_overrides(out, max_new_tokens=4, shard_size=4)]) == 2
+    said = " ".join(" ".join(capsys.readouterr()).split())
+    assert "(stamp format 1, an earlier r1distill's; this one writes format 2; no setting differs" in said
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
 def test_two_processes_never_share_a_temporary_file(tmp_path):

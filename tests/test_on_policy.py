@@ -179,7 +179,7 @@ def _recipe(tmp_path, student, teacher) -> list[str]:
     a checkpoint every 2."""
     recipe = tmp_path / "op.yaml"
     recipe.write_text(
-        f"teacher: {teacher}\nstudent: {{name: {student}}}\ntrain:\n  objective: on_policy\n  input_dir: "
+        f"teacher: {teacher}\ntrain:\n  student: {{name: {student}}}\n  objective: on_policy\n  input_dir: "
         f"{tmp_path / 'curated'}\n  epochs: 1\n  batch_size: 2\n  learning_rate: 1.0e-3\n  warmup_ratio: 0\n"
         f"  lr_scheduler: constant\n  report_to: []\n  bf16: false\n  max_length: 64\n  save_steps: 2\n"
         f"  cache_dir: {tmp_path / 'cache'}\n  on_policy: {{max_new_tokens: 6, lmbda: 0.9}}\n")

@@ -28,8 +28,11 @@ def test_every_stage_wrote_its_outputs(run_dir):
     assert (run_dir / "student_init" / "model.safetensors").exists()
     log = [json.loads(x) for x in (run_dir / "student" / "train_log.jsonl").read_text().splitlines()]
     assert any("kd" in rec and "ce" in rec for rec in log)
-    for stage in ("traces", "curated", "student", "eval"):
-        assert (run_dir / stage / ".r1distill_done.json").exists()
+    for stage in ("traces", "curated", "student", "eval"):  # one stamp per stage dir, with `run`'s record in it
+        record = json.loads((run_dir / stage / "r1distill_stamp.json").read_text())
+        assert record["format"] == 2 and record["run"]["seconds"] > 0 and len(record["run"]["hash"]) == 16
+        assert ("stamp" in record) == (stage != "eval")  # eval stamps each result file, not its dir
+    assert not list(run_dir.rglob(".r1distill_done.json"))
 
 
 def test_eval_and_report_cover_three_models(run_dir):

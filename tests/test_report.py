@@ -71,7 +71,7 @@ def _source(run: Path, path: list):
     if src == "stage":
         name, *keys = keys
         out = (_read(run / "run.json")["stages"].get(name) or {}).get("out") if (run / "run.json").exists() else None
-        doc = _read(run / (out or DIRS[name]) / ".r1distill_done.json")
+        doc = _read(run / (out or DIRS[name]) / "r1distill_stamp.json")["run"]
     elif src == "train":
         label, *keys = keys
         doc = _read(run / label / "summary.json")
@@ -158,9 +158,10 @@ def test_hand_written_run_dir_with_old_formats_and_two_students(tmp_path):
     })
     _write(run / "eval" / "teacher" / "gsm8k.jsonl", "".join(json.dumps({"num_tokens": n}) + "\n" for n in (5, 9, 12)))
     _write(run / "eval" / "student" / "gsm8k.jsonl", json.dumps({"num_tokens": 7}) + "\n{cut by a ki")
-    # stats.json from before the funnel existed: the funnel is rebuilt from the reject counts, in their order
+    funnel = [{"step": "generated", "left": 10}, {"step": "truncated", "rejected": 4, "left": 6},
+              {"step": "incorrect", "rejected": 3, "left": 3}]
     _write(run / "curated" / "stats.json", {"total": 10, "kept": 3, "rejected": {"truncated": 4, "no_answer": 0,
-                                                                                  "incorrect": 3},
+                                                                                  "incorrect": 3}, "funnel": funnel,
                                             "correct": 5, "problems": 5, "problems_kept": 2, "teacher_pass_rate": 0.5})
     # the SFT student logs trainer.state.log_history lines; the KD student the one-record-per-step format
     _write(run / "student_sft" / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in [
@@ -173,13 +174,13 @@ def test_hand_written_run_dir_with_old_formats_and_two_students(tmp_path):
                                                         [*log, {"summary": True, "step": 30, "tokens_per_s": 111.0}]))
     _write(run / "student" / "summary.json", {"objective": "kd", "rows": 3, "steps": 30, "train_loss": 3.45,
                                               "seconds": 12.5})
-    _write(run / "student" / ".r1distill_done.json", {"hash": "x", "seconds": 13.25})
+    _write(run / "student" / "r1distill_stamp.json", {"format": 2, "run": {"hash": "x", "seconds": 13.25}})
 
     write_report(run)
     page = _page(run)
     shown = _check_numbers(run, page)
-    assert ("curate", "rejected", "truncated") in shown and ("curate", "rejected", "incorrect") in shown
-    assert ("curate", "rejected", "no_answer") not in shown  # zero counts are not funnel steps
+    assert {p for p in shown if p[:2] == ("curate", "funnel")} == {("curate", "funnel", i, k) for i in range(3)
+                                                                  for k in ("left", "rejected") if k in funnel[i]}
     assert ("eval", "student_sft", "gsm8k", "pass@1") in shown and ("eval", "teacher", "aime24", "pass@1") in shown
     assert ("eval", "teacher", "aime24", "pass@1_ci95", 0) not in shown  # no CI in that summary: none shown
     # 30 logged steps: 12 shown, the first and the last among them; the summary record is not a step
@@ -216,7 +217,8 @@ def test_unreadable_summary_is_treated_as_missing(tmp_path, bad):
 
 # ---- student variants, the takeaway, the examples (constructed run dirs) ---------------------------------------
 def _samples(ids: list[str], right: set[str], k: int = 1) -> list[dict]:
-    return [{"benchmark": "synthetic-easy", "id": i, "sample_idx": s, "output": f"{i} * 2 = 4\nThe answer is 4.",
+    return [{"benchmark": "synthetic-easy", "id": i, "problem": f"What is {i} * 2?", "sample_idx": s,
+             "output": f"{i} * 2 = 4\nThe answer is 4.",
              "answer": "4", "pred_answer": "4" if i in right else "5", "correct": i in right, "num_tokens": 9,
              "finish_reason": "stop"} for i in ids for s in range(k)]
 
@@ -248,7 +250,7 @@ def _variant_run(run: Path, variants: dict[str, dict], right: dict[str, set[str]
                                     "seconds": 3.0})
         _write(d / "train_log.jsonl", "".join(json.dumps({"step": s, "loss": 2.0 / s}) + "\n" for s in (1, 2)))
         _write(d / "config.json", {"num_hidden_layers": 16})
-        _write(d / ".r1distill_done.json", {"hash": "x", "seconds": 4.0})
+        _write(d / "r1distill_stamp.json", {"format": 2, "run": {"hash": "x", "seconds": 4.0}})
         stages[f"train:{name}"] = {"out": f"students/{name}", "skipped": False, "seconds": 4.0}
     stages["eval"] = {"out": "eval", "skipped": False, "seconds": 6.0}
     _write(run / "run.json", {"command": "r1distill run lab.yaml", "cwd": str(run), "stages": stages,
@@ -287,7 +289,8 @@ def test_the_comparison_of_two_variants_shows_the_paired_difference_to_sft(tmp_p
             f"synthetic-easy (95% CI "
             f"{100 * rlo:.0f}–{100 * rhi:.0f}%): 0.350 against 0.500, from 0.000 before training.**") in md
     # the examples: problems kd got right and the untrained student wrong, linked to the per-sample files
-    assert "Problem p00 (gold answer 4)" in md and "Problem p02" in md and "Problem p03" not in md
+    # with the problem's text from the eval rows (no benchmark source is read)
+    assert "Problem p00 (gold answer 4): What is p00 * 2?" in md and "Problem p02" in md and "Problem p03" not in md
     assert "[student_kd/synthetic-easy.jsonl](eval/student_kd/synthetic-easy.jsonl)" in md
     assert "| teacher | system line + own instruction + 2 examples | greedy | 96 |" in md
     page = _page(run)

@@ -23,7 +23,7 @@ def test_kd_without_topk_columns(tmp_path, student_dir, capsys):
     with pytest.raises(UserError, match=r"own/data-00000.parquet: no topk_ids/topk_logprobs column.*objective=kd"):
         run(train_config(tmp_path, student_dir, tmp_path / "own"))
     # sft reads the same table without complaint up to training (checked here through the CLI's exit code).
-    args = ["train", f"run_dir={tmp_path}", f"student.name={student_dir}", f"train.input_dir={traces}",
+    args = ["train", f"run_dir={tmp_path}", f"train.student.name={student_dir}", f"train.input_dir={traces}",
             "train.objective=kd"]
     capsys.readouterr()  # what the runs above printed
     assert main(args) == 2

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow  # a training process killed and resumed
 
 def _overrides(run_dir, student, traces) -> list[str]:
     # 8 rows, batch 2, 1 epoch: 4 steps; a checkpoint every 2; cosine schedule, so the resumed scheduler matters.
-    return [f"run_dir={run_dir}", f"student.name={student}", f"teacher={student}", f"train.input_dir={traces}",
+    return [f"run_dir={run_dir}", f"train.student.name={student}", f"teacher={student}", f"train.input_dir={traces}",
             "train.epochs=1", "train.batch_size=2", "train.learning_rate=1e-3", "train.warmup_ratio=0.2",
             "train.report_to=[]", "train.save_steps=2", "train.save_total_limit=1", "train.max_length=64"]
 
@@ -84,4 +84,4 @@ def test_resume_picks_the_latest_complete_checkpoint_of_the_same_config(tmp_path
         _prepare_work(other, main=True)
     # Without resume the work dir starts empty.
     assert _prepare_work(TrainConfig(run_dir=str(tmp_path), student=StudentConfig(name="x")), main=True) is None
-    assert list(work.iterdir()) == [work / "r1distill_config_hash"]
+    assert list(work.iterdir()) == [work / "r1distill_stamp.json"]

@@ -134,7 +134,7 @@ def test_a_missing_student_tokenizer_fails_before_generate(tmp_path):
     from r1distill.pipeline import run
 
     recipe = load_recipe(TINY, [f"run_dir={tmp_path}"])
-    recipe["student"] = {"derive_from": "teacher", "num_layers": 1, "tokenizer": str(tmp_path / "no-such-bpe")}
+    recipe["train"]["student"] = {"derive_from": "teacher", "num_layers": 1, "tokenizer": str(tmp_path / "no-such-bpe")}
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     with pytest.raises(ModelNotFoundError, match=r"^student.tokenizer: Model path .*no-such-bpe does not exist"):
@@ -160,7 +160,7 @@ def test_a_named_students_start_is_that_model(tmp_path):
 
     named = str(tmp_path / "my-student")
     recipe = load_recipe(TINY, [f"run_dir={tmp_path}"])
-    recipe["student"] = {"name": named}
+    recipe["train"]["student"] = {"name": named}
     recipe["eval"]["models"] = ["student_init", "student"]
     ev = build_configs(recipe)["eval"]
     assert ev.resolve("student_init") == named  # not {run_dir}/student_init, which nothing writes
@@ -168,7 +168,7 @@ def test_a_named_students_start_is_that_model(tmp_path):
     recipe = _recipe(tmp_path, {"a": {}, "b": {"student": "other"},
                                 "d": {"student": {"derive_from": "teacher", "num_layers": 1}}},
                      models=["student_init", "student_init:b", "student_init:d", "students"])
-    recipe["student"] = named
+    recipe["train"]["student"] = named
     ev = build_configs(recipe)["eval"]
     assert (ev.resolve("student_init"), ev.resolve("student_init:b")) == (named, "other")
     assert ev.student_inits == {"student_init": named, "student_init:a": named, "student_init:b": "other"}
@@ -193,7 +193,7 @@ def test_a_standalone_eval_reads_aliases_as_run_does(tmp_path, monkeypatch):
                                              for n, c, r in pipeline.STAGES])
     named = str(tmp_path / "my-student")
     recipe = _recipe(tmp_path, {"a": {}, "b": {"objective": "sft"}}, models=["student_init", "students"])
-    recipe["student"] = {"name": named}
+    recipe["train"]["student"] = {"name": named}
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     # `students` is every variant's student, as in `run`, not a hub id; a named student's start is that model

@@ -166,8 +166,8 @@ def test_xtok_inspect_command(traces, teacher_dir, tmp_path, capsys):
     assert "a broken map" in text and "to another student id in 0 (0.0%)" in text
     assert "'<|im_end|>'(2) -> '</s>'(2)" in text
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"run_dir: {traces}\nteacher: smollm2-135m-instruct\nstudent: {{name: {student}}}\n"
-                      "train: {objective: kd, xtok: {method: gold}}\n")
+    recipe.write_text(f"run_dir: {traces}\nteacher: smollm2-135m-instruct\n"
+                      f"train: {{student: {{name: {student}}}, objective: kd, xtok: {{method: gold}}}}\n")
     assert main(["xtok-inspect", str(recipe), "--row", "2", "--rows", "8"]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| group")]

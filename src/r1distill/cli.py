@@ -187,13 +187,11 @@ def _epilog(name: str, full: bool) -> str:
         return text
     if name == "run":
         from r1distill.config import SHARED_KEYS
-        from r1distill.models import StudentConfig
 
-        student = "\n".join(f"  student.{k:<18}{d:<10}{n}".rstrip() for k, d, n in config_keys(StudentConfig))
         return (text + f"\ntop-level keys: {', '.join(SHARED_KEYS)} (filled into every section that has them), "
-                "and one section per stage: import or generate, curate, score (optional), train, eval.\n"
-                "student: a model name, or\n" + student
-                + "\n\nEach section's keys and defaults: r1distill import|generate|curate|score|train|eval --help")
+                "and one section per stage: import or generate, curate, score (optional), train, eval. The "
+                "student is train.student.\n"
+                "\nEach section's keys and defaults: r1distill import|generate|curate|score|train|eval --help")
     notes = f"\n{STAGE_NOTES[name]}\n" if name in STAGE_NOTES else ""
     return text + notes + "\n" + stage_keys_help(name)
 

@@ -1,7 +1,7 @@
 """YAML recipe -> per-stage dataclasses.
 
-A recipe is a YAML mapping with a few shared top-level keys (`run_dir`, `seed`, `teacher`,
-`student`) and one section per stage (`import` or `generate`, `curate`, `score`, `train`, `eval`). Command-line
+A recipe is a YAML mapping with a few shared top-level keys (`run_dir`, `seed`, `teacher`) and one section
+per stage (`import` or `generate`, `curate`, `score`, `train`, `eval`). Command-line
 overrides are `dotted.key=value`, the value parsed as YAML. Every key must name a dataclass
 field: a misspelt key raises `ConfigError` naming it (and the closest field), never a silent
 default. Stage configs are built by `stage_config`, which copies the shared keys into a
@@ -27,7 +27,7 @@ from r1distill.layout import LAYOUT  # the stages import it from here too
 
 T = TypeVar("T")
 
-SHARED_KEYS = ("run_dir", "seed", "teacher", "student")
+SHARED_KEYS = ("run_dir", "seed", "teacher")
 STAGES = ("import", "generate", "curate", "score", "train", "eval")
 TOP_LEVEL_KEYS = (*SHARED_KEYS, *STAGES, "variants", "name", "description")
 
@@ -40,8 +40,8 @@ def model_dirname(label: str) -> str:
 
 
 def variant_sections(recipe: dict) -> dict[str, dict]:
-    """The recipe's student variants as full `train` sections: each variant's keys deep-merged over `train`
-    (and the shared `student`), its output in `{run_dir}/students/<name>`. Empty without `variants`.
+    """The recipe's student variants as full `train` sections: each variant's keys deep-merged over `train`,
+    its output in `{run_dir}/students/<name>`. Empty without `variants`.
 
     ```yaml
     variants:
@@ -61,8 +61,6 @@ def variant_sections(recipe: dict) -> dict[str, dict]:
     if clash := [k for k in ("output_dir", "init_dir") if k in base]:
         raise ConfigError(f"train.{clash[0]} cannot be used with variants: each variant's student goes to "
                           "{run_dir}/students/<name>")
-    if "student" not in base and "student" in recipe:
-        base["student"] = recipe["student"]
     run_dir = base.get("run_dir", recipe.get("run_dir", "runs/default"))
     out = {}
     for name, over in variants.items():
@@ -138,6 +136,9 @@ def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     for ov in overrides:
         apply_override(recipe, ov)
     check_expansion(recipe, str(path) if path is not None else "the command-line overrides")
+    if "student" in recipe:  # one place for the student's settings: the stage that trains it
+        raise ConfigError(f"{path or 'the overrides'}: `student` is a train setting: move it under `train:` "
+                          "(`train: {student: ...}`, or train.student=... on the command line)")
     unknown = [k for k in recipe if k not in TOP_LEVEL_KEYS]
     if unknown:
         raise ConfigError(_unknown_msg(unknown[0], TOP_LEVEL_KEYS, "recipe"))
@@ -306,31 +307,14 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-# Field metadata for a setting added after configs were first hashed: left out of the hash while it holds its
-# default, so the outputs of earlier runs keep their stamps (`field(default=None, metadata=NEW_FIELD)`).
-NEW_FIELD = {"hash_only_when_set": True}
-
-
-def _hash_dict(cfg: Any) -> Any:
-    """asdict, minus NEW_FIELD fields at their default (at any depth)."""
-    if not dataclasses.is_dataclass(cfg):
-        return cfg
-    full, out = dataclasses.asdict(cfg), {}
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if f.metadata.get("hash_only_when_set") and value == f.default:
-            continue
-        out[f.name] = _hash_dict(value) if dataclasses.is_dataclass(value) else full[f.name]
-    return out
-
-
 def config_hash(cfg: Any, *extra: str, exclude: tuple[str, ...] = ("overwrite", "resume")) -> str:
-    """A short stable hash of a stage config (minus flags that do not change outputs) and inputs."""
-    return dict_hash(_hash_dict(cfg), *extra, exclude=exclude)
+    """The one hashing rule of stamps: a short stable hash of a stage config (minus the top-level settings in
+    `exclude`, which do not change its outputs) and of `extra` (its inputs' fingerprints, the stages before it)."""
+    return dict_hash(to_dict(cfg), *extra, exclude=exclude)
 
 
 def dict_hash(d: dict, *extra: str, exclude: tuple[str, ...] = ()) -> str:
-    """`config_hash` of a config already turned into a dict (to keep old hashes when a field is renamed)."""
+    """`config_hash` of a config already turned into a dict (or of any JSON-able mapping)."""
     d = {k: v for k, v in d.items() if k not in exclude}
     blob = json.dumps(d, sort_keys=True, default=str) + "|" + "|".join(extra)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -355,12 +339,11 @@ def resolved_yaml(cfg: Any, section: str) -> str:
 
 
 def read_resolved(path: str | Path, section: str) -> dict | None:
-    """A stage's written config (a recipe `{section: ...}`, or the flat mapping older versions wrote); None when
-    missing or unreadable."""
+    """A stage's written config (`write_resolved`'s recipe `{section: ...}`); None when missing or unreadable."""
     try:
         data = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError):
         return None
     if isinstance(data, dict) and isinstance(data.get(section), dict) and set(data) <= set(TOP_LEVEL_KEYS):
         return data[section]
-    return data if isinstance(data, dict) else None
+    return None

@@ -1,9 +1,10 @@
 """Stage `eval`: models x benchmarks -> per-sample results, a summary, and a Markdown table.
 
-Output dir (default `{run_dir}/eval`): `<model>/<benchmark>.jsonl` (one line per sample: benchmark,
-id, sample_idx, output, pred_answer, correct, num_tokens, finish_reason), `summary.json`
-({model: {benchmark: metrics}}), `results.md`, `config.yaml` (a recipe: `r1distill eval eval/config.yaml`) and
-`maj_cache.json` (maj@k's answer comparisons, which can take seconds each: a rerun reads them).
+Output dir (default `{run_dir}/eval`): `<model>/<benchmark>.jsonl` (one line per sample: benchmark, id, problem
+(its text: the per-sample files and the report need no benchmark source), sample_idx, output, pred_answer, correct,
+num_tokens, finish_reason), `summary.json` ({model: {benchmark: metrics}}), `results.md`, `config.yaml` (a recipe:
+`r1distill eval eval/config.yaml`) and `maj_cache.json` (maj@k's answer comparisons, which can take seconds each:
+a rerun reads them).
 Samples are appended after each batch, so a killed run (or one batch that fails) resumes without redoing
 finished problems.
 
@@ -47,7 +48,6 @@ from r1distill import layout, rerun
 from r1distill.backends import BACKENDS, SamplingConfig, close, derive_seed, fits_context, get_backend
 from r1distill.config import (
     LAYOUT,
-    NEW_FIELD,
     VARIANT_NAME,
     ConfigError,
     UserError,
@@ -125,7 +125,7 @@ class EvalConfig:
     teacher: str = "smollm2-135m-instruct"  # what the alias `teacher` means
     # `student_init` / `student_init:<variant>` of a named (not derived) student: the model it starts as. `run` fills
     # it from the train sections; an alias not in it is the run dir's derived student
-    student_inits: dict[str, str] | None = field(default=None, metadata=NEW_FIELD)  # {alias: model} (named students)
+    student_inits: dict[str, str] | None = None  # {alias: model} (named students)
     models: list[str] = field(default_factory=lambda: ["teacher"])  # names, paths or aliases
     # the benchmarks: names (gsm8k, math500, aime24, ...) or sources, as generate.source
     benchmarks: list[SourceConfig] = field(
@@ -367,14 +367,16 @@ def score_outputs(rows: list[dict], last_number: bool = True, timeout: float = 5
     with a hard time limit per row (``verify_many(hard_limit=True)``, as curate does): an output that would
     hang Math-Verify is abandoned after ``hard_limit(timeout)`` seconds and counted wrong.
 
-    Each row needs benchmark, id, sample_idx, output, answer, num_tokens and finish_reason; the result rows
-    hold those plus pred_answer and correct (recomputed), in the order the eval stage writes them.
+    Each row needs benchmark, id, sample_idx, output, answer, num_tokens and finish_reason (and may hold the
+    problem's text); the result rows hold those plus pred_answer and correct (recomputed), in the order the eval
+    stage writes them.
     """
     verdicts = verify_many([r["output"] for r in rows], [r["answer"] for r in rows], last_number=last_number,
                            timeout=timeout, hard_limit=True)
     scored = []
     for r, v in zip(rows, verdicts):
-        scored.append({"benchmark": r["benchmark"], "id": r["id"], "sample_idx": r["sample_idx"],
+        scored.append({"benchmark": r["benchmark"], "id": r["id"], **({"problem": r["problem"]} if "problem" in r
+                                                                      else {}), "sample_idx": r["sample_idx"],
                        "output": r["output"], "answer": r["answer"], "pred_answer": v.pred_answer,
                        "correct": v.correct, "num_tokens": r["num_tokens"], "finish_reason": r["finish_reason"]})
     return scored
@@ -465,7 +467,7 @@ def _eval_one(cfg: EvalConfig, model: str, label: str, bench: SourceConfig, load
     ``loaded``: the benchmark's problems, read and checked by ``run`` before any output was touched."""
     k = cfg.k_for(bench)
     path = cfg.out / label / f"{bench.label}.jsonl"
-    meta = path.with_suffix(".meta.json")
+    meta = path.with_suffix(layout.RESULT_META)
     fp = _fingerprint(cfg, model, bench, k, loaded, prompt)
     gen_fp = _generation_fingerprint(cfg, model, bench, k, loaded, prompt)
     old = _read_meta(meta)
@@ -531,8 +533,8 @@ def _eval_one(cfg: EvalConfig, model: str, label: str, bench: SourceConfig, load
             sampling.seeds = [derive_seed(cfg.seed, bench.label, p["id"]) for p in batch]
             outs = backend.generate([prompt.messages(p["problem"]) for p in batch], sampling,
                                     progress=tick)
-            raw = [{"benchmark": bench.label, "id": p["id"], "sample_idx": i, "output": c.text, "answer": p["answer"],
-                    "num_tokens": len(c.token_ids), "finish_reason": c.finish_reason}
+            raw = [{"benchmark": bench.label, "id": p["id"], "problem": p["problem"], "sample_idx": i, "output": c.text,
+                    "answer": p["answer"], "num_tokens": len(c.token_ids), "finish_reason": c.finish_reason}
                    for p, completions in zip(batch, outs) for i, c in enumerate(completions)]
             scored = score_outputs(raw, last_number=cfg.last_number, timeout=cfg.verify_timeout)
             samples += scored

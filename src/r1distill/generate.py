@@ -46,8 +46,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from r1distill import layout, rerun
 from r1distill.backends import (
     BACKENDS,
@@ -59,7 +57,7 @@ from r1distill.backends import (
     fits_context,
     get_backend,
 )
-from r1distill.config import LAYOUT, ConfigError, UserError, dict_hash, parse_worker, resolved_yaml, to_dict
+from r1distill.config import LAYOUT, ConfigError, UserError, config_hash, parse_worker, resolved_yaml, to_dict
 from r1distill.console import console, progress
 from r1distill.data import traces as store
 from r1distill.data.problems import SourceConfig, load_problems, prompt_id
@@ -153,40 +151,17 @@ class GenerateConfig:
         """The output dir: a Path, or the URL string when output_dir is an fsspec URL."""
         return store.as_location(self.output_dir or Path(self.run_dir) / LAYOUT["traces"])
 
-    def hash(self, with_shard_size: bool = True) -> str:
-        # UNHASHED settings are left out. topk_format and shard_size count, but only when not the default: dirs
-        # written before they were hashed keep their hash (with_shard_size=False: the hash before shard_size was).
-        d = to_dict(self)
-        if d["prompt"] == to_dict(PromptConfig()):  # the default prompt hashes as before `prompt` existed
-            del d["prompt"]
-            d["system_prompt"] = None
-        return dict_hash(d, exclude=(*UNHASHED, *(("topk_format",) if self.topk_format == "exact" else ()),
-                                     *(("shard_size",) if self.shard_size == DEFAULT_SHARD_SIZE
-                                       or not with_shard_size else ())))
+    def hash(self) -> str:
+        """The traces' stamp: every setting but the UNHASHED ones, which do not change what is generated."""
+        return config_hash(self, exclude=UNHASHED)
 
 
 RESTART = "Use another output_dir, or pass generate.overwrite=true to start again."
 
 
 def _stamp_record(out: Location) -> dict:
-    """What the traces in `out` were made with: r1distill_stamp.json, or for dirs written before it, the `hash` and
-    `logprobs_kind` keys of config.yaml (then a flat mapping)."""
-    record = rerun.read_stamp(out)
-    if record is not None:
-        return record
-    path = store.join(out, layout.CONFIG)
-    old = (yaml.safe_load(store.read_text(path)) or {}) if store.exists(path) else {}
-    return {"stamp": old.get("hash"), "logprobs_kind": old.get("logprobs_kind")} if old.get("hash") else {}
-
-
-def _shard_size_of(out: Location) -> int | None:
-    """The shard_size in the config.yaml of `out` (None when there is none)."""
-    try:
-        data = yaml.safe_load(store.read_text(store.join(out, layout.CONFIG)))
-    except (OSError, ValueError, yaml.YAMLError):
-        return None
-    data = data.get("generate", data) if isinstance(data, dict) else {}
-    return data.get("shard_size") if isinstance(data, dict) else None
+    """What the traces in `out` were made with: its stamp (the config hash, the log-probs kind), or {}."""
+    return rerun.read_stamp(out) or {}
 
 
 def _lock_path(cfg: GenerateConfig) -> Path | None:
@@ -218,8 +193,6 @@ def _prepare_dir(cfg: GenerateConfig) -> None:
     out = cfg.out
     _lock(cfg)  # before anything in the dir is read or removed
     old = {} if cfg.overwrite else _stamp_record(out)
-    if old.get("stamp") == cfg.hash(with_shard_size=False) != cfg.hash() and _shard_size_of(out) == cfg.shard_size:
-        old = {**old, "stamp": cfg.hash()}  # made before shard_size was hashed, and with this one: the same traces
     rerun.claim(out, cfg.hash(), "generate", overwrite=cfg.overwrite, refuse=RESTART, old=old, config=to_dict(cfg),
                 ignore=UNHASHED)
     if cfg.overwrite:  # the dir, and the lock in it, are gone

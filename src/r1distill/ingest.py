@@ -169,13 +169,13 @@ def run(cfg: ImportConfig) -> Location:
 
 
 def _generated(out: Location) -> bool:
-    """Whether `out` holds generate's traces (its config.yaml, or the flat one older versions wrote)."""
+    """Whether `out` holds generate's traces (its config.yaml)."""
     path = store.join(out, layout.CONFIG)
     try:
         data = yaml.safe_load(store.read_text(path)) if store.exists(path) else None
     except (OSError, yaml.YAMLError):
         return False
-    return isinstance(data, dict) and ("generate" in data or "backend" in data)
+    return isinstance(data, dict) and "generate" in data
 
 
 def source_fingerprint(cfg: ImportConfig) -> str:

@@ -7,10 +7,13 @@ other module of src spells one.
       traces/ scored/               shards, config.yaml, summary[-wIofN].json, manifest[-wIofN].json, the stamp
       curated/                      shards, stats.json, stats.md, rejected.jsonl, config.yaml, the stamp
       student_init/ students_init/  derived students (r1distill_derived.json)
-      student/ students/<v>/        the model, r1distill_train_config.yaml, train_log.jsonl, summary.json
-      eval/                         <model>/<bench>.jsonl, summary.json, results.md, maj_cache.json, config.yaml
+      student/ students/<v>/        the model, r1distill_train_config.yaml, train_log.jsonl, summary.json, runs/
+                                    (tensorboard: transformers' name), adapter/ (LoRA)
+      student.work/                 checkpoint-N/ while training (transformers' names), the stamp
+      eval/                         <model>/<bench>.jsonl and .meta.json, summary.json, results.md, maj_cache.json,
+                                    config.yaml
       report.html report.md
-    every stage dir: r1distill_stamp.json (the stage's rerun stamp) and .r1distill_done.json (`run`'s marker)
+    every stage dir: r1distill_stamp.json, its one stamp (the stage's rerun stamp and `run`'s record: rerun.py)
 """
 
 from __future__ import annotations
@@ -28,8 +31,7 @@ LAYOUT = {
 }
 
 RUN = "run.json"  # the run dir's record of the command and recipe (pipeline)
-DONE = ".r1distill_done.json"  # `run`'s marker in a finished stage dir (pipeline writes, report reads)
-STAMP = "r1distill_stamp.json"  # a stage's rerun stamp (rerun.py)
+STAMP = "r1distill_stamp.json"  # a stage dir's one stamp: the stage's rerun stamp and `run`'s record (rerun.py)
 CONFIG = "config.yaml"  # a stage's resolved config beside its outputs (a recipe for that stage)
 TRAIN_CONFIG = "r1distill_train_config.yaml"  # train's, in the student dir (apart from the model's config.json)
 SUMMARY = "summary.json"  # a stage's figures (generate, import, score, train, eval)
@@ -42,7 +44,9 @@ MAJ_CACHE = "maj_cache.json"  # eval's maj@k answer comparisons, kept across rer
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 DERIVED = "r1distill_derived.json"  # what a derived student was made from (models.derive_student)
-BUILTIN_SOURCE = "r1distill_source.json"  # how a built-in model was converted (models)
+BUILTIN_SOURCE = "r1distill_source.json"  # how a built-in model was converted (builtin_models)
+ADAPTER = "adapter"  # a LoRA student's adapter, beside the merged model (train)
+RESULT_META = ".meta.json"  # eval's record beside each result file: <bench>.meta.json (its fingerprint)
 CACHE_META = "meta.json"  # a token cache entry's record (train/data.py)
 
 

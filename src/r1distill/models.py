@@ -33,7 +33,7 @@ from r1distill.builtin_models import (  # noqa: F401 (list_models, r1distill_hom
     list_models,
     r1distill_home,
 )
-from r1distill.config import NEW_FIELD, ConfigError, UserError
+from r1distill.config import ConfigError, UserError
 
 if TYPE_CHECKING:
     import torch
@@ -49,7 +49,7 @@ class StudentConfig:
     layers: list[int] = field(default_factory=list)  # or exactly these layer indices of the source model
     # derive_from only: another tokenizer (a model name or path) for the student; each of its tokens' embeddings
     # starts as the mean of the source's embeddings of that token's bytes (FVT). Cross-tokenizer KD (train.xtok).
-    tokenizer: str | None = field(default=None, metadata=NEW_FIELD)
+    tokenizer: str | None = None
 
     @classmethod
     def from_shorthand(cls, value: str) -> "StudentConfig":

@@ -1,8 +1,8 @@
 """`r1distill run RECIPE`: the stages in order, skipping those already done for the same config.
 
-Each finished stage leaves `.r1distill_done.json` in its output dir with a hash of its config
-and of the stages before it, and a fingerprint of the content it read (`_inputs`: the problems, the
-input shards, the evaluated weights), so an edited problem file or benchmark is not skipped as done.
+Each finished stage gets `run`'s record in its output dir's stamp (`rerun.record_run`, the stage dir's one stamp
+file): a hash of its config and of the stages before it, and a fingerprint of the content it read (`_inputs`: the
+problems, the input shards, the evaluated weights), so an edited problem file or benchmark is not skipped as done.
 A rerun skips a stage whose marker matches, so after a crash `run` picks up at the first unfinished
 stage (and `generate` and `eval` resume inside themselves). Every model name is checked before the
 first stage starts.
@@ -53,7 +53,6 @@ STAGES = [
 # Stages `run` includes only when the recipe has their section: `import` (traces you have, instead of generate) and
 # `score` (after curate; train then reads its output).
 OPTIONAL = ("import", "score")
-MARKER = layout.DONE
 
 
 def build_configs(recipe: dict) -> dict:
@@ -226,20 +225,16 @@ def run(recipe_path: str | Path | None, overrides: list[str] | tuple[str, ...] =
             # a variant that starts from another's student: that one's hash too (it retrains when the start does)
             start = students.get(str(cfg.student.name)) if name.startswith("train") else None
             h = config_hash(cfg, upstream, *([start] if start else []))
-            marker = cfg.out / MARKER
             stage = {"out": os.path.relpath(cfg.out, run_dir), "hash": h}
-            done = json.loads(marker.read_text()) if marker.exists() else {}
-            inputs = _inputs(name, cfg)
-            # (a marker from before inputs were recorded is trusted, rather than every old run redone once)
-            if done.get("hash") == h and done.get("inputs", inputs) == inputs:
+            done, inputs = rerun.run_record(cfg.out), _inputs(name, cfg)
+            if done.get("hash") == h and done.get("inputs") == inputs:
                 console.print(f"[dim]{name}: done for this config, skipped ({cfg.out})[/]")
                 stage["skipped"] = True
             else:
                 t0 = time.time()
                 out = stage_run(cfg)
                 stage |= {"skipped": False, "seconds": round(time.time() - t0, 2)}
-                (Path(out) / MARKER).write_text(json.dumps({"hash": h, "inputs": inputs,
-                                                            "seconds": stage["seconds"]}))
+                rerun.record_run(out, {"hash": h, "inputs": inputs, "seconds": stage["seconds"]})
             meta["stages"][name] = stage
             _write_json(meta_path, meta)
             if name.startswith("train"):

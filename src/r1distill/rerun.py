@@ -3,11 +3,14 @@
 1. A stage reads and checks its whole input before it touches its outputs, so a bad input (a broken line, a
    misspelt model name) leaves the last results as they were.
 2. It then calls `claim(out, stamp)`. The stamp is a hash of the stage's config and of its input's content
-   (`fingerprint` of the input shards' footers, or of the problems), recorded in `out/r1distill_stamp.json`:
+   (`config_hash` with the `fingerprint` of the input shards' footers, or of the problems), recorded in the stage
+   dir's one stamp file, `out/r1distill_stamp.json` (`layout.STAMP`), which also holds `run`'s record of the stage
+   (`record_run`: `run`'s hash of the config and the stages before it, the inputs' fingerprint, wall seconds):
    - no results in `out`: the stage starts;
    - results of the same stamp: the stage resumes them (generate, score, eval), or has nothing to do when they
      are complete (curate, train: "done", unless `overwrite`);
-   - results of another stamp (or results without one, from an older version) are never deleted and never mixed
+   - results of another stamp (or without one, or of another stamp FORMAT: an earlier r1distill's) are never
+     deleted and never mixed
      with new ones, and the one line that says so names the settings that differ from the config.yaml beside
      them (`changes`; "the input" when no setting does). Where they go depends on who may write in `out`:
      * a stage that writes its output dir alone (curate, train, eval per result file, import to a local dir)
@@ -37,15 +40,26 @@ from r1distill.config import UserError
 from r1distill.console import console
 
 STAMP = layout.STAMP
+# The stamp file's format. Bumped when a stage's outputs or its hashing change in a way this version cannot read:
+# then an earlier version's results are "another stamp" (set aside or refused, in one line), never misread.
+FORMAT = 2
 
 
 def read_stamp(out) -> dict | None:
+    """The stamp record in `out` (None when there is none, or it is unreadable)."""
     from r1distill.data import traces as store
 
     try:
-        return json.loads(store.read_text(store.join(out, STAMP)))
+        record = json.loads(store.read_text(store.join(out, STAMP)))
     except (OSError, ValueError):
         return None
+    return record if isinstance(record, dict) else None
+
+
+def _describe(old: dict) -> str:
+    if old.get("format") != FORMAT and (old.get("stamp") or old.get("run")):
+        return f"stamp format {old.get('format', 1)}, an earlier r1distill's; this one writes format {FORMAT}"
+    return f"stamp {old['stamp']}" if old.get("stamp") else "no stamp: an older version's or someone else's"
 
 
 def claim(out, stamp: str, stage: str, overwrite: bool = False, refuse: str | None = None,
@@ -66,9 +80,9 @@ def claim(out, stamp: str, stage: str, overwrite: bool = False, refuse: str | No
     if not [n for n in names if not n.startswith(".")]:  # nothing, or only temporaries a killed run left
         return "new"
     old = old if old is not None else read_stamp(out) or {}
-    if old.get("stamp") == stamp:
+    if old.get("format") == FORMAT and old.get("stamp") == stamp:
         return "done" if old.get("complete") else "resume"
-    what = f"stamp {old['stamp']}" if old.get("stamp") else "no stamp: an older version's or someone else's"
+    what = _describe(old)
     if config is not None:
         what += f"; {changes(out, stage, config, ignore, config_name)}"
     if refuse is not None:
@@ -83,7 +97,7 @@ def claim(out, stamp: str, stage: str, overwrite: bool = False, refuse: str | No
 def is_done(out, stamp: str) -> bool:
     """Whether `out` holds complete results of this stamp (read only: every process of a distributed run may ask)."""
     old = read_stamp(out) or {}
-    return old.get("stamp") == stamp and bool(old.get("complete"))
+    return old.get("format") == FORMAT and old.get("stamp") == stamp and bool(old.get("complete"))
 
 
 def set_aside(path: Path, tag: str) -> Path:
@@ -99,11 +113,28 @@ def set_aside(path: Path, tag: str) -> Path:
 
 
 def write_stamp(out, stamp: str, complete: bool, **extra: object) -> None:
-    """Record the stamp of the results in `out` (complete: they are finished)."""
+    """Record the stamp of the results in `out` (complete: they are finished). It replaces the whole record, `run`'s
+    included: results that change are not the ones `run` recorded."""
+    _write(out, {"format": FORMAT, "stamp": stamp, "complete": complete, **extra})
+
+
+def record_run(out, record: dict) -> None:
+    """Add `run`'s record of the stage (its hash, inputs, seconds) to the stamp in `out`, after the stage returned.
+    A stage dir without a stage stamp (eval's: it stamps each result file) gets a record with `run`'s alone."""
+    _write(out, {**(read_stamp(out) or {"format": FORMAT}), "run": record})
+
+
+def run_record(out) -> dict:
+    """`run`'s record of the stage in `out` ({} when there is none, or it is an earlier format's)."""
+    old = read_stamp(out) or {}
+    return old.get("run") or {} if old.get("format") == FORMAT else {}
+
+
+def _write(out, record: dict) -> None:
     from r1distill.data import traces as store
 
     store.makedirs(out)
-    store.write_text_atomic(store.join(out, STAMP), json.dumps({"stamp": stamp, "complete": complete, **extra}))
+    store.write_text_atomic(store.join(out, STAMP), json.dumps(record))
 
 
 def finish(out, stamp: str) -> None:
@@ -128,7 +159,7 @@ def fingerprint(paths: list) -> str:
 
 def changes(out, stage: str, config: dict, ignore: tuple[str, ...] = (), config_name: str = layout.CONFIG) -> str:
     """What differs between `config` and the one the results in `out` were made with (`out/config_name`, as
-    `write_resolved` writes it, or the flat mapping older versions wrote), for `claim`'s message."""
+    `write_resolved` writes it), for `claim`'s message."""
     import yaml
 
     from r1distill.data import traces as store
@@ -137,9 +168,9 @@ def changes(out, stage: str, config: dict, ignore: tuple[str, ...] = (), config_
         data = yaml.safe_load(store.read_text(store.join(out, config_name)))
     except (OSError, ValueError, yaml.YAMLError):
         data = None
-    if not isinstance(data, dict):
+    old = data.get(stage) if isinstance(data, dict) else None
+    if not isinstance(old, dict):
         return f"no readable {config_name} there to say which settings differ"
-    old = data[stage] if isinstance(data.get(stage), dict) else data
     keys = changed_keys(old, config, ignore=(*ignore, "hash", "logprobs_kind"))
     if not keys:
         return f"no setting differs from its {config_name}: the input did (or the version that made it)"

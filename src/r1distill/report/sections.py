@@ -98,16 +98,9 @@ def _curation(data: dict, figs: dict) -> list[dict]:
         return [B.note(f"No curation stats ({data['dirs']['curate'] / layout.CURATE_STATS} not found).")]
     fig = [B.figure("funnel", "curation funnel: traces left after each filter, then kept")] if "funnel" in figs \
         else []
-    if st.get("funnel"):
-        rows = [[[s["step"]], [B.f(s.get("rejected"), "{}", "curate", "funnel", i, "rejected") if "rejected" in s
-                               else ""], [B.f(s["left"], "{}", "curate", "funnel", i, "left")]]
-                for i, s in enumerate(st["funnel"])]
-    else:  # stats written before the funnel existed
-        rows = [[["generated"], [""], [B.f(st["total"], "{}", "curate", "total")]]] + [
-            [[k], [B.f(v, "{}", "curate", "rejected", k)], [""]] for k, v in (st.get("rejected") or {}).items() if v]
-        if fig:
-            fig.append(B.para("This stats.json predates the funnel: the chart's counts left are the total minus the "
-                              "rejections so far."))
+    rows = [[[s["step"]], [B.f(s.get("rejected"), "{}", "curate", "funnel", i, "rejected") if "rejected" in s
+                           else ""], [B.f(s["left"], "{}", "curate", "funnel", i, "left")]]
+            for i, s in enumerate(st["funnel"])]
     rows.append([["kept"], [""], [B.f(st["kept"], "{}", "curate", "kept")]])
     blocks = [B.table(["filter", "rejected", "left"], rows)]
     rate = B.f(st.get("teacher_pass_rate"), "{:.3f}", "curate", "teacher_pass_rate")
@@ -188,7 +181,7 @@ def _stages(data: dict, figs: dict) -> list[dict]:
         rows.append([[name], wall, inner, rate])
     fig = [B.figure("stages", "wall time per stage")] if "stages" in figs else []
     return [B.table(["stage", "wall seconds (run)", "seconds (stage summary)", "throughput"], rows), *fig,
-            B.para("Wall seconds come from each stage's .r1distill_done.json, written by the `run` that made the "
+            B.para("Wall seconds come from `run`'s record in each stage's stamp, written by the `run` that made the "
                    "stage's outputs; stage seconds from the stage's own summary (for eval: per model, model load "
                    "included).")]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from r1distill.config import LAYOUT, NEW_FIELD, ConfigError
+from r1distill.config import LAYOUT, ConfigError
 from r1distill.models import StudentConfig
 
 OBJECTIVES = ("sft", "kd", "kd_online", "gkd", "on_policy")
@@ -181,14 +181,14 @@ class OnPolicyOptions:
 class TrainConfig:
     run_dir: str = "runs/default"  # the run's directory: each stage's default input and output dirs are under it
     teacher: str = "smollm2-135m-instruct"  # `student.derive_from: teacher` and kd_online's teacher model
-    # the student: a model name, or one derived from the teacher (the recipe's top-level `student`; keys below)
+    # the student: a model name (`student: NAME`), or one derived from the teacher (keys below)
     student: StudentConfig = field(default_factory=lambda: StudentConfig(derive_from="teacher", num_layers=8))
     input_dir: str | None = None  # default: {run_dir}/curated
     output_dir: str | None = None  # default: {run_dir}/student
     objective: str = "kd"  # sft | kd | kd_online | gkd | on_policy (train.on_policy)
     loss: LossConfig = field(default_factory=LossConfig)  # kd / kd_online: the loss (sft: CE only)
     # kd / kd_online with a student of another tokenizer (null: one tokenizer, refused when they differ)
-    xtok: XtokOptions | None = field(default=None, metadata=NEW_FIELD)
+    xtok: XtokOptions | None = None
     epochs: float = 2.0  # passes over the curated traces (a fraction is allowed)
     learning_rate: float = 1e-4  # the peak learning rate (AdamW)
     batch_size: int = 8  # per device
@@ -202,7 +202,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, more compute
     # train only the decoder layers from this index up: the input embeddings and layers [0, N) stay as they are
     # and no gradient flows below layer N (the backward skips them; a tied LM head still trains). 0 = all.
-    freeze_layers: int = field(default=0, metadata=NEW_FIELD)
+    freeze_layers: int = 0
     lora: LoraOptions = field(default_factory=LoraOptions)  # LoRA (PEFT) instead of full fine-tuning
     teacher_device: str = "auto"  # kd_online: where the teacher runs (auto = the student's device; cpu, cuda:1…)
     logging_steps: int = 1  # log (train_log.jsonl, the progress bar, report_to) every N optimizer steps
@@ -211,13 +211,13 @@ class TrainConfig:
     save_total_limit: int | None = 2  # checkpoints kept (the oldest are deleted); None = all
     resume: bool = False  # continue from the latest complete checkpoint (`r1distill train --resume`)
     gkd: GKDOptions = field(default_factory=GKDOptions)  # objective gkd only
-    on_policy: OnPolicyOptions = field(default_factory=OnPolicyOptions, metadata=NEW_FIELD)  # objective on_policy
+    on_policy: OnPolicyOptions = field(default_factory=OnPolicyOptions)  # objective on_policy
     # SFT: re-tokenize the completion text with the student's tokenizer (true), train on the stored ids (false),
     # or decide by comparing the teacher's tokenizer with the student's (null)
     retokenize: bool | None = None
     allow_processed_logprobs: bool = False  # kd on "processed" top-k log-probs without the warning
     # where a derived student is saved before training; default {run_dir}/student_init (see run.init_dir)
-    init_dir: str | None = field(default=None, metadata=NEW_FIELD)
+    init_dir: str | None = None
     cache_dir: str | None = None  # the token cache (memory-mapped Arrow); default: ~/.cache/r1distill/tokens
     seed: int = 0  # the seed of the data order and of any random init
     # delete this stage's earlier outputs (after the input is checked) instead of resuming or moving aside

@@ -15,9 +15,10 @@ import time
 
 from r1distill.config import UserError
 from r1distill.console import console
-from r1distill.models import load_model, load_tokenizer
+from r1distill.models import load_model
 from r1distill.train import data
 from r1distill.train.config import TrainConfig
+from r1distill.train.plan import Plan
 from r1distill.train.skeleton import (
     Setup,
     WarmupFromFirstStep,
@@ -99,7 +100,7 @@ def _trainer_class():
     return CountingGKDTrainer
 
 
-def build(cfg: TrainConfig, student_path: str) -> Setup:
+def build(cfg: TrainConfig, student_path: str, tokenizer, plan: Plan) -> Setup:
     """TRL's GKDTrainer over the curated prompts and completions, the teacher loaded beside the student."""
     import torch
     from accelerate import PartialState
@@ -108,7 +109,6 @@ def build(cfg: TrainConfig, student_path: str) -> Setup:
     from trl.experimental.gkd import GKDConfig
 
     g = cfg.gkd
-    tokenizer = load_tokenizer(student_path)
     data.check_vocab(student_path, tokenizer, cfg.teacher, "gkd (full next-token distributions)")
     rows = data.read_columns(cfg.inp, ["prompt", "completion_ids"]).to_pylist()
     for r in rows:  # the assistant turn of `messages`, for reading; training uses the ids

@@ -21,6 +21,7 @@ from r1distill.console import console
 from r1distill.models import load_tokenizer, resolve_model
 from r1distill.train import data, topk
 from r1distill.train.config import TrainConfig
+from r1distill.train.plan import Plan
 from r1distill.train.skeleton import (
     Setup,
     freeze_lower,
@@ -111,9 +112,9 @@ def _build_xtok(cfg: TrainConfig, tokenizer, online: bool):
     return rows, collator, setup
 
 
-def build(cfg: TrainConfig, student_path: str) -> Setup:
+def build(cfg: TrainConfig, student_path: str, tokenizer, plan: Plan) -> Setup:
     """Read and check the data, load the student (and an online teacher), prepare the work dir, and build
-    the trainer; nothing is trained yet (tests use this to inspect the trainer's logs and gradients)."""
+    the trainer for sft, kd and kd_online as `plan` says; nothing is trained yet."""
     import torch
     from accelerate import PartialState
     from datasets import Dataset
@@ -123,15 +124,10 @@ def build(cfg: TrainConfig, student_path: str) -> Setup:
     from r1distill.train.collate import DistillCollator
     from r1distill.train.trainer import DistillTrainer
 
-    tokenizer = load_tokenizer(student_path)
-    online = cfg.kd and cfg.objective == "kd_online"
-    cross = cfg.kd and cfg.xtok is not None
+    online, cross, need_topk, retok = plan.teacher == "online", plan.cross_tokenizer, plan.topk, plan.retokenize
     if not cross:
-        data.check_vocab(student_path, tokenizer, cfg.teacher if cfg.kd else None,
+        data.check_vocab(student_path, tokenizer, cfg.teacher if plan.teacher != "none" else None,
                          "online KD" if online else "offline top-k KD")
-    need_topk = cfg.kd and not online
-    retok = not cfg.kd and (cfg.retokenize if cfg.retokenize is not None
-                            else not data.same_tokenizer(tokenizer, cfg.teacher))
     if need_topk:
         data.check_logprobs_kind(cfg)
     xtok_setup = None

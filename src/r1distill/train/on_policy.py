@@ -44,6 +44,7 @@ from r1distill.train import data, objectives, skeleton
 from r1distill.train.collate import DistillCollator
 from r1distill.train.config import TrainConfig
 from r1distill.train.losses import IGNORE
+from r1distill.train.plan import Plan
 from r1distill.train.trainer import DistillTrainer
 
 # train_log.jsonl's extra keys: see the module docstring
@@ -251,7 +252,7 @@ def teacher_side(cfg: TrainConfig, rows) -> tuple[list[list[int]], list[str]]:
     return rendered, [a or "" for a in answers]
 
 
-def build(cfg: TrainConfig, student_path: str) -> skeleton.Setup:
+def build(cfg: TrainConfig, student_path: str, tokenizer, plan: Plan) -> skeleton.Setup:
     """The on-policy trainer: the curated rows' prompts, the student, and the teacher backend that scores."""
     from accelerate import PartialState
     from datasets import Dataset
@@ -259,10 +260,9 @@ def build(cfg: TrainConfig, student_path: str) -> skeleton.Setup:
     from trl import SFTConfig
 
     op = cfg.on_policy
-    tokenizer = load_tokenizer(student_path)
     data.check_vocab(student_path, tokenizer, cfg.teacher, "on-policy distillation (the teacher scores the "
                      "student's own tokens)")
-    need_topk = op.lmbda < 1.0 and cfg.loss.alpha < 1.0  # off-policy steps are kd's
+    need_topk = plan.topk  # the off-policy steps (lmbda < 1) are kd's
     if need_topk:
         data.check_logprobs_kind(cfg)
     with PartialState().local_main_process_first():

@@ -20,8 +20,9 @@ content) is left as it is ("done"; `overwrite` trains again); one of another con
 The package, one concern per module: config.py (the settings), data.py (token rows: a memory-mapped cache of
 the curated shards), collate.py (batches), losses.py (the math, pure), head.py (the chunked LM head),
 trainer.py (TRL's SFTTrainer with the distillation loss), skeleton.py (arguments, precision, LoRA, work dir,
-saving, logs), one builder per objective (objectives.py: sft/kd/kd_online; gkd.py; on_policy.py), and this
-stage.
+saving, logs), plan.py (the path a config takes, decided once: its builder, the teacher's signal, one or two
+tokenizers), one builder per objective (objectives.py: sft/kd/kd_online; gkd.py; on_policy.py), xtok/ (KD across
+tokenizers), and this stage.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from pathlib import Path
 from r1distill import layout, rerun
 from r1distill.config import LAYOUT, config_hash, to_dict, write_resolved
 from r1distill.console import console
-from r1distill.models import check_model, derive_student, is_tokenizer_dir, pick_layers, resolve_model
-from r1distill.train import data, gkd, objectives, on_policy
+from r1distill.models import check_model, derive_student, is_tokenizer_dir, load_tokenizer, pick_layers, resolve_model
+from r1distill.train import data, gkd, plan
 from r1distill.train.config import TrainConfig
 from r1distill.train.skeleton import Setup, mean_loss, quiet_log_dicts, save_student, write_train_log
 
@@ -105,9 +106,10 @@ def stamp(cfg: TrainConfig) -> str:
 
 
 def build_trainer(cfg: TrainConfig, student_path: str) -> Setup:
-    """The trainer for cfg.objective, built but not run."""
-    builders = {"gkd": gkd.build, "on_policy": on_policy.build}
-    return builders.get(cfg.objective, objectives.build)(cfg, student_path)
+    """The trainer for cfg, built by its plan's builder (plan.py), not run yet (tests use this to inspect the
+    trainer's logs and gradients)."""
+    tokenizer = load_tokenizer(student_path)
+    return plan.make(cfg, tokenizer).build(cfg, student_path, tokenizer)
 
 
 def run(cfg: TrainConfig) -> Path:
@@ -145,7 +147,7 @@ def run(cfg: TrainConfig) -> Path:
     save_student(trainer, setup.tokenizer, out, student_path, cfg.lora.enabled)
     if not trainer.is_world_process_zero():
         return out
-    if (cfg.work / "runs").is_dir():  # tensorboard event files (one subdir per session, resumed ones too)
+    if (cfg.work / "runs").is_dir():  # tensorboard event files (transformers' logging_dir; a subdir per session)
         shutil.copytree(cfg.work / "runs", out / "runs", dirs_exist_ok=True)
     # the mean over every step, those before the checkpoint too (the Trainer's is this session's)
     train_loss = mean_loss(trainer.state.log_history, result.training_loss, trainer.state.global_step,

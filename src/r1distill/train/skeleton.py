@@ -1,6 +1,6 @@
 """What every objective's trainer is built with and leaves behind: the training arguments, precision, the
 LoRA config, the work dir with its checkpoints, the saved student and its log. The builders (objectives.py,
-gkd.py) take these; run.py calls them in order. Nothing here knows an objective.
+gkd.py, on_policy.py) take these; run.py calls them in order. Nothing here knows an objective.
 """
 
 from __future__ import annotations
@@ -9,10 +9,17 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from r1distill import layout, rerun
 from r1distill.config import UserError, config_hash
 from r1distill.console import console
 from r1distill.train.config import TrainConfig
+
+if TYPE_CHECKING:  # annotations only: the stage imports transformers when it trains
+    from transformers import PreTrainedTokenizerBase, Trainer
+
+    from r1distill.train.data import TokenData
 
 LOG_KEYS = ("step", "epoch", "loss", "ce", "kd", "learning_rate", "tokens_per_s")  # train_log.jsonl's records
 SMALL_TRAINING_SET = 32  # fewer training rows than this: a smoke test rather than a student, said once
@@ -22,13 +29,13 @@ SMALL_TRAINING_SET = 32  # fewer training rows than this: a smoke test rather th
 class Setup:
     """A built trainer and what `run` reports about it."""
 
-    trainer: object
-    tokenizer: object
+    trainer: Trainer  # DistillTrainer (sft, kd, kd_online), OnPolicyTrainer, or TRL's GKDTrainer
+    tokenizer: PreTrainedTokenizerBase
     rows: int  # training rows (after dropping rows whose prompt fills max_length)
     truncated: int  # rows whose completion was cut to max_length
     completion_tokens: int  # per epoch
     checkpoint: Path | None  # the checkpoint to resume from
-    data: object = None  # the rows themselves (data.TokenData for sft/kd/kd_online)
+    data: TokenData | None = None  # the token rows (all but gkd, which keeps TRL's dataset)
     log_keys: tuple[str, ...] = LOG_KEYS
     extra: dict = field(default_factory=dict)  # objective-specific summary fields known at build time
 
@@ -169,14 +176,15 @@ def latest_checkpoint(work: Path) -> Path | None:
 
 def prepare_work(cfg: TrainConfig, main: bool) -> Path | None:
     """Set up `{output}.work`: keep it when resuming (returning the checkpoint to resume from), else start
-    it empty. A checkpoint made under another config is refused rather than silently mixed in."""
+    it empty. A checkpoint made under another config is refused rather than silently mixed in: the work dir has
+    the stamp file every stage dir has (rerun.py), with the hash of the settings the checkpoints depend on."""
     work = cfg.work
     stamp = config_hash(cfg, exclude=("overwrite", "resume", "report_to", "logging_steps", "save_steps",
                                       "save_total_limit", "teacher_device", "cache_dir"))
     ckpt = latest_checkpoint(work) if cfg.resume else None
     if ckpt is not None:
-        marker = work / "r1distill_config_hash"
-        if marker.exists() and marker.read_text() != stamp:
+        old = rerun.read_stamp(work)
+        if old is not None and (old.get("format") != rerun.FORMAT or old.get("stamp") != stamp):
             raise UserError(f"The checkpoints in {work} were made with another train config: resume with the "
                             "same recipe, or drop --resume to start over")
         console.print(f"resuming from {ckpt}")
@@ -192,7 +200,7 @@ def prepare_work(cfg: TrainConfig, main: bool) -> Path | None:
         if cfg.out.exists() and ckpt is None:
             shutil.rmtree(cfg.out)
         work.mkdir(parents=True, exist_ok=True)
-        (work / "r1distill_config_hash").write_text(stamp)
+        rerun.write_stamp(work, stamp, complete=False)
     return ckpt
 
 
@@ -203,14 +211,14 @@ def save_student(trainer, tokenizer, out: Path, student_path: str, lora: bool) -
     ZeRO-3's gathers) and the main one writes. With LoRA the adapter is saved the same way to `out/adapter`, then
     merged on the main process into a fresh full-precision copy of the base model read from `student_path`: the
     merge never sees a sharded model (under FSDP/ZeRO-3 the in-memory one is)."""
-    trainer.save_model(str(out / "adapter" if lora else out))
+    trainer.save_model(str(out / layout.ADAPTER if lora else out))
     if not trainer.is_world_process_zero():
         return
     if lora:
-        merge_lora(student_path, out / "adapter", out)
-        tokenizer.save_pretrained(str(out / "adapter"))
+        merge_lora(student_path, out / layout.ADAPTER, out)
+        tokenizer.save_pretrained(str(out / layout.ADAPTER))
     tokenizer.save_pretrained(str(out))
-    for d in (out, out / "adapter"):
+    for d in (out, out / layout.ADAPTER):
         (d / "training_args.bin").unlink(missing_ok=True)  # a pickle; the resolved config is saved as YAML
 
 
