@@ -8,7 +8,7 @@ import fsspec
 import pytest
 
 from r1distill import generate
-from r1distill.data import traces
+from r1distill.data import locations, traces
 from r1distill.data.problems import SourceConfig
 from r1distill.data.traces import read_table, shard_paths
 
@@ -80,7 +80,7 @@ def test_filesystems_without_rename_get_the_final_name_directly(monkeypatch):
     url = "memory://r1distill-test-norename/d"
     with pytest.raises(AssertionError, match="mv called"):  # memory:// renames by default
         traces.write_table_atomic(table, f"{url}/shard-00000.parquet")
-    monkeypatch.setattr(traces, "ATOMIC_RENAME", {"file", "local"})
+    monkeypatch.setattr(locations, "ATOMIC_RENAME", {"file", "local"})
     assert not traces.atomic_rename(url) and traces.atomic_rename("file:///x") and traces.atomic_rename("/x")
     traces.remove(url, recursive=True)
     traces.write_table_atomic(table, f"{url}/shard-00000.parquet")

@@ -136,7 +136,7 @@ def test_hard_limit_grades_a_small_batch_off_the_main_thread_within_the_limit():
 def test_hard_limit_kills_a_row_that_no_alarm_can_stop(monkeypatch):
     # Math-Verify's alarm cannot stop a long C call (gmpy2 arithmetic, or an alarm lost in a gc callback):
     # turn the alarms off so that the worker really hangs in sympy; the parent's hard limit kills it.
-    monkeypatch.setattr(verify, "_mv_timeout", lambda timeout: None)
+    monkeypatch.setattr(verify, "mv_timeout", lambda timeout: None)
     texts = ["The answer is 2.", HANGS, "The answer is 3."]
     verdicts, seconds = _timed(verify_many, texts, ["2", "1", "3"], timeout=TIMEOUT, num_workers=1,
                                hard_limit=True)

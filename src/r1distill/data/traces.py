@@ -36,18 +36,13 @@ r1distill.tokenbytes; special tokens are 0), `token_logprobs` (T,) float16, the 
 the completion's bytes (cross-tokenizer KD leaves such rows out). Each shard's metadata holds the teacher
 tokenizer's fingerprint (`TOKENIZER_KEY`).
 
-Locations: a plain path is a local dir; a URL (`file://`, `memory://`, `s3://`, ... anything fsspec
-knows) goes through fsspec. Files are written under a temporary name and renamed into place where
-the filesystem renames atomically (local disks, fsspec's file:// and memory://), so a reader
-never sees half a file. Object stores (s3, gs, az, ...) have no rename (fsspec copies, then
-deletes), so there files are written to their final name directly: an object becomes visible
-only once its upload completes, which gives readers the same guarantee.
+Locations (a local path or an fsspec URL) and atomic writes: r1distill.data.locations, whose helpers are
+re-exported here.
 """
 
 from __future__ import annotations
 
 import os
-import posixpath
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,6 +52,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from r1distill.config import UserError
+from r1distill.data.locations import (  # noqa: F401 (re-exported: stages reach their run dir as traces' `store.*`)
+    Location,
+    as_location,
+    atomic_rename,
+    exists,
+    file_size,
+    filesystem,
+    is_url,
+    join,
+    list_names,
+    makedirs,
+    name_of,
+    read_text,
+    remove,
+    write_atomic,
+    write_text_atomic,
+)
 from r1distill.data.q8 import (  # noqa: F401 (the q8 codec, re-exported: traces is where readers look for it)
     Q8_LEVELS,
     Q8_LOG_SPAN,
@@ -114,105 +126,6 @@ TOKENIZER_KEY = "r1distill.teacher_tokenizer"  # shard metadata: tokenbytes.fing
 # Every Parquet file r1distill writes: zstd, and a CRC per page, so that a changed byte in a page is an error on read
 # (parquet_file verifies them) instead of a silently different top-k or token id.
 WRITE_OPTIONS = {"compression": "zstd", "write_page_checksum": True}
-
-
-# ---- Locations: local paths and fsspec URLs ----
-
-Location = str | Path  # a local path (Path or str), or an fsspec URL (str)
-ATOMIC_RENAME = {"file", "local", "memory"}  # fsspec protocols whose rename never shows a half-written file
-
-
-def is_url(location: Location) -> bool:
-    return "://" in str(location)
-
-
-def as_location(location: Location) -> Location:
-    """A Path for a local path, the string itself for a URL (Path("s3://b/x") would drop a slash)."""
-    return str(location) if is_url(location) else Path(location)
-
-
-def _fs(location: Location):
-    """(fsspec filesystem, path on it)."""
-    if is_url(location):
-        from fsspec.core import url_to_fs
-
-        return url_to_fs(str(location))
-    from fsspec.implementations.local import LocalFileSystem
-
-    return LocalFileSystem(), str(Path(location).absolute())
-
-
-def join(directory: Location, name: str) -> Location:
-    if is_url(directory):
-        return str(directory).rstrip("/") + "/" + name
-    return Path(directory) / name
-
-
-def name_of(location: Location) -> str:
-    return posixpath.basename(str(location).rstrip("/"))
-
-
-def exists(location: Location) -> bool:
-    fs, path = _fs(location)
-    return fs.exists(path)
-
-
-def makedirs(directory: Location) -> None:
-    fs, path = _fs(directory)
-    fs.makedirs(path, exist_ok=True)
-
-
-def remove(location: Location, recursive: bool = False) -> None:
-    fs, path = _fs(location)
-    if fs.exists(path):
-        fs.rm(path, recursive=recursive)
-
-
-def list_names(directory: Location) -> list[str]:
-    """Names of the files directly in `directory` ([] if it does not exist)."""
-    fs, path = _fs(directory)
-    if not fs.exists(path):
-        return []
-    return sorted(name_of(p) for p in fs.ls(path, detail=False) if fs.isfile(p))
-
-
-def file_size(location: Location) -> int:
-    fs, path = _fs(location)
-    return int(fs.size(path))
-
-
-def read_text(location: Location) -> str:
-    fs, path = _fs(location)
-    with fs.open(path, "r", encoding="utf-8") as f:
-        return f.read()
-
-
-def atomic_rename(location: Location) -> bool:
-    fs, _ = _fs(location)
-    protocols = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
-    return bool(ATOMIC_RENAME & set(protocols))
-
-
-def write_atomic(location: Location, write, tmp_name: str) -> None:
-    """write(file) into `location`: under `tmp_name` in the same dir, then renamed, where renames are atomic."""
-    fs, path = _fs(location)
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    if not atomic_rename(location):  # an object store: the object appears only once its upload completes
-        with fs.open(path, "wb") as f:
-            write(f)
-        return
-    tmp = posixpath.join(posixpath.dirname(path), tmp_name)
-    with fs.open(tmp, "wb") as f:
-        write(f)
-    if fs.protocol == "memory":
-        fs.mv(tmp, path)  # copy + delete of an in-process dict entry: no other process can see it
-    else:
-        os.replace(tmp, path)  # a local disk (plain path or file://)
-
-
-def write_text_atomic(location: Location, text: str) -> None:
-    # A per-process temporary name: workers sharing the dir may write config.yaml at the same time.
-    write_atomic(location, lambda f: f.write(text.encode()), f".{name_of(location)}.{os.getpid()}.tmp")
 
 
 # ---- Top-k formats ----
@@ -344,7 +257,7 @@ def topk_format_of(schema: pa.Schema) -> str:
 # ---- Shards ----
 
 def write_table_atomic(table: pa.Table, path: Location, metadata: dict[str, str] | None = None) -> Location:
-    """Write a zstd Parquet file under a temporary name, then rename it into place (see the module doc).
+    """Write a zstd Parquet file under a temporary name, then rename it into place (see r1distill.data.locations).
 
     metadata: extra key-value pairs for the file's schema metadata (read back cheaply from the footer)."""
     if metadata:
@@ -389,7 +302,7 @@ class CheckedParquetFile(pq.ParquetFile):
         self.location = location
         with _readable(location):
             if is_url(location):
-                fs, path = _fs(location)
+                fs, path = filesystem(location)
                 source = fs.open(path, "rb")
             else:
                 source = location
@@ -441,7 +354,7 @@ def read_table(directory: Location, columns: list[str] | None = None) -> pa.Tabl
 
 
 # Added later: older traces without them are read as they are (the span columns only cross-tokenizer KD needs,
-# and it names them when they are missing: train/xtok_data.py).
+# and it names them when they are missing: train/xtok/data.py).
 OPTIONAL_COLUMNS = {"teacher_prompt", *(n for n, _ in SPAN_FIELDS)}
 
 
