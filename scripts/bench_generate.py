@@ -62,7 +62,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from r1distill import generate
+from r1distill import generate, generate_dir
 from r1distill.backends import SamplingConfig
 from r1distill.backends.hf import HFBackend
 from r1distill.data.problems import SourceConfig, load_problems
@@ -144,7 +144,7 @@ def _formats(backend: HFBackend, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as d:
         for fmt in ("exact", "q8"):
             path = write_table_atomic(rows_to_table(rows, topk_format=fmt), f"{d}/{fmt}/shard-00000.parquet")
-            _, topk_bytes, _ = generate.disk_usage([path])
+            _, topk_bytes, _ = generate_dir.disk_usage([path])
             back = read_table(f"{d}/{fmt}").column("topk_logprobs").to_pylist()
             stored = np.concatenate([np.asarray(x, dtype=np.float32).reshape(-1, args.k) for x in back])
             kl = renorm_kl(ref, stored)

@@ -92,3 +92,40 @@ def test_run_dir_file_names_are_spelt_only_in_the_layout_module():
                 found.append(f"{path.relative_to(SRC)}:{node.lineno} {node.value!r}")
     assert not found, "run-dir file names outside layout.py:\n" + "\n".join(found)
     assert layout.summary("-w0of2") == "summary-w0of2.json" and layout.manifest() == "manifest.json"
+
+
+def test_no_module_of_src_is_over_400_lines():
+    """A module a reader can hold in mind (issue 26): over 400 lines, it holds more than one concern."""
+    sizes = {str(p.relative_to(SRC)): len(p.read_text().splitlines()) for p in sorted(SRC.rglob("*.py"))}
+    long = {name: n for name, n in sizes.items() if n > 400}
+    assert not long, f"modules over 400 lines: {long}"
+
+
+def test_the_readme_layout_names_every_module_and_script():
+    """README's Layout section matches the tree (issue 26): every module of src (a package's modules may be named in
+    its dir's entry, as report/ does) and every script is there, and every src path it names exists."""
+    import re
+
+    readme = (SRC.parents[1] / "README.md").read_text()
+    block = readme.split("## Layout", 1)[1].split("```")[1]
+    entries: dict[str, str] = {}  # the path column -> its description, continuation lines included
+    key = ""
+    for line in block.splitlines():
+        if line.strip() and not line.startswith(" " * 20):
+            key, _, text = line.strip().partition("  ")
+            entries[key] = text
+        elif key:
+            entries[key] += " " + line.strip()
+    paths = " ".join(entries)
+    missing = []
+    for p in sorted(SRC.rglob("*.py")):
+        rel = p.relative_to(SRC).as_posix()
+        if p.name == "__init__.py" and p.parent != SRC / "backends":
+            continue
+        if not re.search(rf"(^|[ ,/]){re.escape(rel)}\b", paths) and p.stem not in entries.get(f"{p.parent.name}/", ""):
+            missing.append(rel)
+    missing += [f"scripts/{p.name}" for p in sorted((SRC.parents[1] / "scripts").iterdir())
+                if f"scripts/{p.name}" not in paths and not p.name.startswith("gpu_check_")]
+    assert not missing, f"not in README's Layout: {missing}"
+    named = re.findall(r"^  ([\w/]+\.py)", block, re.M)
+    assert len(named) > 40 and not [n for n in named if not (SRC / n).exists()]

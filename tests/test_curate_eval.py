@@ -9,7 +9,8 @@ import pytest
 
 from r1distill import curate
 from r1distill.data.traces import CURATED_SCHEMA, check_schema, read_table, rows_to_table, write_table_atomic
-from r1distill.evaluate import majority_correct, summarize
+from r1distill.eval_metrics import majority_correct
+from r1distill.evaluate import summarize
 
 
 def _row(pid, s, completion, answer="12", finish="stop", T=3):

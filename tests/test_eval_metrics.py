@@ -10,20 +10,10 @@ import pytest
 
 from r1distill.config import ConfigError, from_dict
 from r1distill.data.problems import SourceConfig
-from r1distill.evaluate import (
-    DEFAULT_K,
-    EvalConfig,
-    _warn_greedy,
-    bootstrap_ci,
-    default_ks,
-    majority_correct,
-    pass_at_k,
-    percentile,
-    score_outputs,
-    standard_error,
-    summarize,
-)
+from r1distill.eval_metrics import default_ks, majority_correct, pass_at_k
+from r1distill.evaluate import DEFAULT_K, EvalConfig, _warn_greedy, score_outputs, summarize
 from r1distill.report import accuracy_table, results_markdown
+from r1distill.stats import bootstrap_ci, percentile, standard_error
 
 FIXED_OUTPUTS = Path(__file__).parent / "data" / "fixed_outputs.jsonl"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from r1distill import evaluate
+from r1distill import eval_config, eval_metrics, evaluate
 from r1distill.backends import Completion, SamplingConfig
 from r1distill.config import UserError
 from r1distill.data.problems import SourceConfig, load_problems
@@ -54,7 +54,7 @@ def test_per_benchmark_k_drives_resume_fingerprint_and_summary(tmp_path: Path, m
         "".join(json.dumps({"id": f"m{i}", "problem": f"Problem {i}?", "answer": "1"}) + "\n" for i in range(3)))
     fake = FakeBackend()
     monkeypatch.setattr(evaluate, "get_backend", lambda *args, **kwargs: fake)
-    monkeypatch.setattr(evaluate, "check_model", lambda name: name)  # no such model: the fake stands in for it
+    monkeypatch.setattr(eval_config, "check_model", lambda name: name)  # no such model: the fake stands in for it
     cfg = EvalConfig(run_dir=str(tmp_path / "run"), models=["fake-model"],
                      benchmarks=[SourceConfig(name="math500", path=str(bench_dir))])
     out = evaluate.run(cfg)  # R1's defaults: k = 4 on math500
@@ -147,7 +147,7 @@ def test_an_output_that_hangs_the_verifier_is_cut_at_the_hard_limit(tmp_path: Pa
     path.write_text("".join(json.dumps({"id": f"p{i}", "problem": f"Problem {i}?", "answer": "1"}) + "\n"
                             for i in range(3)))
     monkeypatch.setattr(evaluate, "get_backend", lambda *args, **kwargs: HangingBackend())
-    monkeypatch.setattr(evaluate, "check_model", lambda name: name)  # no such model: the fake stands in for it
+    monkeypatch.setattr(eval_config, "check_model", lambda name: name)  # no such model: the fake stands in for it
     cfg = EvalConfig(run_dir=str(tmp_path / "run"), models=["fake"], temperature=0.0, verify_timeout=1.0,
                      benchmarks=[SourceConfig(name="file", path=str(path))], bootstrap=10)
     t0 = time.monotonic()
@@ -172,7 +172,7 @@ def test_an_asdiv_style_file_scores_what_the_outputs_deserve(tmp_path: Path, mon
                                 finish_reason="stop")] for m in prompts]
 
     monkeypatch.setattr(evaluate, "get_backend", lambda *args, **kwargs: Outputs())
-    monkeypatch.setattr(evaluate, "check_model", lambda name: name)
+    monkeypatch.setattr(eval_config, "check_model", lambda name: name)
     cfg = EvalConfig(run_dir=str(tmp_path / "run"), models=["fake-model"], temperature=0.0, num_samples=1,
                      benchmarks=[SourceConfig(path=str(bench))])
     out = evaluate.run(cfg)
@@ -211,8 +211,8 @@ def test_maj_at_k_compares_each_pair_of_distinct_answers_once_and_a_rerun_not_ag
     path = tmp_path / "bench.jsonl"
     path.write_text(json.dumps({"id": "p0", "problem": "Problem 0?", "answer": "1"}) + "\n")
     monkeypatch.setattr(evaluate, "get_backend", lambda *args, **kwargs: ManyAnswersBackend())
-    monkeypatch.setattr(evaluate, "check_model", lambda name: name)
-    monkeypatch.setattr(evaluate, "is_equivalent", counted)
+    monkeypatch.setattr(eval_config, "check_model", lambda name: name)
+    monkeypatch.setattr(eval_metrics, "is_equivalent", counted)
     cfg = EvalConfig(run_dir=str(tmp_path / "run"), models=["fake"], num_samples=8, bootstrap=10,
                      benchmarks=[SourceConfig(name="file", path=str(path))])
     out = evaluate.run(cfg)
@@ -229,7 +229,7 @@ def test_maj_at_k_stops_a_pathological_comparison_at_the_hard_limit_even_off_the
     # Off the main thread Math-Verify has no alarm: without a worker, sympy would compute 9^(9^(9^9)) for ever.
     answers = ["\\boxed{9^{9^{9^{9^{1}}}}}", "\\boxed{9^{9^{9^{9^{2}}}}}", "\\boxed{9^{9^{9^{9^{1}}}}}"]
     result: list[bool] = []
-    worker = threading.Thread(target=lambda: result.append(evaluate.majority_correct(answers, [True, False, True],
+    worker = threading.Thread(target=lambda: result.append(eval_metrics.majority_correct(answers, [True, False, True],
                                                                                       timeout=1.0)), daemon=True)
     worker.start()
     worker.join(120)  # generous: one comparison, cut at hard_limit(1) = 4 s

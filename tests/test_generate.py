@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from r1distill import generate
+from r1distill import generate, generate_dir
 from r1distill.config import UserError
 from r1distill.data.problems import SourceConfig
 from r1distill.data.traces import (
@@ -174,8 +174,8 @@ def test_a_different_logprobs_kind_refuses_to_resume(tmp_path, teacher_dir):
     processed = _cfg(tmp_path, output_dir=str(tmp_path / "vllm"), source=one, backend="vllm",
                      backend_options={"logprobs_mode": "processed_logprobs"})
     assert raw.hash() == processed.hash()
-    generate._prepare_dir(raw)  # the state a raw vLLM run leaves once its backend is up
-    generate._check_kind(raw, "raw", set())
+    generate_dir.prepare_dir(raw)  # the state a raw vLLM run leaves once its backend is up
+    generate_dir.check_kind(raw, "raw", set())
     with pytest.raises(UserError, match="holds traces with raw top-k log-probs, but the vllm backend"):
         generate.run(processed)
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from r1distill import evaluate, generate
+from r1distill import eval_config, evaluate, generate
 from r1distill.config import ConfigError
 from r1distill.data.problems import SourceConfig
 from r1distill.data.traces import read_table
@@ -84,7 +84,7 @@ def test_eval_gives_each_model_its_prompt_and_says_which(tmp_path, teacher_dir, 
             return [[Completion(text="The answer is 1.", token_ids=[1], finish_reason="stop")] for _ in prompts]
 
     monkeypatch.setattr(evaluate, "get_backend", lambda backend, model, *a, **k: Recording(model))
-    monkeypatch.setattr(evaluate, "check_model", lambda name: name)
+    monkeypatch.setattr(eval_config, "check_model", lambda name: name)
     path = tmp_path / "b.jsonl"
     path.write_text(json.dumps({"id": "x", "problem": "What is 0 + 1?", "answer": "1"}) + "\n")
     cfg = evaluate.EvalConfig(run_dir=str(tmp_path), models=["teacher", "other"], temperature=0.0, bootstrap=10,

@@ -22,7 +22,7 @@ from r1distill.data.traces import (
     rows_to_table,
     write_table_atomic,
 )
-from r1distill.generate import disk_usage
+from r1distill.generate_dir import disk_usage
 from r1distill.prompts import r1_messages
 
 K = 20

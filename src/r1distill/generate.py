@@ -37,250 +37,43 @@ refuses to resume, like a changed config.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from r1distill import layout, rerun
-from r1distill.backends import (
-    BACKENDS,
-    Completion,
-    SamplingConfig,
-    check_options,
-    close,
-    derive_seed,
-    fits_context,
-    get_backend,
-)
-from r1distill.config import LAYOUT, ConfigError, UserError, config_hash, parse_worker, resolved_yaml, to_dict
+from r1distill.backends import Completion, SamplingConfig, close, derive_seed, fits_context, get_backend
 from r1distill.console import console, progress
 from r1distill.data import traces as store
-from r1distill.data.problems import SourceConfig, load_problems, prompt_id
+from r1distill.data.problems import load_problems, prompt_id
 from r1distill.data.traces import (
     KIND_KEY,
     SPAN_SCHEMA,
     TOKENIZER_KEY,
-    TOPK_FORMATS,
     UNMAPPED_KEY,
     Location,
-    read_shard,
     rows_to_table,
-    shard_paths,
     write_table_atomic,
 )
-from r1distill.models import DTYPES, check_model
-from r1distill.prompts import PromptConfig, split_think
-
-SHARD_NAME = re.compile(r"shard-(?:w(\d+)of(\d+)-)?(\d+)\.parquet")
-LOCK_NAME = re.compile(r"\.generate(?:-w(\d+)of(\d+))?\.lock")
-# Settings that do not change what is generated: left out of the hash, so they may change on resume (and workers,
-# which differ only in `shard`, share one output dir). shard_size is not one of them: it sets which problems share
-# a shard, and so each problem's sampling seed (`_seeds`).
-UNHASHED = ("overwrite", "output_dir", "run_dir", "batch_size", "shard", "device", "backend_options")
-DEFAULT_SHARD_SIZE = 256
-
-
-@dataclass
-class GenerateConfig:
-    run_dir: str = "runs/default"  # the run's directory: each stage's default input and output dirs are under it
-    teacher: str = "smollm2-135m-instruct"  # built-in name, hub id or local model dir
-    source: SourceConfig = field(default_factory=SourceConfig)  # the problems
-    output_dir: str | None = None  # default: {run_dir}/traces
-    backend: str = "hf"  # hf | vllm | openai
-    backend_options: dict = field(default_factory=dict)  # settings of the chosen backend (see its module)
-    num_samples: int = 4  # completions per problem
-    max_new_tokens: int = 256  # the most tokens a completion may take; longer ones are cut (finish_reason length)
-    temperature: float = 0.6  # 0 = greedy
-    top_p: float = 0.95  # nucleus sampling: the smallest set of tokens holding this much probability (1: off)
-    topk_logprobs: int = 20  # top-k log-probs stored per token for offline KD (0 = none)
-    topk_format: str = "exact"  # exact (float16 log-probs) | q8 (8-bit: 0.65x the top-k bytes; see data/traces.py)
-    # The teacher's prompt: system line, instruction (R1's by default), few-shot examples. The trace keeps what the
-    # teacher saw (`teacher_prompt`) and what the student trains on (`prompt`: the same chat without the examples).
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    batch_size: int = 32  # sequences per forward batch
-    shard_size: int = DEFAULT_SHARD_SIZE  # rows per Parquet shard (it sets the problems' seeds: in the hash)
-    shard: str | None = None  # "i/N": this worker's part of the problems (prompt_id hash mod N == i)
-    # auto (bf16 on a GPU that has it or a CPU with native bf16, else fp32) | float32 | bfloat16 | float16
-    dtype: str = "auto"
-    device: str = "auto"  # auto (CUDA if present, else CPU) | cpu | cuda | cuda:N
-    trust_remote_code: bool = False  # run a model's own Python from the hub: off unless you trust that code
-    seed: int = 0  # the sampling seed (each problem's stream derives from it and its position)
-    # delete this stage's earlier outputs (after the input is checked) instead of resuming or moving aside
-    overwrite: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("num_samples", "max_new_tokens", "batch_size", "shard_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"generate.{name} must be >= 1, got {getattr(self, name)}")
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"generate.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        if self.topk_logprobs < 0:
-            raise ConfigError("generate.topk_logprobs must be >= 0 (0 stores no log-probs)")
-        if self.topk_format not in TOPK_FORMATS:
-            raise ConfigError(f"generate.topk_format must be one of {', '.join(TOPK_FORMATS)}, "
-                              f"got {self.topk_format!r}")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"generate.top_p must be in (0, 1], got {self.top_p}")
-        # Every backend's options are checked here, before run() creates the output dir or its config.yaml.
-        options = check_options(self.backend, self.backend_options)
-        if self.backend == "vllm":  # vLLM refuses every request above max_logprobs: say so before it starts
-            options.check_topk(self.topk_logprobs, "generate.topk_logprobs")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"generate.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.worker and self.overwrite:
-            raise ConfigError("generate.overwrite would delete the other workers' shards too: delete the output "
-                              "dir once before starting the workers instead")
-
-    @property
-    def worker(self) -> tuple[int, int] | None:
-        """(i, N) parsed from `shard`, or None when this run covers every problem."""
-        return parse_worker(self.shard, "generate.shard")
-
-    @property
-    def tag(self) -> str:
-        """The worker's part of its file names ("" without `shard`)."""
-        return f"-w{self.worker[0]}of{self.worker[1]}" if self.worker else ""
-
-    @property
-    def out(self) -> Location:
-        """The output dir: a Path, or the URL string when output_dir is an fsspec URL."""
-        return store.as_location(self.output_dir or Path(self.run_dir) / LAYOUT["traces"])
-
-    def hash(self) -> str:
-        """The traces' stamp: every setting but the UNHASHED ones, which do not change what is generated."""
-        return config_hash(self, exclude=UNHASHED)
-
-
-RESTART = "Use another output_dir, or pass generate.overwrite=true to start again."
-
-
-def _stamp_record(out: Location) -> dict:
-    """What the traces in `out` were made with: its stamp (the config hash, the log-probs kind), or {}."""
-    return rerun.read_stamp(out) or {}
-
-
-def _lock_path(cfg: GenerateConfig) -> Path | None:
-    """This run's lock file, `.generate[-wIofN].lock` in a local output dir (object stores have no exclusive
-    create: none there)."""
-    return None if store.is_url(cfg.out) else Path(cfg.out) / f".generate{cfg.tag}.lock"
-
-
-def _lock(cfg: GenerateConfig) -> None:
-    """Hold this run's lock, and refuse while a run that may write the same problems holds one: any other run,
-    except the other workers of the same N (they never hold this worker's problems)."""
-    if (path := _lock_path(cfg)) is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    what = f"{cfg.out} (generate{f' --shard {cfg.shard}' if cfg.worker else ''})"
-    rerun.lock(path, what)
-    for other in path.parent.iterdir():
-        m = LOCK_NAME.fullmatch(other.name)
-        if m and other != path and (cfg.worker is None or m[2] is None or int(m[2]) != cfg.worker[1]):
-            holder = rerun.lock_holder(other)
-            if holder is not None and holder.get("live", True):
-                rerun.unlock(path)
-                raise UserError(f"{cfg.out} is in use by another generate (pid {holder.get('pid')} on "
-                                f"{holder.get('host')}; lock file {other}), which may write the same problems: wait "
-                                "for it to finish")
-
-
-def _prepare_dir(cfg: GenerateConfig) -> None:
-    out = cfg.out
-    _lock(cfg)  # before anything in the dir is read or removed
-    old = {} if cfg.overwrite else _stamp_record(out)
-    rerun.claim(out, cfg.hash(), "generate", overwrite=cfg.overwrite, refuse=RESTART, old=old, config=to_dict(cfg),
-                ignore=UNHASHED)
-    if cfg.overwrite:  # the dir, and the lock in it, are gone
-        _lock(cfg)
-    store.makedirs(out)
-    # Temporary files a killed run left behind; a worker removes only its own, as the others may be writing.
-    tag = re.escape(cfg.tag)
-    stale = re.compile(rf"\.(shard{tag}-\d+\.parquet(\.\d+)?|(manifest|summary){tag}\.json\.\d+)\.tmp"
-                       if cfg.worker else r"\..*\.tmp")
-    for name in store.list_names(out):
-        if stale.fullmatch(name):
-            store.remove(store.join(out, name))
-    # `shard: null`: workers differ only in it and share one config file
-    store.write_text_atomic(store.join(out, layout.CONFIG),
-                            resolved_yaml(dataclasses.replace(cfg, shard=None), "generate"))
-    kind = {"logprobs_kind": old["logprobs_kind"]} if old.get("logprobs_kind") else {}
-    rerun.write_stamp(out, cfg.hash(), complete=False, **kind)
-
-
-def _check_kind(cfg: GenerateConfig, kind: str, on_disk: set[str]) -> None:
-    """Refuse to add `kind` log-probs to a dir holding another kind; record it in the stamp if new."""
-    old = _stamp_record(cfg.out)
-    known = on_disk | ({old["logprobs_kind"]} if old.get("logprobs_kind") else set())
-    if known - {kind}:
-        raise UserError(
-            f"{cfg.out} holds traces with {'/'.join(sorted(known))} top-k log-probs, but the {cfg.backend} backend "
-            f"(with these backend_options) gives {kind} ones. Use another output_dir, or pass "
-            "generate.overwrite=true to start again."
-        )
-    if old.get("logprobs_kind") != kind:
-        rerun.write_stamp(cfg.out, cfg.hash(), complete=False, logprobs_kind=kind)
-
-
-def _expected_kind(cfg: GenerateConfig) -> str | None:
-    """The log-probs kind the backend will give, when its options tell without loading it (else None)."""
-    if not cfg.topk_logprobs:
-        return "none"
-    if cfg.backend == "hf":
-        return "raw"  # HFBackend.logprobs_kind (importing it here would load torch before the config is checked)
-    kind = getattr(check_options(cfg.backend, cfg.backend_options), "logprobs_kind", None)
-    return None if kind == "auto" else kind  # auto: the backend asks its server once loaded
-
-
-def _worker_of(path: Location) -> tuple[int, int] | None:
-    m = SHARD_NAME.fullmatch(store.name_of(path))
-    return (int(m[1]), int(m[2])) if m and m[1] else None
-
-
-def _shards(cfg: GenerateConfig) -> tuple[list[Location], list[Location]]:
-    """(the shards that may hold this run's problems, this run's own shards)."""
-    me = cfg.worker
-    relevant = [p for p in shard_paths(cfg.out)
-                if me is None or (w := _worker_of(p)) is None or w == me or w[1] != me[1]]
-    own = [p for p in relevant if SHARD_NAME.fullmatch(store.name_of(p)) and _worker_of(p) == me]
-    return relevant, own
-
-
-def _scan_shards(paths: list[Location]) -> tuple[list[dict], set[str], dict[str, str]]:
-    """(manifest entries of finished shards: file name and the (prompt_id, sample_idx) pairs it holds;
-    the log-probs kinds their metadata records; the gold answer each finished prompt_id was generated with).
-
-    Read from the shards themselves, so a kill between a shard's rename and the manifest's rewrite
-    loses nothing."""
-    entries, kinds, answers = [], set(), {}
-    for p in paths:
-        t = read_shard(p, columns=["prompt_id", "sample_idx", "answer"])
-        ids = t.column("prompt_id").to_pylist()
-        pairs = [[a, b] for a, b in zip(ids, t.column("sample_idx").to_pylist())]
-        answers.update(zip(ids, t.column("answer").to_pylist()))
-        entries.append({"file": store.name_of(p), "rows": len(pairs), "pairs": pairs})
-        kind = (t.schema.metadata or {}).get(KIND_KEY.encode())
-        if kind:
-            kinds.add(kind.decode())
-    return entries, kinds, answers
-
-
-def _check_answers(cfg: GenerateConfig, by_id: dict[str, dict], answers: dict[str, str]) -> None:
-    """Refuse to resume when a problem that has traces now has another gold answer: they would keep the old one."""
-    changed = [(p["id"], answers[pid], p["answer"]) for pid, p in by_id.items()
-               if pid in answers and answers[pid] != p["answer"]]
-    if changed:
-        shown = "; ".join(f"{i}: {a!r} -> {b!r}" for i, a, b in changed[:5]) + ("; ..." if len(changed) > 5 else "")
-        raise UserError(f"{cfg.out} holds traces of {len(changed)} problems whose gold answer has changed since "
-                        f"they were generated ({shown}). {RESTART}")
-
-
-def _write_manifest(cfg: GenerateConfig, entries: list[dict]) -> None:
-    store.write_text_atomic(store.join(cfg.out, layout.manifest(cfg.tag)), json.dumps({"shards": entries}))
+from r1distill.generate_config import GenerateConfig
+from r1distill.generate_dir import (
+    SESSION_KEYS,
+    SHARD_NAME,
+    check_answers,
+    check_kind,
+    expected_kind,
+    find_shards,
+    lock_path,
+    prepare_dir,
+    scan_shards,
+    stamp_record,
+    summarize_shards,
+    write_manifest,
+)
+from r1distill.models import check_model
+from r1distill.prompts import split_think
 
 
 def run(cfg: GenerateConfig) -> Location:
@@ -291,7 +84,7 @@ def run(cfg: GenerateConfig) -> Location:
     try:
         return _run(cfg, problems)
     finally:
-        if (lock := _lock_path(cfg)) is not None:
+        if (lock := lock_path(cfg)) is not None:
             rerun.unlock(lock)  # only if this process holds it
 
 
@@ -326,7 +119,7 @@ class _Scan:
 
 
 def _run(cfg: GenerateConfig, problems) -> Location:
-    _prepare_dir(cfg)
+    prepare_dir(cfg)
     scan = _scan(cfg, problems)
     t0 = time.time()
     gen_seconds = _generate(cfg, scan) if scan.todo else 0.0
@@ -341,13 +134,13 @@ def _scan(cfg: GenerateConfig, problems) -> _Scan:
         pid = prompt_id(cfg.source.name, p["problem"])
         if cfg.worker is None or int(pid, 16) % cfg.worker[1] == cfg.worker[0]:
             by_id.setdefault(pid, p)
-    relevant, own = _shards(cfg)
-    scanned, kinds_on_disk, answers = _scan_shards(relevant)
-    _check_answers(cfg, by_id, answers)
+    relevant, own = find_shards(cfg)
+    scanned, kinds_on_disk, answers = scan_shards(relevant)
+    check_answers(cfg, by_id, answers)
     done = {(a, b) for e in scanned for a, b in e["pairs"]}
     own_names = {store.name_of(p) for p in own}
     manifest = scanned if cfg.worker is None else [e for e in scanned if e["file"] in own_names]
-    _write_manifest(cfg, manifest)
+    write_manifest(cfg, manifest)
     todo = [(pid, p) for pid, p in by_id.items()
             if any((pid, s) not in done for s in range(cfg.num_samples))]
     worker = f" (worker {cfg.shard})" if cfg.worker else ""
@@ -360,13 +153,13 @@ def _generate(cfg: GenerateConfig, scan: _Scan) -> float:
     """Load the teacher, skip the prompts that do not fit its context, and generate the rest a shard at a time,
     each written whole as it finishes (Ctrl-C keeps the finished problems of the shard in flight). Returns the
     seconds spent generating (the model load left out)."""
-    if expected := _expected_kind(cfg):  # refuse before loading a model, where the options tell
-        _check_kind(cfg, expected, scan.kinds_on_disk)
+    if expected := expected_kind(cfg):  # refuse before loading a model, where the options tell
+        check_kind(cfg, expected, scan.kinds_on_disk)
     backend = get_backend(cfg.backend, cfg.teacher, cfg.backend_options, dtype=cfg.dtype, device=cfg.device,
                           batch_size=cfg.batch_size, trust_remote_code=cfg.trust_remote_code)
     try:
         kind = backend.logprobs_kind if cfg.topk_logprobs else "none"
-        _check_kind(cfg, kind, scan.kinds_on_disk)
+        check_kind(cfg, kind, scan.kinds_on_disk)
         # Prompts that leave no room for max_new_tokens in the context are skipped and counted, not errors.
         fits = fits_context(backend, [cfg.prompt.messages(p["problem"]) for _, p in scan.todo], cfg.max_new_tokens)
         unfit = {pid for (pid, _), ok in zip(scan.todo, fits) if not ok}
@@ -399,7 +192,7 @@ def _generate(cfg: GenerateConfig, scan: _Scan) -> float:
             scan.own.append(shard)
             scan.manifest.append({"file": name, "rows": len(rows),
                                   "pairs": [[r["prompt_id"], r["sample_idx"]] for r in rows]})
-            _write_manifest(cfg, scan.manifest)
+            write_manifest(cfg, scan.manifest)
             next_index += 1
             return name
 
@@ -443,10 +236,10 @@ def _generate(cfg: GenerateConfig, scan: _Scan) -> float:
 def _summarise(cfg: GenerateConfig, scan: _Scan, elapsed: float, gen_seconds: float) -> None:
     """summary.json (a no-op rerun keeps the figures of the session that generated) and the closing line."""
     out, stats = cfg.out, scan.stats
-    summary = _summarize([store.join(out, e["file"]) for e in scan.manifest], stats, scan.skipped, elapsed,
+    summary = summarize_shards([store.join(out, e["file"]) for e in scan.manifest], stats, scan.skipped, elapsed,
                          gen_seconds)
     summary["skipped_ids"] = {"prompt_too_long": scan.too_long} if scan.too_long else {}
-    summary["logprobs_kind"] = (_stamp_record(out).get("logprobs_kind") or "/".join(sorted(scan.kinds_on_disk))
+    summary["logprobs_kind"] = (stamp_record(out).get("logprobs_kind") or "/".join(sorted(scan.kinds_on_disk))
                                 or None)
     summary["topk_format"] = cfg.topk_format
     summary_path = store.join(out, layout.summary(cfg.tag))
@@ -480,45 +273,3 @@ def _rows(cfg: GenerateConfig, chunk, outs, stats: Counter) -> list[dict]:
                 "token_bytes_ok": c.token_bytes_ok,
             })
     return rows
-
-
-def disk_usage(paths: list[Location]) -> tuple[int, int, int]:
-    """(file bytes, compressed bytes of the top-k columns, unmapped top-k tokens) of some shards, read from
-    the Parquet footers."""
-    total = topk = unmapped = 0
-    for p in paths:
-        total += store.file_size(p)
-        pf = store.parquet_file(p)
-        meta = pf.metadata
-        for g in range(meta.num_row_groups):
-            group = meta.row_group(g)
-            topk += sum(group.column(c).total_compressed_size for c in range(group.num_columns)
-                        if group.column(c).path_in_schema.startswith("topk_"))
-        unmapped += int((pf.schema_arrow.metadata or {}).get(UNMAPPED_KEY.encode(), 0))
-    return total, topk, unmapped
-
-
-SESSION_KEYS = ("new_tokens", "seconds", "generate_seconds", "new_tokens_per_s")  # the session's, not the dir's
-
-
-def _summarize(paths: list[Location], stats: Counter, skipped: Counter, elapsed: float, gen_seconds: float) -> dict:
-    """Counts over the given shards (all of them, or a worker's own) and this session's speed."""
-    cols = ("finish_reason", "num_tokens", "prompt_id")
-    tables = [read_shard(p, columns=list(cols)) for p in paths]
-    values = {c: [v for t in tables for v in t.column(c).to_pylist()] for c in cols}
-    total_tokens = int(sum(values["num_tokens"]))
-    file_bytes, topk_bytes, unmapped = disk_usage(paths)
-    return {
-        "rows": len(values["prompt_id"]),
-        "problems": len(set(values["prompt_id"])),
-        "skipped": {k: v for k, v in skipped.items() if v},
-        "total_tokens": total_tokens,
-        "finish_reasons": dict(Counter(values["finish_reason"])),
-        "new_tokens": stats["tokens"],
-        "seconds": round(elapsed, 2),  # the whole session, model load included
-        "generate_seconds": round(gen_seconds, 2),
-        "new_tokens_per_s": stats["tokens"] / gen_seconds if gen_seconds > 0 and stats["tokens"] else 0.0,
-        "bytes_per_token": file_bytes / total_tokens if total_tokens else 0.0,
-        "topk_bytes_per_token": topk_bytes / total_tokens if total_tokens else 0.0,
-        "unmapped_tokens": unmapped,  # tokens whose top-k the backend could not map to ids (id -1 rows)
-    }
