@@ -15,7 +15,7 @@ from r1distill.train import GKDOptions
 
 pytestmark = pytest.mark.slow  # TRL GKD runs with the built-in teacher
 
-TINY = Path(__file__).with_name("tiny.yaml")
+TINY = Path(__file__).parents[1] / "tiny.yaml"
 ROWS, COMPLETION = 4, 16
 STUDENT = "train.student={derive_from: teacher, num_layers: 1}"
 

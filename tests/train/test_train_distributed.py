@@ -16,8 +16,8 @@ from r1distill.cli import main
 
 pytestmark = pytest.mark.slow  # 2-process accelerate launches
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = Path(__file__).with_name("tiny.yaml")
+REPO = Path(__file__).resolve().parents[2]
+TINY = Path(__file__).parents[1] / "tiny.yaml"
 CONFIGS = REPO / "recipes" / "accelerate"
 ACCELERATE = Path(sys.executable).with_name("accelerate")
 # Same student, data, seed and global batch (4) in both runs; 12 traces -> 3 optimizer steps.

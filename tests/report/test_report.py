@@ -18,7 +18,7 @@ from PIL import Image
 
 from r1distill.report import read_train_log, write_report
 
-TINY = Path(__file__).with_name("tiny.yaml")
+TINY = Path(__file__).parents[1] / "tiny.yaml"
 DIRS = {"generate": "traces", "curate": "curated", "train": "student", "eval": "eval"}
 
 
@@ -426,7 +426,7 @@ def test_the_screenshot_height_falls_back_to_an_estimate_that_holds_every_figure
     fake = tmp_path / "chromium"
     fake.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'calls.txt'}\n")
     fake.chmod(0o755)
-    done = subprocess.run(["bash", str(Path(__file__).parents[1] / "scripts" / "screenshot_report.sh"), str(run),
+    done = subprocess.run(["bash", str(Path(__file__).parents[2] / "scripts" / "screenshot_report.sh"), str(run),
                            str(tmp_path / "r.png")], capture_output=True, text=True,
                           env={**os.environ, "CHROMIUM": str(fake)})
     assert done.returncode == 0 and "estimated" in done.stderr, done.stderr

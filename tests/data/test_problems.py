@@ -17,7 +17,7 @@ from r1distill.data import synthetic
 from r1distill.data.problems import BENCHMARKS, SourceConfig, load_problems
 from r1distill.data.synthetic import LEVELS, generate_problems, is_test_text, load_test_set
 
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
+BENCH = Path(__file__).resolve().parents[3] / "shared" / "benchmarks"
 needs_bench = pytest.mark.skipif(not BENCH.is_dir(), reason=f"local benchmark files not present at {BENCH}")
 STEP = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)\.")
 

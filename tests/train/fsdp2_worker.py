@@ -1,4 +1,4 @@
-"""One rank of a real FSDP2 run on CPU (gloo), started by torchrun from tests/test_train_fsdp2.py.
+"""One rank of a real FSDP2 run on CPU (gloo), started by torchrun from tests/train/test_train_fsdp2.py.
 
 Accelerate runs FSDP only on accelerators (on CPU it falls back to DDP), so this drives our training pieces
 under torch's own `fully_shard` directly: the token rows (train/data.py), the collator, the patched forward
@@ -7,7 +7,7 @@ every decoder layer and the root sharded as Accelerate's TRANSFORMER_BASED_WRAP 
 of every global batch; the loss is normalised by the global token count and scaled by the world size, as
 DistillTrainer does, because FSDP averages gradients over ranks.
 
-    torchrun --nproc_per_node N tests/fsdp2_worker.py STUDENT CURATED OUT.json [--lora ADAPTER_DIR]
+    torchrun --nproc_per_node N tests/train/fsdp2_worker.py STUDENT CURATED OUT.json [--lora ADAPTER_DIR]
 
 Writes the per-step global losses (rank 0). With --lora: a LoRA adapter on the sharded model, one step, the
 full state dict gathered to rank 0 and saved as a PEFT adapter, then merged by skeleton.merge_lora.

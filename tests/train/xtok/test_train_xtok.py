@@ -160,7 +160,7 @@ def test_the_real_pair_recipe_asks_for_cross_tokenizer_kd():
     from r1distill.config import load_recipe
     from r1distill.pipeline import build_configs
 
-    configs = build_configs(load_recipe(Path(__file__).parents[1] / "recipes/xtok-qwen-math-to-llama/recipe.yaml"))
+    configs = build_configs(load_recipe(Path(__file__).parents[3] / "recipes/xtok-qwen-math-to-llama/recipe.yaml"))
     # KD and its baseline side by side: KD lost to re-tokenized SFT on one of the lab's two real pairs
     kd, sft = configs["train:xtok_kd"], configs["train:xtok_sft"]
     assert (kd.objective, kd.xtok.method, kd.xtok.exact_tokens) == ("kd", "gold", "runs")
