@@ -3,7 +3,7 @@
 Each finished stage gets `run`'s record in its output dir's stamp (`rerun.record_run`, the stage dir's one stamp
 file): a hash of its config and of the stages before it, and a fingerprint of the content it read (`_inputs`: the
 problems, the input shards, the evaluated weights), so an edited problem file or benchmark is not skipped as done.
-A rerun skips a stage whose marker matches, so after a crash `run` picks up at the first unfinished
+A rerun skips a stage whose record matches, so after a crash `run` picks up at the first unfinished
 stage (and `generate` and `eval` resume inside themselves). Every model name is checked before the
 first stage starts.
 
