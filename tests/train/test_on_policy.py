@@ -212,3 +212,31 @@ def test_sigkill_then_resume_repeats_the_uninterrupted_steps(tmp_path, student_d
     for a, b in zip(resumed[2:], ref[2:]):
         for key in ("loss", "ce", "kd", "rkl", "on_policy_batches"):
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a["step"], key)
+
+
+def test_verified_only_trains_on_the_rollouts_the_verifier_accepts(tmp_path, student_dir, teacher_dir, monkeypatch):
+    """Rows 0 and 2 verify, 1 and 3 do not: only 0 and 2 keep labels; the loss's value is the reverse KL over their
+    tokens alone; all four are still counted in the logged accuracy (2 of 4)."""
+    from r1distill import verify
+
+    fake = lambda text, gold: verify.Verdict(pred_answer="1", rule="boxed", correct=gold == "right",  # noqa: E731
+                                             gold_ok=True)
+    monkeypatch.setattr(verify, "verify_answer", fake)
+    batches = {}
+    for only in (False, True):
+        d = tmp_path / str(only)
+        cfg = _config(d, student_dir, teacher_dir, _traces(d, teacher_prompt=True), verified_only=only)
+        trainer = build_trainer(cfg, prepare_student(cfg)).trainer
+        right = {trainer.rows.global_row(0), trainer.rows.global_row(2)}
+        trainer.golds = ["right" if g in right else "wrong" for g in range(len(trainer.golds))]
+        batches[only] = (trainer, _one_batch(trainer))
+    (_, every), (trainer, only) = batches[False], batches[True]
+    assert torch.equal(every["input_ids"], only["input_ids"])  # the same seeded rollouts
+    assert torch.equal(only["labels"][[0, 2]], every["labels"][[0, 2]]) and (only["labels"][[1, 3]] == IGNORE).all()
+    kept = (only["labels"][[0, 2]] != IGNORE) & (every["token_weights"][[0, 2]] != 0)
+    n = int((only["labels"][:, 1:] != IGNORE).sum())
+    assert n > 0
+    want = float(-every["token_weights"][[0, 2]][kept].sum()) / n  # the reverse KL over rows 0 and 2's tokens
+    trainer.model.train()
+    assert trainer.compute_loss(trainer.model, only, num_items_in_batch=n).item() == pytest.approx(want, rel=1e-3)
+    assert window_stats(trainer._op_sums, 1)["accuracy"] == 0.5

@@ -156,6 +156,9 @@ class OnPolicyOptions:
     # openai (a vLLM / OpenAI-compatible server's prompt log-probs: the teacher stays out of training memory)
     teacher_backend: str = "hf"
     teacher_backend_options: dict = field(default_factory=dict)  # the teacher backend's options (base_urls, ...)
+    # train only on the rollouts whose answer the verifier accepts against the gold answer (rejection sampling
+    # inside on-policy distillation); the others are sampled, scored and logged (rkl, accuracy), not trained on
+    verified_only: bool = False
 
     def __post_init__(self) -> None:
         if self.loss not in ON_POLICY_LOSSES:

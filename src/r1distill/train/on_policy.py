@@ -20,7 +20,9 @@ One micro-batch (`OnPolicyTrainer.training_step`), on every process:
 4. the batch becomes prompt + sample with labels on the sample (its eos included when it stopped), cut to
    max_length, and the loss is (loss "token") Σ_t w_t·CE_t with w_t = log p_teacher(x_t) − log p_student(x_t)
    from the rollout, or (loss "distribution") train.loss.divergence over the teacher's top-k; both normalised by
-   the sampled tokens of all processes (× the accumulation steps: micro-batches are averaged).
+   the sampled tokens of all processes (× the accumulation steps: micro-batches are averaged); with
+   `verified_only` only the rollouts whose answer the verifier accepts keep their labels (rejection sampling, the
+   filter that carries offline KD here: README "On-policy, measured").
 Off-policy micro-batches are the kd objective's (the curated traces, their stored top-k, train.loss).
 Logged per window: the sampled per-token reverse KL (`rkl`, mean of log p_student − log p_teacher), rollout and
 scoring tokens/s, the on-policy steps' time split (rollout / scoring / forward+backward), and the verifier's answer
@@ -155,12 +157,21 @@ class OnPolicyTrainer(DistillTrainer):
         nll = sum(float(-s[:c].sum()) for s, c in zip(student_lp, kept))
         rkl = sum(float((s[:c] - t[:c]).sum()) for s, t, c in zip(student_lp, teacher_lp, kept))
         verdicts = [verify_answer(o.text, self.golds[g]) for o, g in zip(outs, rows)]
+        if op.verified_only:  # the wrong rollouts are logged above and below, not trained on
+            for b, v in enumerate(verdicts):
+                if not v.correct:
+                    batch["labels"][b] = IGNORE
+            nll = sum(float(-s[:c].sum()) for s, c, v in zip(student_lp, kept, verdicts) if v.correct)
+            trained_rkl = sum(float((s[:c] - t[:c]).sum()) for s, t, c, v in zip(student_lp, teacher_lp, kept,
+                                                                                  verdicts) if v.correct)
+        else:
+            trained_rkl = rkl
         self._op_sums += torch.tensor([1, t1 - t0, t2 - t1, 0, sum(len(o.token_ids) for o in outs), sum(kept),
                                        len(outs), sum(v.pred_answer is not None for v in verdicts),
                                        sum(v.correct for v in verdicts), rkl], dtype=torch.float64)
         if op.loss == "token":
             batch["loss_overrides"] = {"alpha": 1.0}  # the weighted CE alone
-            self._pending = (nll, rkl)
+            self._pending = (nll, trained_rkl)
         else:
             batch["loss_overrides"] = {"alpha": 0.0}  # the divergence alone (CE on its own samples teaches nothing)
             batch.pop("token_weights")
@@ -182,7 +193,7 @@ class OnPolicyTrainer(DistillTrainer):
         n = (inputs["labels"][:, 1:] != IGNORE).sum().to(self.accelerator.device)
         if self.args.average_tokens_across_devices:  # as the Trainer counts: all processes' tokens
             n = self.accelerator.reduce(n, reduction="sum")
-        n = n * self.current_gradient_accumulation_steps
+        n = n.clamp(min=1) * self.current_gradient_accumulation_steps  # (verified_only: a batch may train on none)
         t0 = time.perf_counter()
         loss = super().training_step(model, inputs, n)
         if on:
