@@ -56,6 +56,11 @@ def read_stamp(out) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
+def matches(old: dict, stamp: str) -> bool:
+    """Whether the stamp record `old` is this version's format and of `stamp`."""
+    return old.get("format") == FORMAT and old.get("stamp") == stamp
+
+
 def _describe(old: dict) -> str:
     if old.get("format") != FORMAT and (old.get("stamp") or old.get("run")):
         return f"stamp format {old.get('format', 1)}, an earlier r1distill's; this one writes format {FORMAT}"
@@ -80,7 +85,7 @@ def claim(out, stamp: str, stage: str, overwrite: bool = False, refuse: str | No
     if not [n for n in names if not n.startswith(".")]:  # nothing, or only temporaries a killed run left
         return "new"
     old = old if old is not None else read_stamp(out) or {}
-    if old.get("format") == FORMAT and old.get("stamp") == stamp:
+    if matches(old, stamp):
         return "done" if old.get("complete") else "resume"
     what = _describe(old)
     if config is not None:
@@ -97,7 +102,7 @@ def claim(out, stamp: str, stage: str, overwrite: bool = False, refuse: str | No
 def is_done(out, stamp: str) -> bool:
     """Whether `out` holds complete results of this stamp (read only: every process of a distributed run may ask)."""
     old = read_stamp(out) or {}
-    return old.get("format") == FORMAT and old.get("stamp") == stamp and bool(old.get("complete"))
+    return matches(old, stamp) and bool(old.get("complete"))
 
 
 def set_aside(path: Path, tag: str) -> Path:

@@ -154,21 +154,19 @@ class OnPolicyTrainer(DistillTrainer):
         batch = sampled_batch(prompts, [o.token_ids for o in outs], student_lp, teacher_lp,
                               self.processing_class.pad_token_id, self.args.max_length, topk)
         kept = [int((batch["labels"][b] != IGNORE).sum()) for b in range(len(idx))]
-        nll = sum(float(-s[:c].sum()) for s, c in zip(student_lp, kept))
-        rkl = sum(float((s[:c] - t[:c]).sum()) for s, t, c in zip(student_lp, teacher_lp, kept))
+        row_nll = [float(-s[:c].sum()) for s, c in zip(student_lp, kept)]
+        row_rkl = [float((s[:c] - t[:c]).sum()) for s, t, c in zip(student_lp, teacher_lp, kept)]
         verdicts = [verify_answer(o.text, self.golds[g]) for o, g in zip(outs, rows)]
-        if op.verified_only:  # the wrong rollouts are logged above and below, not trained on
-            for b, v in enumerate(verdicts):
-                if not v.correct:
-                    batch["labels"][b] = IGNORE
-            nll = sum(float(-s[:c].sum()) for s, c, v in zip(student_lp, kept, verdicts) if v.correct)
-            trained_rkl = sum(float((s[:c] - t[:c]).sum()) for s, t, c, v in zip(student_lp, teacher_lp, kept,
-                                                                                  verdicts) if v.correct)
-        else:
-            trained_rkl = rkl
+        # the rollouts trained on: all, or (verified_only) those the verifier accepts; the others are logged only
+        trained = [v.correct or not op.verified_only for v in verdicts]
+        for b, t in enumerate(trained):
+            if not t:
+                batch["labels"][b] = IGNORE
+        nll = sum(x for x, t in zip(row_nll, trained) if t)
+        trained_rkl = sum(x for x, t in zip(row_rkl, trained) if t)
         self._op_sums += torch.tensor([1, t1 - t0, t2 - t1, 0, sum(len(o.token_ids) for o in outs), sum(kept),
                                        len(outs), sum(v.pred_answer is not None for v in verdicts),
-                                       sum(v.correct for v in verdicts), rkl], dtype=torch.float64)
+                                       sum(v.correct for v in verdicts), sum(row_rkl)], dtype=torch.float64)
         if op.loss == "token":
             batch["loss_overrides"] = {"alpha": 1.0}  # the weighted CE alone
             self._pending = (nll, trained_rkl)

@@ -184,7 +184,7 @@ def prepare_work(cfg: TrainConfig, main: bool) -> Path | None:
     ckpt = latest_checkpoint(work) if cfg.resume else None
     if ckpt is not None:
         old = rerun.read_stamp(work)
-        if old is not None and (old.get("format") != rerun.FORMAT or old.get("stamp") != stamp):
+        if old is not None and not rerun.matches(old, stamp):
             raise UserError(f"The checkpoints in {work} were made with another train config: resume with the "
                             "same recipe, or drop --resume to start over")
         console.print(f"resuming from {ckpt}")
