@@ -34,11 +34,12 @@ def main() -> None:
 
     import torch
 
-    from r1distill.backends import SamplingConfig, close, derive_seed, get_backend
+    from r1distill.backends import SamplingConfig, derive_seed
     from r1distill.backends.hf import HFBackend
     from r1distill.data.traces import read_table
     from r1distill.models import load_model, load_tokenizer
     from r1distill.prompts import render_prompt
+    from r1distill.train.rollouts import VLLMRollouts
 
     tok = load_tokenizer(args.student)
     messages = read_table(Path(args.traces)).column("prompt").to_pylist()
@@ -47,10 +48,11 @@ def main() -> None:
     model = load_model(args.student, dtype=args.dtype, device="cpu")
     hf = HFBackend.from_model(model, tok, batch_size=args.batch)
     t0 = time.perf_counter()
-    vllm = get_backend("vllm", args.student, dtype=args.dtype, batch_size=args.batch)
+    vllm = VLLMRollouts(args.student, {}, str(model.dtype).removeprefix("torch."), sync_steps=1, processes=1)
     start = time.perf_counter() - t0
     rates: dict[str, list[float]] = {"hf": [], "vllm": []}
     seconds: dict[str, list[float]] = {"hf": [], "vllm": []}
+    pushes: list[float] = []
     try:
         for r in range(args.repeats + 1):  # the first round warms both up and is not counted
             batch = prompts[(r % args.repeats) * args.batch:][:args.batch]
@@ -62,20 +64,22 @@ def main() -> None:
                         outs = hf.generate_ids(batch, sampling, seeds)
                     n = sum(len(o.token_ids) for o in outs)
                 else:
-                    msgs = messages[(r % args.repeats) * args.batch:][:args.batch]
-                    outs = vllm.generate(msgs, SamplingConfig(**{**sampling.__dict__, "seeds": seeds}))
-                    n = sum(len(c[0].token_ids) for c in outs)
+                    vllm.sync(model, r)
+                    push = time.perf_counter() - t
+                    t = time.perf_counter()
+                    n = sum(len(o.token_ids) for o in vllm.sample(model, batch, sampling, seeds))
                 dt = time.perf_counter() - t
                 if r:
                     rates[name].append(n / dt)
                     seconds[name].append(dt)
-        t = time.perf_counter()
-        model.save_pretrained("/tmp/bench_rollouts_student", safe_serialization=True)
-        save = time.perf_counter() - t
+                    if name == "vllm":
+                        pushes.append(push)
     finally:
-        close(vllm)
+        vllm.close()
+    params = sum(p.numel() for p in model.parameters())
     print(f"`{shlex.join(['python', *sys.argv])}`\n")
-    print(f"vLLM engine start-up {start:.1f} s; saving the student for a restart-based weight sync {save:.1f} s\n")
+    print(f"vLLM engine start-up {start:.1f} s; weight push ({params / 1e6:.0f}M parameters, {model.dtype}) "
+          f"{statistics.median(pushes):.2f} s median ({', '.join(f'{s:.2f}' for s in pushes)})\n")
     print("| engine | rollout tok/s (median) | per call, s | vs hf |")
     print("|---|---:|---|---:|")
     hf_rate = statistics.median(rates["hf"])

@@ -240,3 +240,31 @@ def test_verified_only_trains_on_the_rollouts_the_verifier_accepts(tmp_path, stu
     trainer.model.train()
     assert trainer.compute_loss(trainer.model, only, num_items_in_batch=n).item() == pytest.approx(want, rel=1e-3)
     assert window_stats(trainer._op_sums, 1)["accuracy"] == 0.5
+
+
+def test_reward_coef_adds_the_verifiers_centred_reward_to_each_sampled_tokens_advantage(tmp_path, student_dir,
+                                                                                       teacher_dir, monkeypatch):
+    """Rows 0 and 2 verify, 1 and 3 do not: with reward_coef 0.5 the weights of rows 0 and 2's sampled tokens gain
+    0.5·(1 − 0.5) and those of rows 1 and 3 lose 0.5·0.5; nothing else changes (the same seeded rollouts, labels)."""
+    from r1distill import verify
+
+    fake = lambda text, gold: verify.Verdict(pred_answer="1", rule="boxed", correct=gold == "right",  # noqa: E731
+                                             gold_ok=True)
+    monkeypatch.setattr(verify, "verify_answer", fake)
+    batches = {}
+    for coef in (0.0, 0.5):
+        d = tmp_path / str(coef)
+        cfg = _config(d, student_dir, teacher_dir, _traces(d, teacher_prompt=True), reward_coef=coef)
+        trainer = build_trainer(cfg, prepare_student(cfg)).trainer
+        right = {trainer.rows.global_row(0), trainer.rows.global_row(2)}
+        trainer.golds = ["right" if g in right else "wrong" for g in range(len(trainer.golds))]
+        batches[coef] = _one_batch(trainer)
+    plain, rewarded = batches[0.0], batches[0.5]
+    assert torch.equal(plain["input_ids"], rewarded["input_ids"]) and torch.equal(plain["labels"], rewarded["labels"])
+    sampled = plain["labels"] != IGNORE
+    want = plain["token_weights"].clone()
+    want[[0, 2]] += 0.25 * sampled[[0, 2]]
+    want[[1, 3]] -= 0.25 * sampled[[1, 3]]
+    assert sampled.sum() > 8 and torch.allclose(rewarded["token_weights"], want, atol=1e-6)
+    with pytest.raises(ConfigError, match="reward_coef adds to the token form"):
+        OnPolicyOptions(loss="distribution", reward_coef=0.5)

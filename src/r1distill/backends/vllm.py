@@ -224,7 +224,9 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, model: str, options: dict | None = None, dtype: str = "auto", device: str = "auto",
-                 batch_size: int = 32, trust_remote_code: bool = False):
+                 batch_size: int = 32, trust_remote_code: bool = False, engine_extra: dict | None = None):
+        """engine_extra: `vllm.LLM` arguments set by r1distill, not the user (on-policy's rollout engine: its worker
+        extension, `r1distill.train.rollouts`); one engine only."""
         from r1distill.config import from_dict
 
         self.opts = from_dict(Options, dict(options or {}), "backend_options (vllm)")
@@ -253,8 +255,11 @@ class VLLMBackend:
         self._watchdog = Watchdog()
         try:
             if self.opts.data_parallel_size == 1:
-                self.llm = start_engine(path, self.opts, dtype, trust_remote_code)
+                self.llm = start_engine(path, self.opts, dtype, trust_remote_code, engine_extra)
                 self.context_length = int(self.llm.model_config.max_model_len)
+            elif engine_extra:
+                raise ConfigError("data_parallel_size > 1: on-policy's vLLM rollout engine is one engine (set "
+                                  "train.on_policy.rollout_backend_options.data_parallel_size to 1)")
             else:
                 self._replicas = self._start_replicas(path, dtype, trust_remote_code)
         except BaseException:
@@ -351,6 +356,13 @@ class VLLMBackend:
             deliver(on_result, got, first=len(results))
             results += got
         return results
+
+    def generate_ids(self, ids: list[list[int]], sampling: SamplingConfig, seeds: list[int]) -> list[Completion]:
+        """One completion per already-rendered prompt (token ids), prompt p seeded with seeds[p] (`sampling.n` and
+        `sampling.seeds` are ignored): on-policy rollouts, as `HFBackend.generate_ids`. One engine only."""
+        self.opts.check_topk(sampling.logprobs, "top-k log-probs")
+        one = SamplingConfig(**{**asdict(sampling), "n": 1, "seeds": list(seeds)})
+        return [cs[0] for cs in _run(self.llm, ids, one)]
 
     def score(self, inputs: list[ScoreInput], k: int, progress: Progress | None = None) -> list[Scored]:
         """Raw top-k over given completion tokens from `prompt_logprobs` (module doc); data-parallel replicas

@@ -90,7 +90,8 @@ def on_cpu() -> bool:
     return bool(current_platform.is_cpu())
 
 
-def start_engine(model: str, opts: Options, dtype: str, trust_remote_code: bool):
+def start_engine(model: str, opts: Options, dtype: str, trust_remote_code: bool, extra: dict | None = None):
+    """A `vllm.LLM` on `model`; `extra`: more `vllm.LLM` arguments that r1distill sets itself (not user options)."""
     import psutil
     from vllm import LLM
 
@@ -99,7 +100,7 @@ def start_engine(model: str, opts: Options, dtype: str, trust_remote_code: bool)
         for key, value in cpu_environment(opts, os.cpu_count() or 1, dict(os.environ)).items():
             os.environ[key] = value  # read by the engine processes vLLM spawns next
     kwargs = engine_kwargs(opts, dtype, cpu, psutil.virtual_memory().available)
-    return LLM(model=model, trust_remote_code=trust_remote_code, **kwargs)
+    return LLM(model=model, trust_remote_code=trust_remote_code, **kwargs, **(extra or {}))
 
 
 _WATCHDOG = """

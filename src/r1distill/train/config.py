@@ -159,6 +159,18 @@ class OnPolicyOptions:
     # train only on the rollouts whose answer the verifier accepts against the gold answer (rejection sampling
     # inside on-policy distillation); the others are sampled, scored and logged (rkl, accuracy), not trained on
     verified_only: bool = False
+    # token form: add reward_coef·(r − r̄) to every sampled token's advantage, r = 1 when the verifier accepts the
+    # rollout's answer (else 0) and r̄ the micro-batch's mean: a REINFORCE term on the verifier's reward beside the
+    # distillation (RL with the batch mean as baseline). 0: pure distillation
+    reward_coef: float = 0.0
+    # where the rollouts come from: hf (the student being trained, in this process: always current, nothing to
+    # start) or vllm (an engine in its own process holding a copy of the student, its weights pushed from the
+    # trainer every rollout_sync_steps steps; one training process only). train/rollouts.py, BENCHMARKS.md
+    rollout_backend: str = "hf"
+    rollout_backend_options: dict = field(default_factory=dict)  # vllm: the vllm backend's options (kv_cache_gib, ...)
+    # vllm: push the student's weights to the engine every this many optimizer steps (1: every step, each rollout
+    # from the current student; more: rollouts from a student up to N-1 steps old, cheaper syncs)
+    rollout_sync_steps: int = 1
 
     def __post_init__(self) -> None:
         if self.loss not in ON_POLICY_LOSSES:
@@ -172,12 +184,29 @@ class OnPolicyOptions:
         if self.teacher_backend not in ("hf", "vllm", "openai"):
             raise ConfigError(f"train.on_policy.teacher_backend must be hf, vllm or openai, "
                               f"got {self.teacher_backend!r}")
+        if self.reward_coef < 0:
+            raise ConfigError(f"train.on_policy.reward_coef must be >= 0, got {self.reward_coef}")
+        if self.reward_coef and self.loss != "token":
+            raise ConfigError("train.on_policy.reward_coef adds to the token form's per-token advantage: set "
+                              "train.on_policy.loss=token")
+        if self.rollout_backend not in ("hf", "vllm"):
+            raise ConfigError(f"train.on_policy.rollout_backend must be hf or vllm, got {self.rollout_backend!r}")
+        if self.rollout_backend == "hf" and self.rollout_backend_options:
+            raise ConfigError("train.on_policy.rollout_backend_options are the vllm rollout engine's: set "
+                              "rollout_backend=vllm, or leave them out")
+        if self.rollout_sync_steps < 1:
+            raise ConfigError(f"train.on_policy.rollout_sync_steps must be >= 1, got {self.rollout_sync_steps}")
         from r1distill.backends import check_options
 
-        try:  # its options checked now, before any model loads
+        try:  # the backends' options checked now, before any model loads
             check_options(self.teacher_backend, self.teacher_backend_options)
         except ConfigError as e:
             raise ConfigError(f"train.on_policy.teacher_backend_options: {e}") from None
+        if self.rollout_backend == "vllm":
+            try:
+                check_options("vllm", self.rollout_backend_options)
+            except ConfigError as e:
+                raise ConfigError(f"train.on_policy.rollout_backend_options: {e}") from None
 
 
 @dataclass

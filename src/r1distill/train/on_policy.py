@@ -7,14 +7,15 @@ distillation the quickstart rests on (the teacher with four worked examples, the
 on-policy; and their teacher lives in the training process. Here the teacher is any r1distill backend that can
 `score` (hf: loaded beside the student; vllm; openai: a vLLM / OpenAI-compatible server's prompt log-probs, out of
 training memory), it reads the row's `teacher_prompt`, and rollouts use the project's hf sampler (shared prompt
-prefix, fast top-p, a seed per row). Everything else is `DistillTrainer`'s (TRL's SFTTrainer: optimizer, schedule,
+prefix, fast top-p, a seed per row) on the live student, or a vLLM engine whose weights follow the trainer
+(`rollout_backend`, train/rollouts.py). Everything else is `DistillTrainer`'s (TRL's SFTTrainer: optimizer, schedule,
 accumulation, DDP, checkpoints) and the losses are the offline ones (losses.py).
 
 One micro-batch (`OnPolicyTrainer.training_step`), on every process:
 1. it is on-policy with probability `lmbda`, drawn from (seed, step, micro-batch): all processes draw alike;
-2. rollout: the student (eval mode, no gradient, the trainer's autocast) samples one completion per row from the
-   row's `prompt`, seeded by (seed, step, micro-batch, row): the same samples on any number of processes and after
-   a resume from a checkpoint;
+2. rollout: the student (hf: eval mode, no gradient, the trainer's autocast; vllm: the engine's copy, refreshed
+   every `rollout_sync_steps` steps) samples one completion per row from the row's `prompt`, seeded by (seed, step,
+   micro-batch, row): the same samples on any number of processes and after a resume from a checkpoint;
 3. scoring: the teacher's log-prob of every sampled token after its own prompt (and its top-k for the
    distribution form), one forward pass over teacher prompt + sample;
 4. the batch becomes prompt + sample with labels on the sample (its eos included when it stopped), cut to
@@ -22,11 +23,12 @@ One micro-batch (`OnPolicyTrainer.training_step`), on every process:
    from the rollout, or (loss "distribution") train.loss.divergence over the teacher's top-k; both normalised by
    the sampled tokens of all processes (× the accumulation steps: micro-batches are averaged); with
    `verified_only` only the rollouts whose answer the verifier accepts keep their labels (rejection sampling, the
-   filter that carries offline KD here: README "On-policy, measured").
+   filter that carries offline KD here: README "On-policy, measured"); with `reward_coef` c the token form's
+   weights gain c·(r − r̄), the verifier's reward less the micro-batch's mean (REINFORCE beside the distillation).
 Off-policy micro-batches are the kd objective's (the curated traces, their stored top-k, train.loss).
 Logged per window: the sampled per-token reverse KL (`rkl`, mean of log p_student − log p_teacher), rollout and
-scoring tokens/s, the on-policy steps' time split (rollout / scoring / forward+backward), and the verifier's answer
-rate and accuracy on the rollouts.
+scoring tokens/s, the on-policy steps' time split (rollout / scoring / forward+backward / weight sync to the vllm
+rollout engine), and the verifier's answer rate and accuracy on the rollouts.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from r1distill.config import UserError
 from r1distill.console import console
 from r1distill.models import load_tokenizer
 from r1distill.prompts import render_prompt
-from r1distill.train import data, objectives, skeleton
+from r1distill.train import data, objectives, rollouts, skeleton
 from r1distill.train.collate import DistillCollator
 from r1distill.train.config import TrainConfig
 from r1distill.train.losses import IGNORE
@@ -51,10 +53,10 @@ from r1distill.train.trainer import DistillTrainer
 
 # train_log.jsonl's extra keys: see the module docstring
 ON_POLICY_KEYS = ("rkl", "on_policy_batches", "rollout_tokens_per_s", "score_tokens_per_s", "rollout_s", "score_s",
-                  "train_s", "answer_rate", "accuracy")
+                  "train_s", "sync_s", "answer_rate", "accuracy")
 # window sums, in this order
 _STATS = ("batches", "rollout_s", "score_s", "train_s", "rollout_tokens", "trained_tokens", "rollouts", "answered",
-          "correct", "rkl_sum")
+          "correct", "rkl_sum", "sync_s")
 
 
 class IndexedCollator(DistillCollator):
@@ -92,7 +94,7 @@ class OnPolicyTrainer(DistillTrainer):
     teacher (module docstring)."""
 
     def __init__(self, *args, on_policy, rows, teacher_prompts: list[list[int]], golds: list[str], scorer,
-                 seed: int, **kwargs):
+                 seed: int, rollouts_from: str, rollout_dtype: str, **kwargs):
         super().__init__(*args, **kwargs)
         self.op = on_policy
         self.rows = rows  # data.TokenData: the kept rows (their prompts are the rollouts' prompts)
@@ -100,13 +102,22 @@ class OnPolicyTrainer(DistillTrainer):
         self.golds = golds  # by global row: the gold answer (the rollouts' accuracy)
         self.scorer = scorer  # the teacher, a backend with `score`
         self.seed = seed
+        # the rollout engine (train/rollouts.py); vllm starts on `rollouts_from`, the student's dir
+        try:
+            self.rollouts = rollouts.start(on_policy, self.accelerator, self.processing_class, rollouts_from,
+                                           rollout_dtype)
+        except BaseException:
+            close(scorer)
+            raise
         self._micro = (-1, 0)  # (global step, micro-batch index within it)
         self._op_sums = torch.zeros(len(_STATS), dtype=torch.float64)  # window sums (_STATS)
         self._op_totals = torch.zeros(len(_STATS), dtype=torch.float64)  # this session's sums
         self._pending: tuple[float, float] | None = None  # a token-form batch's (Σ NLL, Σ rkl) for _finish
 
     def close_teacher(self) -> None:
+        """Stop the teacher and the rollout engine (their memory, their processes)."""
         close(self.scorer)
+        self.rollouts.close()
 
     def on_policy_now(self, step: int, micro: int) -> bool:
         """Whether micro-batch `micro` of optimizer step `step` samples: the same answer on every process."""
@@ -115,25 +126,19 @@ class OnPolicyTrainer(DistillTrainer):
         return random.Random(derive_seed(self.seed, "lmbda", step, micro)).random() < self.op.lmbda
 
     def rollout(self, model, idx: list[int], step: int, micro: int):
-        """The student's samples from rows `idx`: (prompts, completions), seeded by (seed, step, micro, row)."""
-        from r1distill.backends.hf import HFBackend
-
+        """The student's samples from rows `idx`: (prompts, completions), seeded by (seed, step, micro, row), from
+        the rollout engine (train/rollouts.py), its weights pushed first when they are `rollout_sync_steps` old."""
         op = self.op
+        if self.rollouts.stale(step):
+            t0 = time.perf_counter()
+            self.rollouts.sync(self.accelerator.unwrap_model(model), step)
+            self._op_sums[_STATS.index("sync_s")] += time.perf_counter() - t0
         feats = [self.rows.row(i) for i in idx]
         prompts = [[int(t) for t in f["input_ids"][:f["prompt_len"]]] for f in feats]
-        student = self.accelerator.unwrap_model(model)
         sampling = SamplingConfig(n=1, max_new_tokens=op.max_new_tokens, temperature=op.temperature,
                                   top_p=op.top_p, logprobs=1)
         seeds = [derive_seed(self.seed, "rollout", step, micro, i) for i in idx]
-        was_training = student.training
-        student.eval()
-        try:
-            with self.accelerator.autocast():
-                outs = HFBackend.from_model(student, self.processing_class, batch_size=len(idx)).generate_ids(
-                    prompts, sampling, seeds)
-        finally:
-            student.train(was_training)
-        return prompts, outs
+        return prompts, self.rollouts.sample(model, prompts, sampling, seeds)
 
     def on_policy_batch(self, model, inputs: dict, step: int, micro: int) -> dict:
         """Rollout -> scoring -> the batch to train on (module docstring), with the window's statistics."""
@@ -162,11 +167,17 @@ class OnPolicyTrainer(DistillTrainer):
         for b, t in enumerate(trained):
             if not t:
                 batch["labels"][b] = IGNORE
+        if op.reward_coef:  # the verifier's reward, less the batch's mean, on every sampled token's advantage
+            rewards = [float(v.correct) for v in verdicts]
+            mean = sum(rewards) / len(rewards)
+            for b, r in enumerate(rewards):
+                sampled = batch["labels"][b] != IGNORE
+                batch["token_weights"][b, sampled] += op.reward_coef * (r - mean)
         nll = sum(x for x, t in zip(row_nll, trained) if t)
         trained_rkl = sum(x for x, t in zip(row_rkl, trained) if t)
         self._op_sums += torch.tensor([1, t1 - t0, t2 - t1, 0, sum(len(o.token_ids) for o in outs), sum(kept),
                                        len(outs), sum(v.pred_answer is not None for v in verdicts),
-                                       sum(v.correct for v in verdicts), sum(row_rkl)], dtype=torch.float64)
+                                       sum(v.correct for v in verdicts), sum(row_rkl), 0], dtype=torch.float64)
         if op.loss == "token":
             batch["loss_overrides"] = {"alpha": 1.0}  # the weighted CE alone
             self._pending = (nll, trained_rkl)
@@ -243,6 +254,7 @@ def window_stats(sums: torch.Tensor, processes: int) -> dict[str, float]:
         "rollout_tokens_per_s": s["rollout_tokens"] / s["rollout_s"] if s["rollout_s"] else 0.0,
         "score_tokens_per_s": s["rollout_tokens"] / s["score_s"] if s["score_s"] else 0.0,
         "rollout_s": s["rollout_s"] / b, "score_s": s["score_s"] / b, "train_s": s["train_s"] / b,
+        "sync_s": s["sync_s"] / b,
         "answer_rate": s["answered"] / rollouts, "accuracy": s["correct"] / rollouts,
     }
 
@@ -301,6 +313,7 @@ def build(cfg: TrainConfig, student_path: str, tokenizer, plan: Plan) -> skeleto
         vocab_size=objectives.aligned_vocab(tokenizer, model, None, student_path, cfg.teacher),
         data_collator=IndexedCollator(tokenizer.pad_token_id, rows, topk=cfg.loss.topk if need_topk else None),
         on_policy=op, rows=rows, teacher_prompts=teacher_prompts, golds=golds, scorer=scorer, seed=cfg.seed,
+        rollouts_from=student_path, rollout_dtype=common["dtype"],
     )
     return skeleton.Setup(trainer, tokenizer, len(rows), rows.truncated, rows.completion_tokens, ckpt, data=rows,
                           log_keys=skeleton.LOG_KEYS + ON_POLICY_KEYS, extra={"teacher": cfg.teacher})
