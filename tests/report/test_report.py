@@ -399,6 +399,8 @@ def test_an_on_policy_variant_is_described_as_what_it_trains_on():
     assert (token["divergence"], token["topk"], token["bytes_per_token"]) == ("sampled reverse KL", None, None)
     assert dist["divergence"] == "reverse_kl on the teacher's top-8" and dist["bytes_per_token"] is None
     assert (mixed["topk"], mixed["bytes_per_token"]) == (20, 120.0)
+    rewarded = describe(data, variant(reward_coef=4.0, rollouts_per_prompt=4))
+    assert rewarded["divergence"] == "sampled reverse KL + verifier reward ×4 (4 rollouts a prompt)"
 
 
 def test_examples_are_chosen_deterministically():

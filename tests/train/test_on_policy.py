@@ -67,8 +67,9 @@ def test_sampled_batch_places_the_sample_and_its_weights_after_the_prompt():
     assert b["input_ids"].tolist() == [[5, 6, 7, 1], [8, 3, 4, 9]]  # the first row's sample cut to max_length
     assert b["labels"].tolist() == [[IGNORE, IGNORE, IGNORE, 1], [IGNORE, 3, 4, 9]]
     assert b["token_weights"].tolist() == [[0, 0, 0, -0.5], [0, 0, -1.0, 2.0]]  # log p_teacher − log p_student
-    s = window_stats(torch.tensor([2, 3.0, 1.0, 2.0, 10, 8, 4, 3, 1, 4.0], dtype=torch.float64), processes=1)
+    s = window_stats(torch.tensor([2, 3.0, 1.0, 2.0, 10, 8, 4, 3, 1, 4.0, 0.5], dtype=torch.float64), processes=1)
     assert (s["rkl"], s["rollout_tokens_per_s"], s["score_tokens_per_s"], s["rollout_s"]) == (0.5, 10 / 3, 10, 1.5)
+    assert s["sync_s"] == 0.25  # the weight push, per on-policy batch
     assert (s["answer_rate"], s["accuracy"]) == (0.75, 0.25)
 
 
@@ -268,3 +269,37 @@ def test_reward_coef_adds_the_verifiers_centred_reward_to_each_sampled_tokens_ad
     assert sampled.sum() > 8 and torch.allclose(rewarded["token_weights"], want, atol=1e-6)
     with pytest.raises(ConfigError, match="reward_coef adds to the token form"):
         OnPolicyOptions(loss="distribution", reward_coef=0.5)
+
+
+def test_rollouts_per_prompt_samples_each_prompt_k_times_with_the_groups_mean_as_baseline(tmp_path, student_dir,
+                                                                                          teacher_dir, monkeypatch):
+    """k = 2: 4 prompts give 8 rollouts, a prompt's two together, the first of each the same sample as with k = 1
+    (its seed does not depend on k). The verifier (faked) accepts all but every fourth rollout, so rewards are
+    1 1 | 1 0 | 1 1 | 1 0 and, against each prompt's own mean, the advantages 0 0 | ½ −½ | 0 0 | ½ −½: with
+    reward_coef 0.5 those times 0.5 are added to the sampled tokens' weights, nothing else."""
+    import itertools
+
+    from r1distill import verify
+
+    def sample(b, batch):  # row b's sampled tokens
+        return batch["input_ids"][b][batch["labels"][b] != IGNORE].tolist()
+
+    batches = {}
+    for k, coef in ((1, 0.0), (2, 0.0), (2, 0.5)):
+        calls = itertools.count()
+        monkeypatch.setattr(verify, "verify_answer", lambda text, gold, c=calls: verify.Verdict(
+            pred_answer="1", rule="boxed", correct=next(c) % 4 != 3, gold_ok=True))
+        d = tmp_path / f"{k}-{coef}"
+        cfg = _config(d, student_dir, teacher_dir, _traces(d, teacher_prompt=True), rollouts_per_prompt=k,
+                      reward_coef=coef)
+        batches[k, coef] = _one_batch(build_trainer(cfg, prepare_student(cfg)).trainer)
+    one, two, rewarded = batches[1, 0.0], batches[2, 0.0], batches[2, 0.5]
+    assert one["input_ids"].shape[0] == 4 and two["input_ids"].shape[0] == 8
+    assert [sample(2 * b, two) for b in range(4)] == [sample(b, one) for b in range(4)]
+    assert any(sample(2 * b, two) != sample(2 * b + 1, two) for b in range(4))  # the second sample is another draw
+    assert torch.equal(two["input_ids"], rewarded["input_ids"])
+    advantage = torch.tensor([0, 0, 0.5, -0.5, 0, 0, 0.5, -0.5])[:, None]
+    want = two["token_weights"] + 0.5 * advantage * (two["labels"] != IGNORE)
+    assert torch.allclose(rewarded["token_weights"], want, atol=1e-6)
+    with pytest.raises(ConfigError, match="rollouts_per_prompt must be >= 1"):
+        OnPolicyOptions(rollouts_per_prompt=0)

@@ -73,6 +73,9 @@ def describe(data: dict, v: dict) -> dict:
         mixed = op.get("lmbda", 1.0) < 1.0 and loss.get("alpha", 0.5) < 1.0
         div = ("sampled reverse KL" if op.get("loss", "token") == "token"
                else f"{div or loss.get('divergence')} on the teacher's top-{op.get('teacher_topk', 20)}")
+        if op.get("reward_coef"):  # REINFORCE on the verifier beside the distillation
+            group = op.get("rollouts_per_prompt", 1)
+            div += f" + verifier reward ×{op['reward_coef']:g}" + (f" ({group} rollouts a prompt)" if group > 1 else "")
         return {"name": v["name"], "model": v["model"], "objective": objective, "divergence": div,
                 "topk": k if mixed else None, "layers": _layers(v),
                 "bytes_per_token": stored_bytes_per_token("kd", k, fmt) if mixed else None}

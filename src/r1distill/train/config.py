@@ -160,9 +160,12 @@ class OnPolicyOptions:
     # inside on-policy distillation); the others are sampled, scored and logged (rkl, accuracy), not trained on
     verified_only: bool = False
     # token form: add reward_coef·(r − r̄) to every sampled token's advantage, r = 1 when the verifier accepts the
-    # rollout's answer (else 0) and r̄ the micro-batch's mean: a REINFORCE term on the verifier's reward beside the
-    # distillation (RL with the batch mean as baseline). 0: pure distillation
+    # rollout's answer (else 0) and r̄ a baseline: the mean over the prompt's own rollouts_per_prompt samples (GRPO's
+    # group baseline), or with one sample per prompt the micro-batch's mean. A REINFORCE term on the verifier's
+    # reward beside the distillation. 0: pure distillation
     reward_coef: float = 0.0
+    # samples per prompt each on-policy step: a micro-batch trains on batch_size × this many rollouts
+    rollouts_per_prompt: int = 1
     # where the rollouts come from: hf (the student being trained, in this process: always current, nothing to
     # start) or vllm (an engine in its own process holding a copy of the student, its weights pushed from the
     # trainer every rollout_sync_steps steps; one training process only). train/rollouts.py, BENCHMARKS.md
@@ -184,6 +187,8 @@ class OnPolicyOptions:
         if self.teacher_backend not in ("hf", "vllm", "openai"):
             raise ConfigError(f"train.on_policy.teacher_backend must be hf, vllm or openai, "
                               f"got {self.teacher_backend!r}")
+        if self.rollouts_per_prompt < 1:
+            raise ConfigError(f"train.on_policy.rollouts_per_prompt must be >= 1, got {self.rollouts_per_prompt}")
         if self.reward_coef < 0:
             raise ConfigError(f"train.on_policy.reward_coef must be >= 0, got {self.reward_coef}")
         if self.reward_coef and self.loss != "token":

@@ -24,7 +24,9 @@ One micro-batch (`OnPolicyTrainer.training_step`), on every process:
    the sampled tokens of all processes (× the accumulation steps: micro-batches are averaged); with
    `verified_only` only the rollouts whose answer the verifier accepts keep their labels (rejection sampling, the
    filter that carries offline KD here: README "On-policy, measured"); with `reward_coef` c the token form's
-   weights gain c·(r − r̄), the verifier's reward less the micro-batch's mean (REINFORCE beside the distillation).
+   weights gain c·(r − r̄), the verifier's reward less a baseline r̄ (REINFORCE beside the distillation): the mean
+   of the prompt's own `rollouts_per_prompt` samples (GRPO's group baseline), or with one sample per prompt the
+   micro-batch's mean.
 Off-policy micro-batches are the kd objective's (the curated traces, their stored top-k, train.loss).
 Logged per window: the sampled per-token reverse KL (`rkl`, mean of log p_student − log p_teacher), rollout and
 scoring tokens/s, the on-policy steps' time split (rollout / scoring / forward+backward / weight sync to the vllm
@@ -126,18 +128,21 @@ class OnPolicyTrainer(DistillTrainer):
         return random.Random(derive_seed(self.seed, "lmbda", step, micro)).random() < self.op.lmbda
 
     def rollout(self, model, idx: list[int], step: int, micro: int):
-        """The student's samples from rows `idx`: (prompts, completions), seeded by (seed, step, micro, row), from
-        the rollout engine (train/rollouts.py), its weights pushed first when they are `rollout_sync_steps` old."""
+        """The student's samples from rows `idx`, `rollouts_per_prompt` (k) each, a row's k together: (prompts,
+        completions), seeded by (seed, step, micro, row) and the sample's number j (the first sample's seed is the
+        same whatever k), from the rollout engine (train/rollouts.py), its weights pushed first when they are
+        `rollout_sync_steps` old."""
         op = self.op
         if self.rollouts.stale(step):
             t0 = time.perf_counter()
             self.rollouts.sync(self.accelerator.unwrap_model(model), step)
             self._op_sums[_STATS.index("sync_s")] += time.perf_counter() - t0
+        k = op.rollouts_per_prompt
         feats = [self.rows.row(i) for i in idx]
-        prompts = [[int(t) for t in f["input_ids"][:f["prompt_len"]]] for f in feats]
+        prompts = [[int(t) for t in f["input_ids"][:f["prompt_len"]]] for f in feats for _ in range(k)]
         sampling = SamplingConfig(n=1, max_new_tokens=op.max_new_tokens, temperature=op.temperature,
                                   top_p=op.top_p, logprobs=1)
-        seeds = [derive_seed(self.seed, "rollout", step, micro, i) for i in idx]
+        seeds = [derive_seed(self.seed, "rollout", step, micro, i, *([j] if j else [])) for i in idx for j in range(k)]
         return prompts, self.rollouts.sample(model, prompts, sampling, seeds)
 
     def on_policy_batch(self, model, inputs: dict, step: int, micro: int) -> dict:
@@ -149,7 +154,8 @@ class OnPolicyTrainer(DistillTrainer):
         t0 = time.perf_counter()
         prompts, outs = self.rollout(model, idx, step, micro)
         t1 = time.perf_counter()
-        rows = [self.rows.global_row(i) for i in idx]
+        group = op.rollouts_per_prompt
+        rows = [self.rows.global_row(i) for i in idx for _ in range(group)]
         k = op.teacher_topk if op.loss == "distribution" else 1
         scored = self.scorer.score([(self.teacher_prompts[g], o.token_ids) for g, o in zip(rows, outs)], k)
         t2 = time.perf_counter()
@@ -158,7 +164,7 @@ class OnPolicyTrainer(DistillTrainer):
         topk = [(s.topk_ids, s.topk_logprobs) for s in scored] if op.loss == "distribution" else None
         batch = sampled_batch(prompts, [o.token_ids for o in outs], student_lp, teacher_lp,
                               self.processing_class.pad_token_id, self.args.max_length, topk)
-        kept = [int((batch["labels"][b] != IGNORE).sum()) for b in range(len(idx))]
+        kept = [int((batch["labels"][b] != IGNORE).sum()) for b in range(len(outs))]
         row_nll = [float(-s[:c].sum()) for s, c in zip(student_lp, kept)]
         row_rkl = [float((s[:c] - t[:c]).sum()) for s, t, c in zip(student_lp, teacher_lp, kept)]
         verdicts = [verify_answer(o.text, self.golds[g]) for o, g in zip(outs, rows)]
@@ -167,12 +173,13 @@ class OnPolicyTrainer(DistillTrainer):
         for b, t in enumerate(trained):
             if not t:
                 batch["labels"][b] = IGNORE
-        if op.reward_coef:  # the verifier's reward, less the batch's mean, on every sampled token's advantage
-            rewards = [float(v.correct) for v in verdicts]
-            mean = sum(rewards) / len(rewards)
-            for b, r in enumerate(rewards):
+        if op.reward_coef:  # the verifier's reward less a baseline, on every sampled token's advantage
+            rewards = torch.tensor([float(v.correct) for v in verdicts])
+            # the baseline: the mean of the prompt's own samples (k > 1: GRPO's group), else of the micro-batch
+            base = rewards.view(-1, group).mean(1).repeat_interleave(group) if group > 1 else rewards.mean()
+            for b, adv in enumerate((rewards - base).tolist()):
                 sampled = batch["labels"][b] != IGNORE
-                batch["token_weights"][b, sampled] += op.reward_coef * (r - mean)
+                batch["token_weights"][b, sampled] += op.reward_coef * adv
         nll = sum(x for x, t in zip(row_nll, trained) if t)
         trained_rkl = sum(x for x, t in zip(row_rkl, trained) if t)
         self._op_sums += torch.tensor([1, t1 - t0, t2 - t1, 0, sum(len(o.token_ids) for o in outs), sum(kept),
