@@ -138,16 +138,17 @@ class VLLMRollouts:
         try:  # (merged until the files are written: an fp32 weight is not copied on its way to the file)
             for chunk in layer_chunks(student_weights(model), SYNC_CHUNK_BYTES):
                 chunk = [(n, t.to(device="cpu", dtype=self.dtype).contiguous()) for n, t in chunk]
-                if (read := self._load(chunk)) != len(chunk):
-                    raise RuntimeError(f"the vLLM rollout engine read {read} of {len(chunk)} student weights")
+                if (read := self._load(chunk)) != [len(chunk)] * len(read):
+                    raise RuntimeError(f"the vLLM rollout engine's workers read {read} of {len(chunk)} weights")
         finally:
             if peft:
                 model.unmerge_adapter()
         self.backend.llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
         self.synced = step
 
-    def _load(self, chunk: list[tuple[str, torch.Tensor]]) -> int:
-        """One file of weights into the engine (backends/vllm_weights.py); the parameters it loaded."""
+    def _load(self, chunk: list[tuple[str, torch.Tensor]]) -> list[int]:
+        """One file of weights into the engine (backends/vllm_weights.py); the tensors each worker read (with
+        tensor parallelism every worker reads the whole file and loads its shard)."""
         import os
         import tempfile
 
@@ -158,7 +159,7 @@ class VLLMRollouts:
         os.close(fd)
         try:
             save_file(dict(chunk), path)
-            return sum(self.backend.llm.collective_rpc("r1distill_load_weights", args=(path,)))
+            return list(self.backend.llm.collective_rpc("r1distill_load_weights", args=(path,)))
         finally:
             os.unlink(path)
 
