@@ -177,7 +177,8 @@ def stage_keys_help(section: str) -> str:
     dwidth = min(max(len(d) for _, d, _ in rows) + 2, 34)
     lines = [f"{section} keys (recipe section `{section}:`, or overrides {section}.KEY=VALUE): key, default, meaning"]
     for key, default, note in rows:
-        lines.append(f"  {key:<{width}}{default:<{dwidth}}{note}".rstrip())
+        # a key or default longer than its column still keeps a space before the next one
+        lines.append(f"  {key:<{width - 1}} {default:<{dwidth - 1}} {note}".rstrip())
     return "\n".join(lines)
 
 
