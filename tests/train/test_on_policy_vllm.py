@@ -26,6 +26,8 @@ def test_rollout_settings_are_checked():
         OnPolicyOptions(rollout_backend_options={"kv_cache_gib": 1})
     with pytest.raises(ConfigError, match="rollout_backend_options.*kv_cache_gib must be > 0"):
         OnPolicyOptions(rollout_backend="vllm", rollout_backend_options={"kv_cache_gib": 0})
+    with pytest.raises(ConfigError, match="data_parallel_size must be 1"):
+        OnPolicyOptions(rollout_backend="vllm", rollout_backend_options={"data_parallel_size": 2})
     with pytest.raises(ConfigError, match="rollout_sync_steps must be >= 1"):
         OnPolicyOptions(rollout_backend="vllm", rollout_sync_steps=0)
 

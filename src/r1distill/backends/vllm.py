@@ -257,9 +257,6 @@ class VLLMBackend:
             if self.opts.data_parallel_size == 1:
                 self.llm = start_engine(path, self.opts, dtype, trust_remote_code, engine_extra)
                 self.context_length = int(self.llm.model_config.max_model_len)
-            elif engine_extra:
-                raise ConfigError("data_parallel_size > 1: on-policy's vLLM rollout engine is one engine (set "
-                                  "train.on_policy.rollout_backend_options.data_parallel_size to 1)")
             else:
                 self._replicas = self._start_replicas(path, dtype, trust_remote_code)
         except BaseException:

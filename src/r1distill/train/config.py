@@ -209,9 +209,12 @@ class OnPolicyOptions:
             raise ConfigError(f"train.on_policy.teacher_backend_options: {e}") from None
         if self.rollout_backend == "vllm":
             try:
-                check_options("vllm", self.rollout_backend_options)
+                rollout_opts = check_options("vllm", self.rollout_backend_options)
             except ConfigError as e:
                 raise ConfigError(f"train.on_policy.rollout_backend_options: {e}") from None
+            if rollout_opts.data_parallel_size > 1:  # the engine takes pushed weights: one engine, not replicas
+                raise ConfigError("train.on_policy.rollout_backend_options.data_parallel_size must be 1: the rollout "
+                                  "engine is one vLLM engine")
 
 
 @dataclass
