@@ -149,3 +149,19 @@ def test_models_lists_built_in_and_hub_cache(teacher_dir, tmp_path, monkeypatch,
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "none"))
     assert main(["models"]) == 0
     assert f"Hugging Face cache ({tmp_path / 'none'}): 0 repos" in capsys.readouterr().out
+
+
+def test_a_successful_command_destroys_the_process_group_and_an_error_leaves_it(tmp_path, capsys):
+    """Under accelerate launch the group must not be left to interpreter teardown (gloo can abort there), but a
+    rank that failed must not destroy it while the others may still wait in a collective."""
+    import torch.distributed as dist
+
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        assert main(["report", str(tmp_path / "no_run")]) == 2 and dist.is_initialized()
+        assert main(["models"]) == 0 and not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    capsys.readouterr()

@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     from r1distill.config import UserError
 
     try:
-        return _dispatch(ns)
+        rc = _dispatch(ns)
     except UserError as e:
         if ns.debug:
             raise
@@ -276,6 +276,18 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print("r1distill: interrupted (run the same command again to resume)", file=sys.stderr)
         return 130
+    _close_distributed()
+    return rc
+
+
+def _close_distributed() -> None:
+    """Under `accelerate launch`/torchrun, destroy the process group once the command has succeeded on this rank.
+    Left to interpreter teardown, gloo's threads can be destroyed un-joined ("terminate called without an active
+    exception", SIGABRT after the student is saved) and NCCL warns of a leak. Not after an error: destroying while
+    other ranks still wait in a collective can hang (torchtitan#1342)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _size(n: int) -> str:
