@@ -272,7 +272,8 @@ def test_reward_coef_adds_the_verifiers_centred_reward_to_each_sampled_tokens_ad
 
 
 def test_rollouts_per_prompt_samples_each_prompt_k_times_with_the_groups_mean_as_baseline(tmp_path, student_dir,
-                                                                                          teacher_dir, monkeypatch):
+                                                                                          teacher_dir, monkeypatch,
+                                                                                          capsys):
     """k = 2: 4 prompts give 8 rollouts, a prompt's two together, the first of each the same sample as with k = 1
     (its seed does not depend on k). The verifier (faked) accepts all but every fourth rollout, so rewards are
     1 1 | 1 0 | 1 1 | 1 0 and, against each prompt's own mean, the advantages 0 0 | ½ −½ | 0 0 | ½ −½: with
@@ -292,7 +293,11 @@ def test_rollouts_per_prompt_samples_each_prompt_k_times_with_the_groups_mean_as
         d = tmp_path / f"{k}-{coef}"
         cfg = _config(d, student_dir, teacher_dir, _traces(d, teacher_prompt=True), rollouts_per_prompt=k,
                       reward_coef=coef)
+        capsys.readouterr()
         batches[k, coef] = _one_batch(build_trainer(cfg, prepare_student(cfg)).trainer)
+        header = " ".join(capsys.readouterr().err.split())  # the stage's first line names both settings
+        assert "on_policy (token loss" in header and ("2 rollouts a prompt" in header) == (k == 2), header
+        assert ("verifier reward x0.5, 2 rollouts" in header) == (coef == 0.5), header
     one, two, rewarded = batches[1, 0.0], batches[2, 0.0], batches[2, 0.5]
     assert one["input_ids"].shape[0] == 4 and two["input_ids"].shape[0] == 8
     assert [sample(2 * b, two) for b in range(4)] == [sample(b, one) for b in range(4)]

@@ -298,9 +298,12 @@ def build(cfg: TrainConfig, student_path: str, tokenizer, plan: Plan) -> skeleto
     rows = data.TokenData(cache, cfg.max_length)
     data.require_rows(rows, cfg.inp, cfg.max_length)
     teacher_prompts, golds = teacher_side(cfg, rows)
+    extra = (f", verifier reward x{op.reward_coef:g}" if op.reward_coef else "") + \
+        (f", {op.rollouts_per_prompt} rollouts a prompt" if op.rollouts_per_prompt > 1 else "") + \
+        (f", {op.rollout_backend} rollouts" if op.rollout_backend != "hf" else "")
     console.print(f"[bold]train[/] on_policy ({op.loss} loss, lmbda={op.lmbda}, {op.max_new_tokens} new tokens at "
-                  f"temperature {op.temperature}) on the prompts of {len(rows)} traces from {student_path}, teacher "
-                  f"{cfg.teacher} ({op.teacher_backend}) with its own prompt -> {cfg.out}")
+                  f"temperature {op.temperature}{extra}) on the prompts of {len(rows)} traces from {student_path}, "
+                  f"teacher {cfg.teacher} ({op.teacher_backend}) with its own prompt -> {cfg.out}")
     skeleton.warn_small(len(rows))
     args = skeleton.training_args(cfg, SFTConfig, remove_unused_columns=False,
                                   dataset_kwargs={"skip_prepare_dataset": True})
