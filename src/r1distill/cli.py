@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
 def _close_distributed() -> None:
     """Under `accelerate launch`/torchrun, destroy the process group once the command has succeeded on this rank.
     Left to interpreter teardown, gloo's threads can be destroyed un-joined ("terminate called without an active
-    exception", SIGABRT after the student is saved) and NCCL warns of a leak. Not after an error: destroying while
+    exception", SIGABRT at exit, after the work is done) and NCCL warns of a leak. Not after an error: destroying while
     other ranks still wait in a collective can hang (torchtitan#1342)."""
     dist = sys.modules.get("torch.distributed")
     if dist is not None and dist.is_available() and dist.is_initialized():
