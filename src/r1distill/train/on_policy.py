@@ -14,8 +14,9 @@ accumulation, DDP, checkpoints) and the losses are the offline ones (losses.py).
 One micro-batch (`OnPolicyTrainer.training_step`), on every process:
 1. it is on-policy with probability `lmbda`, drawn from (seed, step, micro-batch): all processes draw alike;
 2. rollout: the student (hf: eval mode, no gradient, the trainer's autocast; vllm: the engine's copy, refreshed
-   every `rollout_sync_steps` steps) samples one completion per row from the row's `prompt`, seeded by (seed, step,
-   micro-batch, row): the same samples on any number of processes and after a resume from a checkpoint;
+   every `rollout_sync_steps` steps) samples `rollouts_per_prompt` completions (default one) per row from the row's
+   `prompt`, seeded by (seed, step, micro-batch, row, sample): the same samples on any number of processes and
+   after a resume from a checkpoint;
 3. scoring: the teacher's log-prob of every sampled token after its own prompt (and its top-k for the
    distribution form), one forward pass over teacher prompt + sample;
 4. the batch becomes prompt + sample with labels on the sample (its eos included when it stopped), cut to
